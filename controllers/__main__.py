@@ -1,0 +1,81 @@
+"""Start kube-proxy (the os-ken app) as its own process: ``python -m controllers --state F --status F --port N``.
+
+os-ken 4 has no ``osken-manager``, so this is the launcher: it configures the OpenFlow listener on
+127.0.0.1 and a port the lab chose, then runs the app in-process with ``AppManager.run_apps`` (as
+Neutron's OVS agent does). os-ken's native hub cannot be stopped cleanly (``HubThread`` has no
+``kill()``, threads are not daemons, so the interpreter hangs at exit); the app keeps no state worth
+saving, so on SIGINT/SIGTERM the launcher flushes its log and leaves with ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m controllers", description=__doc__.splitlines()[0])
+    ap.add_argument("--state", required=True, help="cluster state JSON the lab writes (watched)")
+    ap.add_argument("--status", required=True, help="where to acknowledge applied generations")
+    ap.add_argument("--port", type=int, required=True, help="OpenFlow listen port on 127.0.0.1")
+    ap.add_argument("--log", help="log file (default: stderr)")
+    args = ap.parse_args(argv)
+
+    logging.basicConfig(filename=args.log, level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if _listening(args.port):
+        print(f"error: port {args.port} on 127.0.0.1 is already in use: choose another --port", file=sys.stderr)
+        return 1
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    from os_ken import cfg
+
+    from controllers.openflow import app_manager  # imports os_ken.controller, which registers ofp_* options
+    from controllers.kube_proxy import KubeProxy
+
+    cfg.CONF(args=[], project="os_ken")
+    cfg.CONF.set_override("ofp_listen_host", "127.0.0.1")
+    cfg.CONF.set_override("ofp_tcp_listen_port", args.port)
+    KubeProxy.state_path = os.path.abspath(args.state)
+    KubeProxy.status_path = os.path.abspath(args.status)
+
+    runner = threading.Thread(target=app_manager.AppManager.run_apps, args=(["controllers.kube_proxy"],),
+                              daemon=True, name="os-ken")
+    runner.start()
+    deadline = time.monotonic() + 10
+    while not _listening(args.port):
+        if time.monotonic() > deadline or not runner.is_alive():
+            logging.error("OpenFlow listener on 127.0.0.1:%d did not come up", args.port)
+            logging.shutdown()
+            os._exit(1)
+        time.sleep(0.05)
+    logging.info("listening on 127.0.0.1:%d", args.port)
+    while not stop.wait(0.5):
+        if not runner.is_alive():
+            logging.error("os-ken stopped unexpectedly")
+            logging.shutdown()
+            os._exit(1)
+    logging.info("stopping")
+    logging.shutdown()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""What kube-proxy knows: the cluster state the lab publishes and the controller watches.
+
+A real kube-proxy learns Nodes, Services and EndpointSlices from the API server. Here the lab plays the
+API server by writing one JSON document (``ProxyState``) to a file that the controller watches; each
+write carries a higher ``generation``, and the controller acknowledges a generation once every switch
+has it (see ``controllers.status``). Endpoints arrive already resolved (pod IP and target port), as in
+an EndpointSlice, so the controller never looks at selectors or manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    index: int
+    ip: str
+    mac: str
+    pod_cidr: str
+    gateway_ip: str
+    gateway_mac: str
+    dpid: int
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    name: str
+    namespace: str
+    node: str
+    ip: str
+    mac: str
+    ofport: int
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    pod: str
+    node: str
+    ip: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ServicePortInfo:
+    """One port of one Service: the unit kube-proxy programs (its KUBE-SVC chain)."""
+
+    service: str
+    namespace: str
+    port_name: str
+    protocol: str
+    port: int
+    node_port: int
+    policy: str  # "Cluster" | "Local" (externalTrafficPolicy)
+    endpoints: tuple[EndpointInfo, ...] = ()
+    health_check_node_port: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.service}:{self.port_name or self.port}"
+
+
+@dataclass(frozen=True)
+class ExternalHost:
+    """A host outside the cluster, attached to the edge router (the client, later a load balancer)."""
+
+    name: str
+    ip: str
+    mac: str
+    ofport: int
+
+
+@dataclass(frozen=True)
+class UnderlayInfo:
+    dpid: int
+    router_ip: str
+    router_mac: str
+    external_gateway_ip: str
+    external_gateway_mac: str
+    node_ports: dict[str, int] = field(default_factory=dict)  # node name -> port on the underlay bridge
+
+
+@dataclass(frozen=True)
+class ProxyState:
+    generation: int
+    nodes: tuple[NodeInfo, ...]
+    pods: tuple[PodInfo, ...]
+    service_ports: tuple[ServicePortInfo, ...]
+    underlay: UnderlayInfo
+    externals: tuple[ExternalHost, ...] = ()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProxyState:
+        return cls(
+            generation=int(data["generation"]),
+            nodes=tuple(NodeInfo(**n) for n in data["nodes"]),
+            pods=tuple(PodInfo(**p) for p in data["pods"]),
+            service_ports=tuple(
+                ServicePortInfo(
+                    **{k: v for k, v in sp.items() if k != "endpoints"},
+                    endpoints=tuple(EndpointInfo(**e) for e in sp["endpoints"]),
+                )
+                for sp in data["service_ports"]
+            ),
+            underlay=UnderlayInfo(**data["underlay"]),
+            externals=tuple(ExternalHost(**e) for e in data.get("externals", ())),
+        )
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    """Write so that a reader never sees half a document (rename is atomic on one filesystem)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_state(path: str) -> ProxyState:
+    with open(path) as f:
+        return ProxyState.from_dict(json.load(f))

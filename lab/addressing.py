@@ -1,0 +1,130 @@
+"""Every name, address and port number the lab uses, from one rule each.
+
+The emulated cluster looks like a small bare-metal cluster with a routed pod network (flannel host-gw
+style), so that the source address a pod sees is unmistakably the client's, a node's, or a node's pod
+gateway::
+
+    client 203.0.113.10 ─┐  edge router (203.0.113.1 | 172.18.0.1), modelled in the underlay bridge
+                         │
+    underlay 172.18.0.0/24 (one L2 segment between the nodes)
+      ├─ node 1  172.18.0.11  pods 10.244.1.0/24  gateway 10.244.1.1
+      ├─ node 2  172.18.0.12  pods 10.244.2.0/24  gateway 10.244.2.1
+      └─ node n  172.18.0.(10+n)
+
+- Node ``n`` (1-based, manifest order) has node IP ``172.18.0.(10+n)``, pod CIDR ``10.244.n.0/24`` and pod
+  gateway ``10.244.n.1``. Pods get ``10.244.n.2`` upwards in the order they are placed on the node.
+- Every MAC is derived from the IPv4 address it belongs to: ``02:00:`` followed by the four address bytes
+  (10.244.1.2 -> 02:00:0a:f4:01:02), so a packet capture can be read without a table.
+- Open vSwitch bridges and the root-namespace ends of veth pairs carry the ``npl-`` prefix and a short
+  index (Linux interface names have at most 15 characters); the interface inside every host is ``eth0``,
+  as in a real pod. The lab records every name it creates and removes exactly those.
+- OpenFlow port numbers are fixed: on a node bridge the uplink is 1, the node's own host port 2, a pod
+  ``100 + last octet of its IP``; on the underlay bridge the client is 1 and node ``n`` is ``100 + n``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+PREFIX = "npl-"
+
+UNDERLAY_CIDR = ipaddress.ip_network("172.18.0.0/24")
+ROUTER_UNDERLAY_IP = "172.18.0.1"
+CLUSTER_CIDR = ipaddress.ip_network("10.244.0.0/16")
+CLIENT_CIDR = ipaddress.ip_network("203.0.113.0/24")
+ROUTER_CLIENT_IP = "203.0.113.1"
+CLIENT_IP = "203.0.113.10"
+CLIENT_NAME = "client"
+
+MAX_NODES = 200
+MAX_PODS_PER_NODE = 250
+
+NODE_UPLINK_PORT = 1
+NODE_HOST_PORT = 2
+POD_PORT_BASE = 100
+UNDERLAY_CLIENT_PORT = 1
+UNDERLAY_NODE_PORT_BASE = 100
+
+_DPID_NODE_BASE = 0x4E50_0000_0000_0000  # "NP"
+_DPID_UNDERLAY = 0x4E50_0001_0000_0000
+
+
+def mac_for(ip: str) -> str:
+    """A locally administered MAC derived from an IPv4 address."""
+    octets = ipaddress.IPv4Address(ip).packed
+    return "02:00:" + ":".join(f"{b:02x}" for b in octets)
+
+
+def node_ip(index: int) -> str:
+    _check_node_index(index)
+    return str(UNDERLAY_CIDR.network_address + 10 + index)
+
+
+def pod_cidr(index: int) -> str:
+    _check_node_index(index)
+    return f"10.244.{index}.0/24"
+
+
+def pod_gateway_ip(index: int) -> str:
+    _check_node_index(index)
+    return f"10.244.{index}.1"
+
+
+def pod_ip(node_index: int, host_number: int) -> str:
+    """The address of the ``host_number``-th address on a node (2 is the first pod)."""
+    if not 2 <= host_number < 2 + MAX_PODS_PER_NODE:
+        raise ValueError(f"a node holds at most {MAX_PODS_PER_NODE} pods")
+    return f"10.244.{node_index}.{host_number}"
+
+
+def pod_ofport(ip: str) -> int:
+    return POD_PORT_BASE + int(ip.rsplit(".", 1)[1])
+
+
+def node_dpid(index: int) -> int:
+    _check_node_index(index)
+    return _DPID_NODE_BASE + index
+
+
+def underlay_dpid() -> int:
+    return _DPID_UNDERLAY
+
+
+def dpid_hex(dpid: int) -> str:
+    return f"{dpid:016x}"
+
+
+def node_bridge(index: int) -> str:
+    return f"{PREFIX}n{index}"
+
+
+def underlay_bridge() -> str:
+    return f"{PREFIX}ul"
+
+
+def node_uplink_intf(index: int) -> tuple[str, str]:
+    """(node-bridge side, underlay side) of the link between node ``index`` and the underlay."""
+    return f"{PREFIX}n{index}-up", f"{PREFIX}ul-n{index}"
+
+
+def node_host_intf(index: int) -> str:
+    """Bridge side of the link to the node's own network namespace (kubelet, kube-proxy's health port)."""
+    return f"{PREFIX}n{index}-h"
+
+
+def pod_intf(serial: int) -> str:
+    """Bridge side of a pod's link; ``serial`` counts pods in the order the lab created them."""
+    return f"{PREFIX}p{serial}"
+
+
+def client_intf() -> str:
+    return f"{PREFIX}ul-c"
+
+
+def underlay_node_port(index: int) -> int:
+    return UNDERLAY_NODE_PORT_BASE + index
+
+
+def _check_node_index(index: int) -> None:
+    if not 1 <= index <= MAX_NODES:
+        raise ValueError(f"node index {index} outside 1..{MAX_NODES}")

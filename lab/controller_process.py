@@ -1,0 +1,102 @@
+"""Runs kube-proxy (``python -m controllers``) as its own process and talks to it through two files.
+
+The lab writes the cluster state (``cluster.json``); the controller acknowledges each generation per
+switch (``controller-status.json``) after a barrier. ``publish`` returns once every switch holds the
+new generation, so a probe never races the flows it depends on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from controllers.state import ProxyState, write_json_atomic
+from lab.errors import LabError
+from lab.polling import wait_for
+from lab.resources import RunDir, kill_owned
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the controller re-checks before it binds)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ControllerProcess:
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.port = free_port()
+        self.state_path = run.file("cluster.json")
+        self.status_path = run.file("controller-status.json")
+        self.log_path = run.file("controller.log")
+        self.proc: subprocess.Popen | None = None
+        self.generation = 0
+
+    def start(self, state: ProxyState) -> None:
+        self.generation = state.generation
+        write_json_atomic(self.state_path, state.to_dict())
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controllers", "--state", self.state_path, "--status", self.status_path,
+             "--port", str(self.port), "--log", self.log_path],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.run.own_process(self.proc.pid, "kube-proxy controller")
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise LabError(f"the controller exited at start (code {self.proc.returncode}); "
+                               f"see {self.log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+        wait_for(listening, timeout=20, what=f"controller listening on 127.0.0.1:{self.port}")
+
+    def publish(self, state: ProxyState, dpids: list[int], timeout: float = 30) -> None:
+        self.generation = state.generation
+        write_json_atomic(self.state_path, state.to_dict())
+        self.wait_applied(dpids, timeout)
+
+    def wait_applied(self, dpids: list[int], timeout: float = 30) -> None:
+        wanted = {f"{d:016x}" for d in dpids}
+
+        def applied():
+            if self.proc is not None and self.proc.poll() is not None:
+                raise LabError(f"the controller died (code {self.proc.returncode}); see {self.log_path}")
+            try:
+                with open(self.status_path) as f:
+                    acked = json.load(f).get("datapaths", {})
+            except (OSError, ValueError):
+                return {}
+            missing = {d for d in wanted if acked.get(d, -1) < self.generation}
+            return not missing or {"waiting for": sorted(missing), "generation": self.generation}
+        wait_for(lambda: applied() is True, timeout=timeout,
+                 what=f"all switches to hold generation {self.generation}", last=applied)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            kill_owned(self.proc.pid, "")
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.run.disown_process(self.proc.pid)
+        self.proc = None
+
+    def restart(self) -> None:
+        """Stop and start the controller alone, as one restarts kube-proxy; switches reconnect to it."""
+        with open(self.state_path) as f:
+            state = ProxyState.from_dict(json.load(f))
+        self.stop()
+        if os.path.exists(self.status_path):
+            os.unlink(self.status_path)
+        self.start(state)

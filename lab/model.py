@@ -1,0 +1,95 @@
+"""The cluster as the lab understands it: what the manifests asked for, after scheduling and allocation.
+
+These are plain dataclasses with no side effects. ``lab.manifests`` builds a ``Cluster`` from YAML,
+``lab.scheduler`` places pods, ``lab.endpoints`` turns Services into endpoint lists (what the
+EndpointSlice controller does), and ``lab.runner`` brings it up as a Mininet network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+NODE_PORT_RANGE = (30000, 32767)
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    port: int
+    name: str | None = None
+    protocol: str = "TCP"
+
+
+@dataclass
+class Node:
+    name: str
+    index: int  # 1-based, in manifest order; addresses derive from it (lab.addressing)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Pod:
+    name: str
+    node: str  # node name
+    namespace: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    ports: tuple[ContainerPort, ...] = ()
+    owner: str | None = None  # Deployment name, when the pod came from one
+    ip: str | None = None  # set when the lab places the pod on its node
+    serial: int = 0  # creation order, names the pod's interface (lab.addressing.pod_intf)
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    node_port: int
+    target_port: int | str  # a number, or the name of a container port
+    name: str | None = None
+    protocol: str = "TCP"
+
+
+@dataclass
+class Service:
+    name: str
+    ports: list[ServicePort]
+    selector: dict[str, str] = field(default_factory=dict)
+    namespace: str = "default"
+    type: str = "NodePort"  # NodePort | LoadBalancer
+    external_traffic_policy: str = "Cluster"  # Cluster | Local
+    health_check_node_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    pod: str
+    node: str
+    ip: str
+    port: int
+
+
+@dataclass
+class Cluster:
+    nodes: list[Node] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def pod(self, name: str) -> Pod:
+        for pod in self.pods:
+            if pod.name == name:
+                return pod
+        raise KeyError(name)
+
+    def service(self, name: str, namespace: str = "default") -> Service:
+        for svc in self.services:
+            if svc.name == name and svc.namespace == namespace:
+                return svc
+        raise KeyError(f"{namespace}/{name}")
+
+    def pods_on(self, node: str) -> list[Pod]:
+        return [p for p in self.pods if p.node == node]

@@ -1,0 +1,258 @@
+"""Bring a placed ``Cluster`` up as a real network, and always take it down again.
+
+``LabNetwork`` is a context manager: on enter it checks the machine, takes the machine lock, starts
+kube-proxy (the os-ken controller process), builds the Mininet network (one Open vSwitch bridge per
+node, one host per pod and per node, the client and the underlay), waits until every switch holds the
+cluster's flows, and starts the pods' HTTP servers. On exit, also after an error or Ctrl-C, it stops
+them in reverse order and removes exactly what it recorded (``lab.resources``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+
+from controllers.state import write_json_atomic
+from lab import addressing as addr
+from lab.controller_process import ControllerProcess
+from lab.endpoints import workload_ports
+from lab.environment import datapath, has_netem, preflight
+from lab.errors import LabError
+from lab.model import Cluster
+from lab.polling import wait_for
+from lab.proxy_state import build_proxy_state
+from lab.resources import MachineLock, RunDir, kill_owned, remove_recorded
+from topologies.cluster import ClusterTopo, LinkShape, bridge_names, root_interfaces
+
+OFFLOADS_OFF = "tx off tso off gso off"
+
+
+class LabNetwork:
+    def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
+                 log=lambda msg: None):
+        self.cluster = cluster
+        self.underlay = underlay
+        self.log = log
+        self.lock = MachineLock()
+        self.run: RunDir | None = None
+        self.controller: ControllerProcess | None = None
+        self.net = None
+        self.workload: subprocess.Popen | None = None
+        self.generation = 0
+        self.warnings: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def __enter__(self) -> LabNetwork:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        preflight()
+        self.lock.acquire()
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        self._previous_handlers = previous
+        for sig in previous:
+            signal.signal(sig, _raise_interrupt)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        t0 = time.monotonic()
+        self.run = RunDir.create()
+        if self.underlay.delay_ms and not has_netem():
+            self.warnings.append("this kernel has no netem qdisc: links run without delay "
+                                 f"(asked for {self.underlay.delay_ms} ms); no delay is faked")
+            self.underlay = LinkShape(bw_mbit=self.underlay.bw_mbit)
+        self.controller = ControllerProcess(self.run)
+        self.generation = 1
+        self.controller.start(build_proxy_state(self.cluster, self.generation))
+        self.timings["controller"] = time.monotonic() - t0
+
+        t1 = time.monotonic()
+        self._build_mininet()
+        self.timings["network"] = time.monotonic() - t1
+
+        t2 = time.monotonic()
+        self.controller.wait_applied(self.dpids)
+        self.timings["flows"] = time.monotonic() - t2
+
+        t3 = time.monotonic()
+        self._start_workload()
+        self.timings["servers"] = time.monotonic() - t3
+        self.log(f"cluster up in {time.monotonic() - t0:.1f} s ({datapath()} datapath, "
+                 f"{len(self.cluster.nodes)} nodes, {len(self.cluster.pods)} pods)")
+
+    def _build_mininet(self) -> None:
+        from mininet.link import Link
+        from mininet.log import setLogLevel
+        from mininet.net import Mininet
+        from mininet.node import OVSSwitch, RemoteController
+
+        class KubeProxyController(RemoteController):
+            """The controller runs on its own (lab.controller_process); Mininet only points switches at it."""
+
+            def checkListening(self):
+                return None
+
+        setLogLevel("error")
+        self.run.own_bridges(bridge_names(self.cluster))
+        self.run.own_interfaces(root_interfaces(self.cluster))
+        switch = partial(OVSSwitch, datapath=datapath(), protocols="OpenFlow13", batch=True,
+                         failMode="secure")
+        self.net = Mininet(topo=ClusterTopo(self.cluster, underlay=self.underlay), switch=switch,
+                           link=Link, controller=None, build=False, autoSetMacs=False,
+                           autoStaticArp=False, waitConnected=False)
+        self.net.addController(KubeProxyController("kube-proxy", ip="127.0.0.1", port=self.controller.port))
+        self.net.build()
+        for node in self.net.hosts + self.net.switches:
+            self.run.own_process(node.pid, f"mininet {node.name}")
+        self._tune_interfaces(self.net.hosts)
+        self.net.start()
+
+    def _tune_interfaces(self, hosts) -> None:
+        """Offloads off (the userspace datapath drops TCP otherwise) and IPv6 off (its chatter costs CPU)."""
+        for host in hosts:
+            extra = ""
+            if host.name in self._node_names:
+                index = self.cluster.node(host.name).index
+                extra = f"; ip route add {addr.pod_cidr(index)} dev eth0"
+            host.cmd(f"sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; "
+                     f"ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}")
+        names = root_interfaces(self.cluster)
+        for name in names:
+            try:
+                with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
+                    f.write("1")
+            except OSError:
+                pass
+        script = "; ".join(f"ethtool -K {n} {OFFLOADS_OFF} >/dev/null 2>&1" for n in names)
+        subprocess.run(["sh", "-c", script], check=False)
+
+    @property
+    def _node_names(self) -> set[str]:
+        return {n.name for n in self.cluster.nodes}
+
+    @property
+    def dpids(self) -> list[int]:
+        return [addr.underlay_dpid()] + [addr.node_dpid(n.index) for n in self.cluster.nodes]
+
+    def _start_workload(self) -> None:
+        listeners = []
+        for pod in self.cluster.pods:
+            host = self.net.get(pod.name)
+            for port in workload_ports(self.cluster, pod):
+                listeners.append({"pod": pod.name, "namespace": pod.namespace, "node": pod.node,
+                                  "podIP": pod.ip, "port": port, "netnsPid": host.pid, "bind": "0.0.0.0"})
+        config = self.run.file("workload.json")
+        ready = self.run.file("workload.ready")
+        write_json_atomic(config, {"listeners": listeners, "ready": ready,
+                                   "control": self.run.file("workload.sock")})
+        log = open(self.run.file("workload.log"), "ab")
+        self.workload = subprocess.Popen([sys.executable, "-m", "lab.workload", "--config", config],
+                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        log.close()
+        self.run.own_process(self.workload.pid, "pod HTTP servers")
+
+        def up():
+            if self.workload.poll() is not None:
+                raise LabError(f"the pods' HTTP servers exited (code {self.workload.returncode}); "
+                               f"see {self.run.file('workload.log')}")
+            return os.path.exists(ready)
+        wait_for(up, timeout=30, what="the pods' HTTP servers")
+
+    def stop(self) -> None:
+        """Idempotent, and tolerant: each step runs even if an earlier one failed."""
+        errors = []
+        if self.workload is not None:
+            try:
+                kill_owned(self.workload.pid, "")
+                self.workload.wait(timeout=5)
+                self.run.disown_process(self.workload.pid)
+            except Exception as e:  # keep tearing down
+                errors.append(e)
+            self.workload = None
+        if self.net is not None:
+            try:
+                self.net.stop()
+            except Exception as e:
+                errors.append(e)
+            self.net = None
+        if self.controller is not None:
+            try:
+                self.controller.stop()
+            except Exception as e:
+                errors.append(e)
+            self.controller = None
+        if self.run is not None:
+            remove_recorded(self.run.resources)  # whatever Mininet did not remove
+            if os.environ.get("NPL_KEEP_RUN_DIR"):
+                self.log(f"kept {self.run.path}")
+            else:
+                subprocess.run(["rm", "-rf", self.run.path], check=False)
+            self.run = None
+        if getattr(self, "_previous_handlers", None):
+            for sig, handler in self._previous_handlers.items():
+                signal.signal(sig, handler)
+            self._previous_handlers = None
+        self.lock.release()
+        if errors:
+            raise LabError(f"teardown: {errors[0]}")
+
+    # --- operations -----------------------------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Tell kube-proxy about the current cluster state and wait until every switch obeys it."""
+        self.generation += 1
+        self.controller.publish(build_proxy_state(self.cluster, self.generation), self.dpids)
+
+    def host(self, name: str):
+        return self.net.get(name)
+
+    def run_in(self, host_name: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        """Run a program inside a host's network namespace (mnexec -a: attach to the host's namespaces)."""
+        host = self.net.get(host_name)
+        return subprocess.run(["mnexec", "-a", str(host.pid), *argv], capture_output=True, text=True,
+                              timeout=timeout)
+
+    def probe(self, targets: list[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
+              path: str = "/") -> dict:
+        argv = [sys.executable, "-m", "lab.probe", "--targets", *targets, "--requests", str(requests),
+                "--concurrency", str(concurrency), "--timeout", str(timeout), "--path", path]
+        budget = 30 + requests * timeout
+        result = self.run_in(addr.CLIENT_NAME, argv, timeout=budget)
+        if result.returncode != 0:
+            raise LabError(f"the probe failed (code {result.returncode}): {result.stderr.strip()[-300:]}")
+        return json.loads(result.stdout)
+
+    def flow_bytes(self, bridge: str, table: int) -> int:
+        """Sum of the byte counters of one table's flows, after the datapath has pushed its statistics."""
+        subprocess.run(["ovs-appctl", "revalidator/wait"], capture_output=True, timeout=10)
+        out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge, f"table={table}"],
+                             capture_output=True, text=True, check=True).stdout
+        total = 0
+        for field in out.replace(",", " ").split():
+            if field.startswith("n_bytes="):
+                total += int(field.split("=", 1)[1])
+        return total
+
+    def client_ttl(self) -> int:
+        out = self.run_in(addr.CLIENT_NAME, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)
+        return int(out.stdout.strip())
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")

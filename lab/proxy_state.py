@@ -1,0 +1,53 @@
+"""The lab as API server: turn a placed ``Cluster`` into the ``ProxyState`` that kube-proxy watches.
+
+This is where Services become EndpointSlices (``lab.endpoints``) and where every address and port
+number comes from ``lab.addressing``; the controller receives finished facts.
+"""
+
+from __future__ import annotations
+
+from controllers.state import (EndpointInfo, ExternalHost, NodeInfo, PodInfo, ProxyState,
+                               ServicePortInfo, UnderlayInfo)
+from lab import addressing as addr
+from lab.endpoints import endpoints
+from lab.model import Cluster
+
+
+def node_info(node) -> NodeInfo:
+    gw = addr.pod_gateway_ip(node.index)
+    ip = addr.node_ip(node.index)
+    return NodeInfo(name=node.name, index=node.index, ip=ip, mac=addr.mac_for(ip),
+                    pod_cidr=addr.pod_cidr(node.index), gateway_ip=gw, gateway_mac=addr.mac_for(gw),
+                    dpid=addr.node_dpid(node.index))
+
+
+def client_host() -> ExternalHost:
+    return ExternalHost(name=addr.CLIENT_NAME, ip=addr.CLIENT_IP, mac=addr.mac_for(addr.CLIENT_IP),
+                        ofport=addr.UNDERLAY_CLIENT_PORT)
+
+
+def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | None = None) -> ProxyState:
+    """``ready_pods`` limits endpoints to pods whose server is up (None: all placed pods)."""
+    nodes = tuple(node_info(n) for n in cluster.nodes)
+    pods = tuple(
+        PodInfo(name=p.name, namespace=p.namespace, node=p.node, ip=p.ip, mac=addr.mac_for(p.ip),
+                ofport=addr.pod_ofport(p.ip))
+        for p in cluster.pods if p.ip)
+    service_ports = []
+    for svc in cluster.services:
+        for sp in svc.ports:
+            eps = tuple(
+                EndpointInfo(pod=e.pod, node=e.node, ip=e.ip, port=e.port)
+                for e in endpoints(cluster, svc, sp)
+                if ready_pods is None or e.pod in ready_pods)
+            service_ports.append(ServicePortInfo(
+                service=svc.name, namespace=svc.namespace, port_name=sp.name or "", protocol=sp.protocol,
+                port=sp.port, node_port=sp.node_port, policy=svc.external_traffic_policy,
+                endpoints=eps, health_check_node_port=svc.health_check_node_port))
+    underlay = UnderlayInfo(
+        dpid=addr.underlay_dpid(), router_ip=addr.ROUTER_UNDERLAY_IP,
+        router_mac=addr.mac_for(addr.ROUTER_UNDERLAY_IP), external_gateway_ip=addr.ROUTER_CLIENT_IP,
+        external_gateway_mac=addr.mac_for(addr.ROUTER_CLIENT_IP),
+        node_ports={n.name: addr.underlay_node_port(n.index) for n in cluster.nodes})
+    return ProxyState(generation=generation, nodes=nodes, pods=pods, service_ports=tuple(service_ports),
+                      underlay=underlay, externals=(client_host(),))

@@ -1,0 +1,19 @@
+"""nodeport-lab: the hidden cost of Kubernetes NodePort, shown with real packets."""
+
+from setuptools import setup
+
+setup(
+    name="nodeport-lab",
+    version="0.1.0",
+    description="Mininet + Open vSwitch + os-ken emulation of kube-proxy NodePort semantics",
+    python_requires=">=3.10",
+    packages=["lab", "topologies", "controllers"],
+    install_requires=[
+        "os-ken>=4.0",
+        "networkx>=2.8",
+        "PyYAML>=6.0",
+        "matplotlib>=3.6",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["nodeport-lab=lab.cli:main"]},
+)

@@ -1,0 +1,96 @@
+"""A Kubernetes cluster as a Mininet topology: pure data, built from a placed ``Cluster``.
+
+::
+
+                      client (203.0.113.10)
+                         │ port 1
+                    ┌────┴─────┐  npl-ul: the underlay between nodes, and the edge router
+                    └┬───────┬─┘
+            port 101 │       │ port 102  (100 + node index)
+             port 1  │       │ port 1
+              ┌──────┴──┐  ┌─┴───────┐
+              │ npl-n1  │  │ npl-n2  │   one bridge per node: the node's datapath (kube-proxy's flows)
+              └┬───┬───┬┘  └┬───┬────┘
+         port 2│   │   │    │   │        port 2: the node's own stack (host named after the node)
+          node-a  pod pod node-b pod     port 100 + last octet of the pod IP: the pod (host named after it)
+
+Hosts are named after the Kubernetes objects, so ``mininet> my-app-xxxxx curl ...`` reads as it would
+with kubectl exec. Every name and address comes from ``lab.addressing``. Links carry optional HTB
+bandwidth limits (``underlay_bw``, on the node-to-underlay links) and netem delay where the kernel has it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mininet.link import Link, TCLink
+from mininet.topo import Topo
+
+from lab import addressing as addr
+from lab.model import Cluster, Pod
+
+
+@dataclass(frozen=True)
+class LinkShape:
+    """Limits for the links between nodes and the underlay (None: unshaped)."""
+
+    bw_mbit: float | None = None
+    delay_ms: float | None = None
+
+    @property
+    def shaped(self) -> bool:
+        return self.bw_mbit is not None or self.delay_ms is not None
+
+    def params(self) -> dict:
+        params = {}
+        if self.bw_mbit is not None:
+            params["bw"] = self.bw_mbit
+        if self.delay_ms is not None:
+            params["delay"] = f"{self.delay_ms}ms"
+        return params
+
+
+class ClusterTopo(Topo):
+    def build(self, cluster: Cluster, underlay: LinkShape = LinkShape()) -> None:  # noqa: B008
+        ul = self.addSwitch(addr.underlay_bridge(), dpid=addr.dpid_hex(addr.underlay_dpid()))
+        client = self.addHost(addr.CLIENT_NAME, ip=f"{addr.CLIENT_IP}/24", mac=addr.mac_for(addr.CLIENT_IP),
+                              defaultRoute=f"via {addr.ROUTER_CLIENT_IP}")
+        self.addLink(client, ul, port2=addr.UNDERLAY_CLIENT_PORT, intfName1="eth0",
+                     intfName2=addr.client_intf(), cls=Link)
+        for node in cluster.nodes:
+            br = self.addSwitch(addr.node_bridge(node.index), dpid=addr.dpid_hex(addr.node_dpid(node.index)))
+            up, ul_side = addr.node_uplink_intf(node.index)
+            link_cls = TCLink if underlay.shaped else Link
+            self.addLink(br, ul, port1=addr.NODE_UPLINK_PORT, port2=addr.underlay_node_port(node.index),
+                         intfName1=up, intfName2=ul_side, cls=link_cls, **underlay.params())
+            ip = addr.node_ip(node.index)
+            host = self.addHost(node.name, ip=f"{ip}/24", mac=addr.mac_for(ip),
+                                defaultRoute=f"via {addr.ROUTER_UNDERLAY_IP}")
+            self.addLink(host, br, port2=addr.NODE_HOST_PORT, intfName1="eth0",
+                         intfName2=addr.node_host_intf(node.index), cls=Link)
+        for pod in cluster.pods:
+            self.add_pod(cluster, pod)
+
+    def add_pod(self, cluster: Cluster, pod: Pod) -> None:
+        node = cluster.node(pod.node)
+        self.addHost(pod.name, **pod_host_params(node.index, pod))
+        self.addLink(pod.name, addr.node_bridge(node.index), port2=addr.pod_ofport(pod.ip),
+                     intfName1="eth0", intfName2=addr.pod_intf(pod.serial), cls=Link)
+
+
+def pod_host_params(node_index: int, pod: Pod) -> dict:
+    return {"ip": f"{pod.ip}/24", "mac": addr.mac_for(pod.ip),
+            "defaultRoute": f"via {addr.pod_gateway_ip(node_index)}"}
+
+
+def bridge_names(cluster: Cluster) -> list[str]:
+    return [addr.underlay_bridge()] + [addr.node_bridge(n.index) for n in cluster.nodes]
+
+
+def root_interfaces(cluster: Cluster) -> list[str]:
+    """Every interface the topology puts in the root namespace (the rest live and die with their hosts)."""
+    names = [addr.client_intf()]
+    for node in cluster.nodes:
+        names += list(addr.node_uplink_intf(node.index)) + [addr.node_host_intf(node.index)]
+    names += [addr.pod_intf(p.serial) for p in cluster.pods]
+    return names
