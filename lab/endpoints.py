@@ -1,0 +1,72 @@
+"""Which pods back a Service port, and on which port: the EndpointSlice controller's job, done once.
+
+Kubernetes' endpoint controller selects the pods in the Service's namespace whose labels contain every
+key/value of ``spec.selector``; a Service with an empty selector selects nothing (its endpoints are
+managed by hand, which the lab does not model). Each selected pod contributes one endpoint, at the
+Service port's ``targetPort``:
+
+- a number is used as is, whether or not the pod declares it (containerPorts are informational);
+- a name is looked up among the pod's container ports with the Service port's protocol, so each pod
+  may map the name to a different number, and a pod without that name is not an endpoint.
+
+Pods that have no IP yet (not placed) are not endpoints, as pods that are not running are not.
+Endpoints are ordered by pod creation order, so flows, reports and tests see a stable list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lab.model import Cluster, Endpoint, Pod, Service, ServicePort
+
+
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Service selector semantics: every key/value present; an empty selector selects nothing."""
+    return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
+
+
+def selected_pods(cluster: Cluster, service: Service) -> list[Pod]:
+    """The Service's pods in creation order, whatever their ports."""
+    pods = [
+        pod
+        for pod in cluster.pods
+        if pod.namespace == service.namespace and selects(service.selector, pod.labels)
+    ]
+    return sorted(pods, key=lambda pod: pod.serial)
+
+
+def target_port(pod: Pod, service_port: ServicePort) -> int | None:
+    """The port on ``pod`` that ``service_port`` forwards to, or ``None`` if the pod lacks the named port."""
+    if isinstance(service_port.target_port, int):
+        return service_port.target_port
+    for port in pod.ports:
+        if port.name == service_port.target_port and port.protocol == service_port.protocol:
+            return port.port
+    return None
+
+
+def endpoints(cluster: Cluster, service: Service, service_port: ServicePort) -> list[Endpoint]:
+    result = []
+    for pod in selected_pods(cluster, service):
+        port = target_port(pod, service_port)
+        if port is None or pod.ip is None:
+            continue
+        result.append(Endpoint(pod=pod.name, node=pod.node, ip=pod.ip, port=port))
+    return result
+
+
+def workload_ports(cluster: Cluster, pod: Pod) -> list[int]:
+    """The TCP ports the lab serves inside ``pod``, sorted.
+
+    No container image runs in the lab: each pod runs the lab's own small HTTP server on every one of
+    these ports, so it answers wherever traffic may reach it. That is every TCP ``containerPort`` the
+    pod declares, plus every numeric ``targetPort`` of a Service that selects it, because Kubernetes
+    forwards to a numeric targetPort even when no container declares it. Named targetPorts need no extra
+    entry: they resolve to a declared containerPort.
+    """
+    ports = {port.port for port in pod.ports if port.protocol == "TCP"}
+    for service in cluster.services:
+        if service.namespace != pod.namespace or not selects(service.selector, pod.labels):
+            continue
+        ports.update(sp.target_port for sp in service.ports if isinstance(sp.target_port, int))
+    return sorted(ports)

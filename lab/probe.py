@@ -1,0 +1,209 @@
+"""The external client's load generator: many short HTTP requests to NodePort targets, reported as data.
+
+It runs inside the client's namespace. Every request is a new TCP connection, as a new client would
+make, so every request is a fresh kube-proxy balancing decision; the pods' answers (``lab.workload``)
+say which pod served it and which source address it saw.
+
+Requests go to the targets round-robin (request ``i`` to ``targets[i % len(targets)]``). Per target,
+at most ``concurrency`` requests are in flight while they get answers; the first timeout of a target
+releases all of that target's remaining requests at once. A node that silently drops traffic therefore
+costs about two timeouts, not ``requests / concurrency`` of them, while a healthy one is never flooded.
+Each request, from connect to the end of the response, has ``timeout`` seconds.
+
+``python -m lab.probe --targets 172.18.0.11:30007 [...] --requests N --concurrency C --timeout T
+[--path /]`` prints one JSON document::
+
+    {"startedAt": "2025-01-01T00:00:00.000+00:00", "durationS": 1.23, "records": [
+      {"target": "172.18.0.11:30007", "ok": true, "error": null, "status": 200, "bytes": 171,
+       "connectMs": 0.41, "latencyMs": 1.9, "response": {...}, "local": "203.0.113.10:40512"}]}
+
+``records`` are in request order. ``error`` is null, ``timeout``, ``refused`` (a TCP RST or an ICMP
+port unreachable), ``reset``, ``unreachable`` (ICMP host or network unreachable) or ``other:<text>``.
+``response`` is the parsed body when it is JSON; ``bytes`` counts the body either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import json
+import math
+import resource
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+_ERRORS = {
+    errno.ECONNREFUSED: "refused",
+    errno.ECONNRESET: "reset",
+    errno.EPIPE: "reset",
+    errno.EHOSTUNREACH: "unreachable",
+    errno.ENETUNREACH: "unreachable",
+}
+READ_CHUNK = 64 * 1024
+
+
+@dataclass
+class Record:
+    """What one request saw; times in milliseconds from the start of its connect()."""
+
+    target: str
+    ok: bool = False
+    error: str | None = None
+    status: int | None = None
+    bytes: int | None = None
+    connect_ms: float | None = None
+    latency_ms: float | None = None
+    response: Any = None
+    local: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "ok": self.ok, "error": self.error, "status": self.status,
+                "bytes": self.bytes, "connectMs": self.connect_ms, "latencyMs": self.latency_ms,
+                "response": self.response, "local": self.local}
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """``"ip:port"`` -> ``(ip, port)``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"target must be ip:port, got {text!r}")
+    return host, int(port)
+
+
+def classify(exc: OSError) -> str:
+    """The record's error word for a socket error."""
+    return _ERRORS.get(exc.errno or 0, f"other:{exc}")
+
+
+def percentiles(values: Iterable[float], qs: Iterable[float]) -> dict[float, float | None]:
+    """Nearest-rank percentiles: for each q in [0, 100], the smallest value with q% at or below it.
+
+    Nearest rank always reports a latency some request really had, never an interpolation between two,
+    which is what a tail percentile should mean. Empty input gives None for every q.
+    """
+    ordered = sorted(values)
+    result: dict[float, float | None] = {}
+    for q in qs:
+        if not 0 <= q <= 100:
+            raise ValueError(f"percentile {q} is outside [0, 100]")
+        rank = max(1, math.ceil(q * len(ordered) / 100))
+        result[q] = ordered[rank - 1] if ordered else None
+    return result
+
+
+def _millis_since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+async def _exchange(record: Record, host: str, port: int, path: str, start: float) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        record.connect_ms = _millis_since(start)
+        local_ip, local_port = writer.get_extra_info("sockname")[:2]
+        record.local = f"{local_ip}:{local_port}"
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        record.status = int(head[0].split(" ")[1])
+        is_json = any(h.lower().startswith("content-type: application/json") for h in head[1:])
+        body, size = bytearray(), 0
+        while chunk := await reader.read(READ_CHUNK):  # until EOF; bulk bodies are counted, not kept
+            size += len(chunk)
+            if is_json:
+                body += chunk
+        record.bytes = size
+        record.response = json.loads(body) if is_json else None
+        record.latency_ms = _millis_since(start)
+    finally:
+        writer.close()
+
+
+async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0) -> Record:
+    """One request on a new connection; every failure is recorded, none is raised."""
+    host, port = target
+    record = Record(target=f"{host}:{port}")
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            await _exchange(record, host, port, path, start)
+    except TimeoutError:  # before OSError: TimeoutError is one
+        record.error = "timeout"
+    except OSError as exc:
+        record.error = classify(exc)
+    except (EOFError, asyncio.LimitOverrunError, ValueError, IndexError) as exc:
+        record.error = f"other:bad response: {exc}"
+    else:
+        record.ok = record.status == 200
+        record.error = None if record.ok else f"other:HTTP {record.status}"
+    if not record.ok:
+        record.latency_ms = None
+    return record
+
+
+async def _drive_target(target: tuple[str, int], indices: Sequence[int], records: list[Record | None],
+                        concurrency: int, timeout: float, path: str) -> None:
+    """Run one target's requests, ``concurrency`` at a time until one times out, then all at once."""
+    pending = deque(indices)
+    running: dict[asyncio.Task[Record], int] = {}
+    flooding = False
+    while pending or running:
+        while pending and (flooding or len(running) < concurrency):
+            running[asyncio.create_task(fetch(target, path, timeout))] = pending.popleft()
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            record = records[running.pop(task)] = task.result()
+            flooding = flooding or record.error == "timeout"
+
+
+async def run_probe(targets: Sequence[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
+                    path: str = "/") -> dict[str, Any]:
+    """Send ``requests`` requests over ``targets`` (``"ip:port"``) and return the report document."""
+    if not targets or requests < 0 or concurrency < 1 or timeout <= 0:
+        raise ValueError("need targets, requests >= 0, concurrency >= 1 and timeout > 0")
+    parsed = [parse_target(t) for t in targets]
+    records: list[Record | None] = [None] * requests
+    started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+    start = time.perf_counter()
+    await asyncio.gather(*(
+        _drive_target(target, range(k, requests, len(parsed)), records, concurrency, timeout, path)
+        for k, target in enumerate(parsed)))
+    return {"startedAt": started_at, "durationS": round(time.perf_counter() - start, 6),
+            "records": [r.to_json() for r in records if r is not None]}
+
+
+def _target_arg(text: str) -> str:
+    try:
+        parse_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.probe", description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", nargs="+", required=True, type=_target_arg, metavar="IP:PORT")
+    parser.add_argument("--requests", type=int, default=100, help="total, spread round-robin (100)")
+    parser.add_argument("--concurrency", type=int, default=8, help="in flight per target (8)")
+    parser.add_argument("--timeout", type=float, default=1.0, help="seconds per request (1.0)")
+    parser.add_argument("--path", default="/", help="request path (/); /bulk?bytes=N for bulk data")
+    args = parser.parse_args(argv)
+    # Releasing a dropping target's requests at once can open thousands of sockets.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        report = asyncio.run(
+            run_probe(args.targets, args.requests, args.concurrency, args.timeout, args.path))
+    except ValueError as exc:
+        parser.error(str(exc))
+    json.dump(report, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

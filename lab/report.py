@@ -1,0 +1,151 @@
+"""From raw probe records and counters to the report: pure functions, then a table and a verdict.
+
+The JSON keys of ``entry_result`` and ``Report`` are a contract (README, notebooks and tests read them):
+add keys freely, rename none. Hops come from what the pods observed: the TTL of the connection's SYN
+as the pod received it, against the TTL the client sent with, less the one hop of the edge router
+that every outside request crosses. Source addresses are classified by what they belong to, so the
+table can say "node-a" rather than an address.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from lab import addressing as addr
+from lab.model import Cluster
+from lab.probe import percentiles
+
+EDGE_ROUTER_HOPS = 1  # client -> edge router -> node: the router decrements the TTL once
+
+
+@dataclass
+class Report:
+    client: dict
+    nodes: list[dict]
+    pods: list[dict]
+    results: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    machine: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"client": self.client, "nodes": self.nodes, "pods": self.pods, "results": self.results,
+                "warnings": self.warnings, "machine": self.machine, "timings": self.timings}
+
+
+def new_report(cluster: Cluster) -> Report:
+    return Report(
+        client={"name": addr.CLIENT_NAME, "ip": addr.CLIENT_IP},
+        nodes=[{"name": n.name, "ip": addr.node_ip(n.index)} for n in cluster.nodes],
+        pods=[{"name": p.name, "node": p.node, "ip": p.ip} for p in cluster.pods])
+
+
+def address_owners(cluster: Cluster) -> dict[str, str]:
+    """Who an address is: the client, a node (its node IP), a node's pod gateway, or a pod."""
+    owners = {addr.CLIENT_IP: "client"}
+    for n in cluster.nodes:
+        owners[addr.node_ip(n.index)] = f"node {n.name}"
+        owners[addr.pod_gateway_ip(n.index)] = f"node {n.name} (pod gateway)"
+    for p in cluster.pods:
+        owners[p.ip] = f"pod {p.name}"
+    return owners
+
+
+def entry_result(records: list[dict], *, service: str, namespace: str, policy: str, node_port: int,
+                 node: str | None, node_ip: str | None, inter_node_bytes: int, client_ttl: int,
+                 duration_s: float, via: str = "nodePort") -> dict:
+    ok = [r for r in records if r["ok"] and r.get("response")]
+    served = Counter(r["response"]["pod"] for r in ok)
+    sources = Counter(r["response"]["source"]["ip"] for r in ok)
+    hops = Counter(str(client_ttl - EDGE_ROUTER_HOPS - r["response"]["synTTL"])
+                   for r in ok if r["response"].get("synTTL") is not None)
+    errors = Counter(r["error"] for r in records if not r["ok"])
+    latency = percentiles([r["latencyMs"] for r in ok], (50, 95))
+    return {
+        "service": service, "namespace": namespace, "policy": policy, "nodePort": node_port, "via": via,
+        "node": node, "nodeIP": node_ip, "requests": len(records), "ok": len(ok),
+        "failed": len(records) - len(ok), "errors": dict(errors),
+        "servedBy": dict(sorted(served.items())), "sourcesSeen": dict(sorted(sources.items())),
+        "nodeHops": dict(sorted(hops.items())), "interNodeBytes": inter_node_bytes,
+        "interNodeBytesPerRequest": round(inter_node_bytes / len(ok), 1) if ok else None,
+        "latencyMs": {"p50": _round(latency[50]), "p95": _round(latency[95])},
+        "durationS": round(duration_s, 3),
+        "requestsPerSecond": round(len(records) / duration_s, 1) if duration_s > 0 else None,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+# --- rendering -----------------------------------------------------------------------------------------
+
+def _counts(counter: dict, label=lambda k: k) -> str:
+    return ", ".join(f"{label(k)} {v}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1])) or "-"
+
+
+def render_table(report: Report, cluster: Cluster) -> str:
+    owners = address_owners(cluster)
+    short = {p.name: p.name for p in cluster.pods}
+
+    def source_label(ip: str) -> str:
+        who = owners.get(ip, "?")
+        return f"{ip} ({who.replace('node ', '').replace(' (pod gateway)', ' gw')})"
+
+    header = ["service", "policy", "entry", "ok/failed", "served by", "source IP seen by pods", "node hops",
+              "bytes between nodes", "p50 ms"]
+    rows = []
+    for r in report.results:
+        hops = _counts(r["nodeHops"], lambda k: f"{k}:") .replace(": ", ":")
+        rows.append([
+            r["service"], r["policy"], r["node"] or r["via"], f"{r['ok']}/{r['failed']}",
+            _counts(r["servedBy"], lambda k: short.get(k, k)),
+            _counts(r["sourcesSeen"], source_label), hops, f"{r['interNodeBytes']:,}",
+            "-" if r["latencyMs"]["p50"] is None else f"{r['latencyMs']['p50']:.2f}"])
+    return format_table(header, rows)
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def verdict(report: Report, cluster: Cluster) -> list[str]:
+    """Plain-language sentences naming the three costs of Cluster and the price of Local, with numbers."""
+    by_policy: dict[str, list[dict]] = {}
+    for r in report.results:
+        if r["via"] == "nodePort":
+            by_policy.setdefault(r["policy"], []).append(r)
+    lines = []
+    cluster_rs, local_rs = by_policy.get("Cluster", []), by_policy.get("Local", [])
+    if cluster_rs:
+        ok = sum(r["ok"] for r in cluster_rs)
+        two = sum(int(r["nodeHops"].get("2", 0)) for r in cluster_rs)
+        client_seen = sum(r["sourcesSeen"].get(addr.CLIENT_IP, 0) for r in cluster_rs)
+        nbytes = sum(r["interNodeBytes"] for r in cluster_rs)
+        lines.append(f"Extra hop: under Cluster {two} of {ok} answered requests ({_pct(two, ok)}) crossed a "
+                     "second node before reaching a pod (TTL seen by the pod).")
+        lines.append(f"Lost client IP: under Cluster the pods saw the client's address {client_seen} times out "
+                     f"of {ok}; every other request showed a node address instead (SNAT).")
+        lines.append(f"Bandwidth between nodes: Cluster moved {nbytes:,} bytes between nodes "
+                     f"({nbytes / ok:,.0f} per request)." if ok else "Bandwidth between nodes: no request "
+                     "succeeded under Cluster.")
+    if local_rs:
+        ok = sum(r["ok"] for r in local_rs)
+        client_seen = sum(r["sourcesSeen"].get(addr.CLIENT_IP, 0) for r in local_rs)
+        nbytes = sum(r["interNodeBytes"] for r in local_rs)
+        one = sum(int(r["nodeHops"].get("1", 0)) for r in local_rs)
+        lines.append(f"Local instead: the pods saw the client's own address in {client_seen} of {ok} answered "
+                     f"requests, {one} took a single node hop, and {nbytes:,} bytes crossed between nodes.")
+        dead = [r for r in local_rs if r["ok"] == 0 and r["requests"]]
+        for r in dead:
+            kinds = ", ".join(f"{v} {k}" for k, v in r["errors"].items())
+            lines.append(f"Price of Local: node {r['node']} has no pod of {r['service']}, so it dropped every "
+                         f"connection silently ({kinds}); a client or load balancer sending there gets nothing.")
+    return lines
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}%" if whole else "n/a"

@@ -1,0 +1,139 @@
+"""The flows kube-proxy compiles for a cluster state, read as ovs-ofctl text (no switch, no root).
+
+Like Antrea's flow tests: a Service's flows and groups are present after it is added, absent after it
+is removed, and each policy compiles to what kube-proxy's iptables chains do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from controllers.diff import diff
+from controllers.pipeline import (T_ROUTING, T_SERVICE, T_SNAT, Program, compile_state, group_id)
+from controllers.state import EndpointInfo, ProxyState
+from lab import addressing as addr
+from lab.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
+from lab.proxy_state import build_proxy_state
+
+
+def make_cluster(policy: str = "Cluster", with_service: bool = True) -> Cluster:
+    nodes = [Node("node-a", 1), Node("node-b", 2), Node("node-c", 3)]
+    pods = [
+        Pod("web-1", "node-a", labels={"app": "web"}, ports=(ContainerPort(8080),), ip=addr.pod_ip(1, 2), serial=1),
+        Pod("web-2", "node-a", labels={"app": "web"}, ports=(ContainerPort(8080),), ip=addr.pod_ip(1, 3), serial=2),
+        Pod("web-3", "node-b", labels={"app": "web"}, ports=(ContainerPort(8080),), ip=addr.pod_ip(2, 2), serial=3),
+    ]
+    services = [Service("web", [ServicePort(80, 30007, 8080)], selector={"app": "web"},
+                        external_traffic_policy=policy)] if with_service else []
+    return Cluster(nodes, pods, services)
+
+
+def node_flows(state: ProxyState, node: str) -> list[str]:
+    index = {"node-a": 1, "node-b": 2, "node-c": 3}[node]
+    return compile_state(state)[addr.node_dpid(index)].dump()
+
+
+def flows_matching(flows: list[str], *needles: str) -> list[str]:
+    return [f for f in flows if all(n in f for n in needles)]
+
+
+def test_cluster_policy_sends_new_nodeport_connections_to_a_group_of_all_endpoints_and_masquerades():
+    flows = node_flows(build_proxy_state(make_cluster("Cluster"), 1), "node-c")
+    svc = flows_matching(flows, f"table={T_SERVICE},", "tp_dst=30007")
+    assert svc == [f"cookie=0x3,table={T_SERVICE},priority=100,dl_type=0x800,ct_state=+new-rpl+trk,"
+                   f"nw_dst=172.18.0.13,nw_proto=6,tp_dst=30007 actions=set_field:0x1->reg1,"
+                   f"group:{group_id(30007, local=False)}"]
+    group = flows_matching(flows, f"group_id={group_id(30007, local=False)},")
+    assert len(group) == 1 and group[0].count("bucket=") == 3
+
+
+def test_local_policy_uses_only_local_endpoints_and_keeps_the_source():
+    flows = node_flows(build_proxy_state(make_cluster("Local"), 1), "node-a")
+    external = flows_matching(flows, f"table={T_SERVICE},priority=100,", "tp_dst=30007")
+    assert external == [f"cookie=0x3,table={T_SERVICE},priority=100,dl_type=0x800,ct_state=+new-rpl+trk,"
+                        f"nw_dst=172.18.0.11,nw_proto=6,tp_dst=30007 actions=set_field:0x0->reg1,"
+                        f"group:{group_id(30007, local=True)}"]
+    local_group = flows_matching(flows, f"group_id={group_id(30007, local=True)},")[0]
+    assert local_group.count("bucket=") == 2  # web-1 and web-2, not web-3 on node-b
+
+
+def test_local_policy_drops_silently_on_a_node_without_local_endpoints():
+    flows = node_flows(build_proxy_state(make_cluster("Local"), 1), "node-c")
+    external = flows_matching(flows, f"table={T_SERVICE},priority=100,", "tp_dst=30007")
+    assert len(external) == 1 and external[0].endswith("actions=drop")
+    # ...while pods on node-c (cluster CIDR sources) still reach all endpoints, unmasqueraded.
+    pods = flows_matching(flows, f"table={T_SERVICE},priority=110,", "nw_src=10.244.0.0/16", "tp_dst=30007")
+    assert len(pods) == 1 and f"group:{group_id(30007, local=False)}" in pods[0]
+
+
+def test_service_without_endpoints_rejects_through_the_controller():
+    cluster = make_cluster("Cluster")
+    cluster.services[0].selector = {"app": "nothing"}
+    flows = node_flows(build_proxy_state(cluster, 1), "node-a")
+    svc = flows_matching(flows, f"table={T_SERVICE},", "tp_dst=30007")
+    assert len(svc) == 1 and svc[0].endswith("actions=CONTROLLER")
+    assert not flows_matching(flows, "group_id=")
+
+
+def test_masquerade_uses_the_pod_gateway_towards_local_pods_and_the_node_ip_otherwise():
+    flows = node_flows(build_proxy_state(make_cluster("Cluster"), 1), "node-a")
+    snat = flows_matching(flows, f"table={T_SNAT},", "ct(commit")
+    assert any("nw_dst=10.244.1.0/24" in f and "nat(src=10.244.1.1)" in f for f in snat)
+    assert any("nw_dst" not in f and "nat(src=172.18.0.11)" in f for f in snat)
+
+
+def test_every_forwarding_step_decrements_ttl_except_same_subnet_switching():
+    flows = node_flows(build_proxy_state(make_cluster("Cluster"), 1), "node-a")
+    routed = flows_matching(flows, f"table={T_ROUTING},priority=200,", "nw_dst=10.244.1.2 ")
+    assert routed and "dec_ttl" in routed[0]
+    switched = flows_matching(flows, f"table={T_ROUTING},priority=300,", "nw_dst=10.244.1.2")
+    assert switched and "dec_ttl" not in switched[0]
+    to_node_b = flows_matching(flows, f"table={T_ROUTING},", "nw_dst=10.244.2.0/24")
+    assert to_node_b and "dec_ttl" in to_node_b[0] and "02:00:ac:12:00:0c->eth_dst" in to_node_b[0]
+
+
+@pytest.mark.parametrize("policy", ["Cluster", "Local"])
+def test_removing_the_service_removes_its_flows_and_groups(policy):
+    with_svc = build_proxy_state(make_cluster(policy), 1)
+    without = build_proxy_state(make_cluster(policy, with_service=False), 2)
+    for node in ("node-a", "node-b", "node-c"):
+        assert flows_matching(node_flows(with_svc, node), "tp_dst=30007")
+        remaining = node_flows(without, node)
+        assert not flows_matching(remaining, "tp_dst=30007")
+        assert not flows_matching(remaining, "group_id=")
+
+
+def test_adding_a_pod_changes_only_the_groups_and_flows_it_touches():
+    before = build_proxy_state(make_cluster("Cluster"), 1)
+    extra = EndpointInfo(pod="web-4", node="node-c", ip=addr.pod_ip(3, 2), port=8080)
+    sp = before.service_ports[0]
+    after = replace(before, generation=2,
+                    service_ports=(replace(sp, endpoints=sp.endpoints + (extra,)),))
+    dpid = addr.node_dpid(1)
+    changes = diff(compile_state(before)[dpid], compile_state(after)[dpid])
+    assert [g.group_id for g in changes.modify_groups] == [group_id(30007, local=False)]
+    assert not changes.delete_flows and not changes.delete_groups and not changes.modify_flows
+    assert {f.table for f in changes.add_flows} == {30}  # the new endpoint's DNAT flows only
+
+
+def test_an_unchanged_state_compiles_to_no_changes():
+    state = build_proxy_state(make_cluster("Local"), 1)
+    for dpid, program in compile_state(state).items():
+        assert len(diff(program, compile_state(state)[dpid])) == 0
+        assert len(diff(Program(), program)) == len(program.flows) + len(program.groups)
+
+
+def test_underlay_counts_internode_traffic_in_its_own_table_and_routes_the_client():
+    state = build_proxy_state(make_cluster("Cluster"), 1)
+    flows = compile_state(state)[addr.underlay_dpid()].dump()
+    internode = flows_matching(flows, "table=10,priority=100")
+    assert len(internode) == 3
+    to_client = flows_matching(flows, "table=20", f"nw_dst={addr.CLIENT_IP}")
+    assert to_client and "dec_ttl" in to_client[0]
+
+
+def test_state_round_trips_through_json():
+    state = build_proxy_state(make_cluster("Local"), 7)
+    assert ProxyState.from_dict(state.to_dict()) == state

@@ -1,0 +1,163 @@
+"""lab.probe against small servers in the test's own event loop, on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.probe import parse_target, percentiles, run_probe
+
+REPO = Path(__file__).resolve().parents[2]
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def server(handler: Handler) -> AsyncIterator[str]:
+    """A loopback server running ``handler`` per connection; yields its ``ip:port``."""
+    srv = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+    finally:
+        srv.close()
+
+
+def answering(name: str, delay: float = 0.0, gauge: list[int] | None = None) -> Handler:
+    """A handler that answers JSON ``{"pod": name}`` after ``delay``; ``gauge`` = [in flight, max]."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if gauge is not None:
+            gauge[0] += 1
+            gauge[1] = max(gauge)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(delay)
+            body = json.dumps({"pod": name}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        finally:
+            if gauge is not None:
+                gauge[0] -= 1
+            writer.close()
+
+    return handle
+
+
+async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accept and never answer: what a pod behind a black-holing node looks like to the client."""
+    await reader.read()
+    writer.close()
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[socket.socket]:
+    """A port bound on 127.0.0.1 but not listening, so that a SYN to it gets a RST (and stays ours)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock
+
+
+def test_requests_are_spread_round_robin_and_recorded() -> None:
+    async def scenario() -> dict:
+        async with server(answering("a")) as a, server(answering("b")) as b:
+            return await run_probe([a, b], requests=6, concurrency=2, timeout=2.0)
+
+    report = asyncio.run(scenario())
+    records = report["records"]
+    assert [r["response"]["pod"] for r in records] == ["a", "b"] * 3
+    for record in records:
+        assert record["ok"] and record["error"] is None and record["status"] == 200
+        assert record["local"].startswith("127.0.0.1:")
+        assert 0 <= record["connectMs"] <= record["latencyMs"]
+    assert set(report) == {"startedAt", "durationS", "records"}
+
+
+def test_concurrency_is_capped_while_the_target_answers() -> None:
+    gauge = [0, 0]
+
+    async def scenario() -> dict:
+        async with server(answering("a", delay=0.1, gauge=gauge)) as a:
+            return await run_probe([a], requests=12, concurrency=3, timeout=2.0)
+
+    report = asyncio.run(scenario())
+    assert all(r["ok"] for r in report["records"])
+    assert gauge[1] == 3, f"the server saw at most {gauge[1]} requests at once, expected 3"
+
+
+def test_silent_target_costs_about_two_timeouts() -> None:
+    # 40 requests, 4 at a time, 0.5 s each: a probe that kept the concurrency of 4 would need
+    # 10 rounds = 5 s. Releasing the rest after the first timeout needs ~2 timeouts = ~1 s.
+    # The bound of 3 s leaves room for a slow machine and still fails a non-adaptive probe.
+    async def scenario() -> dict:
+        async with server(silent) as s:
+            return await run_probe([s], requests=40, concurrency=4, timeout=0.5)
+
+    report = asyncio.run(scenario())
+    assert [r["error"] for r in report["records"]] == ["timeout"] * 40
+    assert all(r["connectMs"] is not None and r["latencyMs"] is None for r in report["records"])
+    assert report["durationS"] < 3.0, f"took {report['durationS']} s"
+
+
+def test_closed_port_is_refused() -> None:
+    with closed_port() as sock:
+        target = f"127.0.0.1:{sock.getsockname()[1]}"
+        report = asyncio.run(run_probe([target], requests=3, concurrency=2, timeout=1.0))
+    for record in report["records"]:
+        assert record == {"target": target, "ok": False, "error": "refused", "status": None, "bytes": None,
+                          "connectMs": None, "latencyMs": None, "response": None, "local": None}
+
+
+def test_reset_by_the_server_is_reset() -> None:
+    async def abort(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        # SO_LINGER 0 makes close() send a RST instead of a FIN
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async def scenario() -> dict:
+        async with server(abort) as s:
+            return await run_probe([s], requests=2, concurrency=1, timeout=2.0)
+
+    assert [r["error"] for r in asyncio.run(scenario())["records"]] == ["reset", "reset"]
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [7, 1, 10, 3, 2, 9, 4, 8, 6, 5]
+    assert percentiles(values, [0, 10, 50, 90, 95, 100]) == {0: 1, 10: 1, 50: 5, 90: 9, 95: 10, 100: 10}
+    assert percentiles([], [50, 99]) == {50: None, 99: None}
+    with pytest.raises(ValueError):
+        percentiles(values, [101])
+
+
+def test_parse_target() -> None:
+    assert parse_target("172.18.0.11:30007") == ("172.18.0.11", 30007)
+    for bad in ("172.18.0.11", ":80", "host:0", "host:http", "host:70000"):
+        with pytest.raises(ValueError):
+            parse_target(bad)
+
+
+def test_cli_prints_one_json_document() -> None:
+    with closed_port() as sock:
+        target = f"127.0.0.1:{sock.getsockname()[1]}"
+        done = subprocess.run(
+            [sys.executable, "-m", "lab.probe", "--targets", target, "--requests", "2", "--timeout", "0.5"],
+            cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [r["error"] for r in report["records"]] == ["refused", "refused"]
+
+
+def test_cli_rejects_a_malformed_target() -> None:
+    done = subprocess.run([sys.executable, "-m", "lab.probe", "--targets", "nowhere"],
+                          cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2 and "ip:port" in done.stderr
