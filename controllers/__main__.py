@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from os_ken import cfg
 
-    from controllers.openflow import app_manager  # imports os_ken.controller, which registers ofp_* options
     from controllers.kube_proxy import KubeProxy
+    from controllers.openflow import app_manager  # imports os_ken.controller, which registers ofp_* options
 
     cfg.CONF(args=[], project="os_ken")
     cfg.CONF.set_override("ofp_listen_host", "127.0.0.1")

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from os_ken.base import app_manager  # noqa: F401  (re-exported for the app and the entry point)
 from os_ken.controller import ofp_event  # noqa: F401
-from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER  # noqa: F401
-from os_ken.controller.handler import set_ev_cls  # noqa: F401
+from os_ken.controller.handler import (  # noqa: F401
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,  # noqa: F401
+)
 from os_ken.lib import hub  # noqa: F401
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet  # noqa: F401
-from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser as parser
+from os_ken.ofproto import ofproto_v1_3
+from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controllers.diff import Changes
 from controllers.pipeline import Ct, Flow, Group

@@ -767,25 +767,28 @@ def _allocate(drafts: list[_ServiceDraft], port_range: PortRange) -> list[Servic
             holder, holder_field = owners[exc.holder.key]
             problem = f'{exc.port} is already allocated to Service "{holder.origin.name}" {holder_field}'
         raise draft.origin.error(field, problem, exc.fix) from exc
-    return [
-        Service(
-            name=draft.name,
-            namespace=draft.namespace,
-            type=draft.type,
-            selector=draft.selector,
-            external_traffic_policy=draft.policy,
-            health_check_node_port=ports[_port_key(draft, HEALTH_CHECK_KEY)]
-            if draft.needs_health_check
-            else None,
-            ports=[
-                ServicePort(
-                    port=number, node_port=ports[_port_key(draft, name)], target_port=target, name=name
-                )
-                for name, number, target, _ in draft.ports
-            ],
-        )
-        for draft in drafts
-    ]
+    return [_service(draft, ports) for draft in drafts]
+
+
+def _service(draft: _ServiceDraft, node_ports: dict[str, int]) -> Service:
+    health_key = _port_key(draft, HEALTH_CHECK_KEY)
+    return Service(
+        name=draft.name,
+        namespace=draft.namespace,
+        type=draft.type,
+        selector=draft.selector,
+        external_traffic_policy=draft.policy,
+        health_check_node_port=node_ports[health_key] if draft.needs_health_check else None,
+        ports=[
+            ServicePort(
+                port=port.port,
+                node_port=node_ports[_port_key(draft, port.name)],
+                target_port=port.target_port,
+                name=port.name,
+            )
+            for port in draft.ports
+        ],
+    )
 
 
 def _check_named_target_ports(cluster: Cluster, draft: _ServiceDraft, service: Service) -> None:

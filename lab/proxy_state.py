@@ -6,8 +6,15 @@ number comes from ``lab.addressing``; the controller receives finished facts.
 
 from __future__ import annotations
 
-from controllers.state import (EndpointInfo, ExternalHost, NodeInfo, PodInfo, ProxyState,
-                               ServicePortInfo, UnderlayInfo)
+from controllers.state import (
+    EndpointInfo,
+    ExternalHost,
+    NodeInfo,
+    PodInfo,
+    ProxyState,
+    ServicePortInfo,
+    UnderlayInfo,
+)
 from lab import addressing as addr
 from lab.endpoints import endpoints
 from lab.model import Cluster

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from controllers.diff import diff
-from controllers.pipeline import (T_ROUTING, T_SERVICE, T_SNAT, Program, compile_state, group_id)
+from controllers.pipeline import T_ROUTING, T_SERVICE, T_SNAT, Program, compile_state, group_id
 from controllers.state import EndpointInfo, ProxyState
 from lab import addressing as addr
 from lab.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
