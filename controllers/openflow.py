@@ -93,9 +93,26 @@ def flow_mod(dp, flow: Flow, command: int):
         out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
 
 
+BUCKET_WEIGHT = 100
+GUARD_WEIGHT = 1
+
+
 def group_mod(dp, group: Group, command: int):
-    buckets = [parser.OFPBucket(weight=100, watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY,
-                                actions=[action(a) for a in bucket]) for bucket in group.buckets]
+    """A select group with equal-weight buckets, plus a guard bucket that keeps the choice uniform.
+
+    Without a selection method (OpenFlow 1.3 cannot send one) Open vSwitch picks buckets with dp_hash
+    over a table of as few as 16 hash slots, so 3 equal buckets get 6/16, 5/16 and 5/16 of the
+    connections. A bucket whose weight is 1/100 of the others needs more slots than Open vSwitch
+    allows for that, so it falls back to its per-connection hash with highest-random-weight choice,
+    which is uniform over the real buckets; the guard itself (a copy of the first bucket) wins with
+    probability about (1/100)^n.
+    """
+    def bucket(actions, weight):
+        return parser.OFPBucket(weight=weight, watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY,
+                                actions=[action(a) for a in actions])
+    buckets = [bucket(b, BUCKET_WEIGHT) for b in group.buckets]
+    if group.buckets:
+        buckets.append(bucket(group.buckets[0], GUARD_WEIGHT))
     return parser.OFPGroupMod(dp, command, ofp.OFPGT_SELECT, group.group_id, buckets)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,12 +23,13 @@ from lab import addressing as addr
 from lab.controller_process import ControllerProcess
 from lab.endpoints import workload_ports
 from lab.environment import datapath, has_netem, preflight
-from lab.errors import LabError
-from lab.model import Cluster
+from lab.errors import LabError, Origin
+from lab.model import Cluster, ContainerPort, Pod
+from lab.names import validate_object_name
 from lab.polling import wait_for
 from lab.proxy_state import build_proxy_state
 from lab.resources import MachineLock, RunDir, kill_owned, remove_recorded
-from topologies.cluster import ClusterTopo, LinkShape, bridge_names, root_interfaces
+from topologies.cluster import ClusterTopo, LinkShape, bridge_names, pod_host_params, root_interfaces
 
 OFFLOADS_OFF = "tx off tso off gso off"
 
@@ -122,7 +124,7 @@ class LabNetwork:
         self._tune_interfaces(self.net.hosts)
         self.net.start()
 
-    def _tune_interfaces(self, hosts) -> None:
+    def _tune_interfaces(self, hosts, root_names: list[str] | None = None) -> None:
         """Offloads off (the userspace datapath drops TCP otherwise) and IPv6 off (its chatter costs CPU)."""
         for host in hosts:
             extra = ""
@@ -131,7 +133,7 @@ class LabNetwork:
                 extra = f"; ip route add {addr.pod_cidr(index)} dev eth0"
             host.cmd(f"sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; "
                      f"ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}")
-        names = root_interfaces(self.cluster)
+        names = root_interfaces(self.cluster) if root_names is None else root_names
         for name in names:
             try:
                 with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
@@ -149,13 +151,13 @@ class LabNetwork:
     def dpids(self) -> list[int]:
         return [addr.underlay_dpid()] + [addr.node_dpid(n.index) for n in self.cluster.nodes]
 
+    def _listeners(self, pod: Pod) -> list[dict]:
+        host = self.net.get(pod.name)
+        return [{"pod": pod.name, "namespace": pod.namespace, "node": pod.node, "podIP": pod.ip, "port": port,
+                 "netnsPid": host.pid, "bind": "0.0.0.0"} for port in workload_ports(self.cluster, pod)]
+
     def _start_workload(self) -> None:
-        listeners = []
-        for pod in self.cluster.pods:
-            host = self.net.get(pod.name)
-            for port in workload_ports(self.cluster, pod):
-                listeners.append({"pod": pod.name, "namespace": pod.namespace, "node": pod.node,
-                                  "podIP": pod.ip, "port": port, "netnsPid": host.pid, "bind": "0.0.0.0"})
+        listeners = [item for pod in self.cluster.pods for item in self._listeners(pod)]
         config = self.run.file("workload.json")
         ready = self.run.file("workload.ready")
         write_json_atomic(config, {"listeners": listeners, "ready": ready,
@@ -218,6 +220,69 @@ class LabNetwork:
         """Tell kube-proxy about the current cluster state and wait until every switch obeys it."""
         self.generation += 1
         self.controller.publish(build_proxy_state(self.cluster, self.generation), self.dpids)
+
+    def add_pod(self, name: str, node: str, labels: dict[str, str] | None = None,
+                ports: tuple[int, ...] = (8080,), namespace: str = "default") -> Pod:
+        """Start a pod on a node while traffic flows: host, link, server first, then its endpoints."""
+        validate_object_name("Pod", name, Origin("Pod", name))
+        taken = {p.name for p in self.cluster.pods} | {n.name for n in self.cluster.nodes}
+        if name in taken:
+            raise LabError(f"pod name {name!r} is already used in this cluster", "choose another name")
+        index = self.cluster.node(node).index
+        used = {p.ip for p in self.cluster.pods_on(node)}
+        host_number = next(h for h in range(2, 2 + addr.MAX_PODS_PER_NODE) if addr.pod_ip(index, h) not in used)
+        pod = Pod(name=name, node=node, namespace=namespace, labels=dict(labels or {}),
+                  ports=tuple(ContainerPort(p) for p in ports), ip=addr.pod_ip(index, host_number),
+                  serial=max((p.serial for p in self.cluster.pods), default=0) + 1)
+        self.run.own_interfaces([addr.pod_intf(pod.serial)])
+        bridge = self.net.get(addr.node_bridge(index))
+        host = self.net.addHost(pod.name, **pod_host_params(index, pod))
+        self.run.own_process(host.pid, f"mininet {pod.name}")
+        link = self.net.addLink(host, bridge, port2=addr.pod_ofport(pod.ip), intfName1="eth0",
+                                intfName2=addr.pod_intf(pod.serial))
+        subprocess.run(["ovs-vsctl", "--timeout=10", "add-port", bridge.name, link.intf2.name, "--", "set",
+                        "Interface", link.intf2.name, f"ofport_request={addr.pod_ofport(pod.ip)}"], check=True)
+        host.configDefault()
+        self._tune_interfaces([host], [link.intf2.name])
+        subprocess.run(["ip", "link", "set", link.intf2.name, "up"], check=True)
+        self.cluster.pods.append(pod)
+        for listener in self._listeners(pod):
+            self._workload_command({"op": "add", "listener": listener})
+        self.publish()
+        return pod
+
+    def delete_pod(self, name: str) -> None:
+        """Delete a pod: its endpoints go first (kube-proxy stops choosing it), then its server and host."""
+        pod = self.cluster.pod(name)
+        self.cluster.pods.remove(pod)
+        self.publish()
+        self._workload_command({"op": "remove", "pod": name})
+        host = self.net.get(name)
+        bridge = self.net.get(addr.node_bridge(self.cluster.node(pod.node).index))
+        subprocess.run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-port", bridge.name,
+                        addr.pod_intf(pod.serial)], check=True)
+        for link in self.net.linksBetween(host, bridge):
+            self.net.delLink(link)
+        pid = host.pid
+        self.net.delHost(host)
+        self.run.disown_process(pid)
+
+    def move_pod(self, name: str, node: str) -> Pod:
+        """Reschedule a pod to another node (a new pod with the same name, labels and ports, new IP)."""
+        old = self.cluster.pod(name)
+        self.delete_pod(name)
+        return self.add_pod(name, node, labels=old.labels, ports=tuple(p.port for p in old.ports),
+                            namespace=old.namespace)
+
+    def _workload_command(self, command: dict) -> dict:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(self.run.file("workload.sock"))
+            s.sendall((json.dumps(command) + "\n").encode())
+            answer = json.loads(s.makefile().readline())
+        if not answer.get("ok"):
+            raise LabError(f"the pods' server refused {command['op']}: {answer.get('error')}")
+        return answer
 
     def host(self, name: str):
         return self.net.get(name)
