@@ -4,6 +4,7 @@ Everything that can be wrong with the input is found before the network is built
 leaves a half-built lab behind; errors are one line on stderr and a non-zero exit.
 
     python -m lab                        the default scenario: the seed Service under Cluster, then Local
+    python -m lab run NAME               a named scenario (lab.scenarios)
     python -m lab apply -f PATH ...      build a cluster from manifests, probe every NodePort via every node
     python -m lab cli -f PATH ...        the same cluster, then the Mininet CLI (hosts named after objects)
     python -m lab clean                  remove what a crashed run left behind, and nothing else
@@ -20,14 +21,15 @@ import sys
 import time
 from pathlib import Path
 
+from lab import scenarios
 from lab.environment import datapath, has_netem
 from lab.errors import LabError, ManifestError
-from lab.experiment import probe_all, set_policy
+from lab.experiment import probe_all
 from lab.manifests import load_manifests
 from lab.report import new_report, render_table, verdict
+from lab.scenarios import Outcome
 
 REPO = Path(__file__).resolve().parent.parent
-SEED = REPO / "examples" / "seed"
 DEFAULT_REQUESTS = 200
 
 
@@ -49,36 +51,32 @@ def _load(paths: list[str]):
     return cluster
 
 
-def _finish(report, cluster, json_path: str | None, started: float) -> None:
-    report.machine = machine_facts()
-    report.timings["totalS"] = round(time.monotonic() - started, 2)
-    print(render_table(report, cluster))
-    print()
-    for line in verdict(report, cluster):
-        print(f"- {line}")
-    for warning in report.warnings:
+def _finish(outcome: Outcome, args, started: float) -> None:
+    outcome.report["machine"] = machine_facts()
+    outcome.report.setdefault("timings", {})["totalS"] = round(time.monotonic() - started, 2)
+    print(outcome.table)
+    if outcome.verdict:
+        print()
+        for line in outcome.verdict:
+            print(f"- {line}")
+    for warning in dict.fromkeys(outcome.warnings):
         print(f"warning: {warning}", file=sys.stderr)
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
-        print(f"\nreport written to {json_path}", file=sys.stderr)
+    if getattr(args, "json", None):
+        with open(args.json, "w") as f:
+            json.dump(outcome.report, f, indent=2)
+        print(f"\nreport written to {args.json}", file=sys.stderr)
+    if getattr(args, "plot", None):
+        if outcome.plot is None:
+            print("warning: this scenario draws no plot", file=sys.stderr)
+        else:
+            outcome.plot(args.plot)
+            print(f"plot written to {args.plot}", file=sys.stderr)
 
 
-def cmd_default(args) -> int:
-    """The seed: one Service, three nodes, one without a pod; Cluster first, then the same under Local."""
-    from lab.network import LabNetwork
-
+def cmd_run(args) -> int:
     started = time.monotonic()
-    cluster = _load([str(SEED)])
-    report = new_report(cluster)
-    with LabNetwork(cluster, log=progress) as lab:
-        report.warnings += lab.warnings
-        report.timings.update({k: round(v, 3) for k, v in lab.timings.items()})
-        for policy in ("Cluster", "Local"):
-            for service in cluster.services:
-                set_policy(lab, service, policy)
-            probe_all(lab, report, args.requests, progress=progress)
-    _finish(report, cluster, args.json, started)
+    outcome = scenarios.load(args.scenario or scenarios.DEFAULT).run(args, progress)
+    _finish(outcome, args, started)
     return 0
 
 
@@ -95,7 +93,9 @@ def cmd_apply(args) -> int:
         report.warnings += lab.warnings
         report.timings.update({k: round(v, 3) for k, v in lab.timings.items()})
         probe_all(lab, report, args.requests, progress=progress)
-    _finish(report, cluster, args.json, started)
+    outcome = Outcome(report=report.to_dict(), table=render_table(report, cluster),
+                      verdict=verdict(report, cluster), warnings=report.warnings)
+    _finish(outcome, args, started)
     return 0
 
 
@@ -128,23 +128,35 @@ def cmd_clean(args) -> int:
     return 0
 
 
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="requests per entry (default 200)")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m lab", description="Kubernetes NodePort, shown with real "
-                                 "packets in Mininet and Open vSwitch.")
-    ap.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="requests per entry node")
-    ap.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+                                 "packets in Mininet and Open vSwitch. Without a command: the default "
+                                 f"scenario ({scenarios.DEFAULT}).")
+    _common(ap)
+    ap.set_defaults(command="run", scenario=None, plot=None, file=None)
     sub = ap.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run a named scenario: " + ", ".join(scenarios.SCENARIOS))
+    run_sub = run.add_subparsers(dest="scenario", metavar="NAME", required=True)
+    for name in scenarios.SCENARIOS:
+        sp = run_sub.add_parser(name, help=(scenarios.load(name).__doc__ or "").strip().splitlines()[0])
+        _common(sp)
+        sp.add_argument("--plot", metavar="FILE", help="also draw the results as a PNG")
+        scenarios.load(name).add_arguments(sp)
     apply = sub.add_parser("apply", help="build a cluster from Kubernetes YAML and probe every NodePort")
     apply.add_argument("-f", "--file", action="append", required=True, help="YAML file or folder (repeatable)")
-    apply.add_argument("--requests", type=int, default=DEFAULT_REQUESTS, help="requests per (Service, node)")
-    apply.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    _common(apply)
     cli = sub.add_parser("cli", help="bring the cluster up and open the Mininet CLI")
     cli.add_argument("-f", "--file", action="append", required=True, help="YAML file or folder (repeatable)")
     sub.add_parser("clean", help="remove what a crashed run of the lab left behind")
     return ap
 
 
-COMMANDS = {None: cmd_default, "apply": cmd_apply, "cli": cmd_cli, "clean": cmd_clean}
+COMMANDS = {"run": cmd_run, "apply": cmd_apply, "cli": cmd_cli, "clean": cmd_clean}
 
 
 def main(argv: list[str] | None = None) -> int:

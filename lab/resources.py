@@ -82,14 +82,21 @@ class MachineLock:
     def acquire(self) -> None:
         os.makedirs(RUN_ROOT, exist_ok=True)
         self.fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self.fd)
-            self.fd = None
-            raise LabError(f"another lab network is running on this machine (pid {holder}); "
-                           "wait for it to finish (one network at a time)") from None
+        # Tests and helpers that share a machine may queue for it (NPL_LOCK_WAIT seconds); users are told.
+        deadline = time.monotonic() + float(os.environ.get("NPL_LOCK_WAIT", "0"))
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(self.fd)
+                self.fd = None
+                raise LabError(f"another lab network is running on this machine (pid {holder}); "
+                               "wait for it to finish (one network at a time)") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
 
