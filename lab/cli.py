@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --requests must be at least 1", file=sys.stderr)
         return 2
     try:
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command or "run"](args)
     except ManifestError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
