@@ -22,7 +22,8 @@ The underlay bridge is one L2 segment between nodes plus the edge router towards
                     frames from a node port -> 10
     10 INTERNODE    L2 switching between nodes by destination MAC; these flows' counters are the bytes
                     that crossed between nodes (cookie COOKIE_INTERNODE)
-    20 ROUTE        the edge router: dec_ttl, rewrite MACs, forward to the node or the outside host
+    20 ROUTE        the edge router: dec_ttl, rewrite MACs, forward to the node (its IP or its pod CIDR)
+                    or the outside host
 
 Flows are plain ``Flow``/``Group`` values; ``controllers.openflow`` turns them into os-ken messages and
 ``Flow.__str__`` prints them in ``ovs-ofctl`` syntax for tests and debugging.
@@ -350,9 +351,12 @@ def compile_underlay(state: ProxyState) -> Program:
         port = ul.node_ports[node.name]
         prog.add(U_CLASSIFY, 50, {"in_port": port}, [("goto", U_INTERNODE)], COOKIE_INTERNODE)
         prog.add(U_INTERNODE, 100, {"eth_dst": node.mac}, [("output", port)], COOKIE_INTERNODE)
-        prog.add(U_ROUTE, 100, {"eth_type": 0x0800, "ipv4_dst": node.ip},
-                 [("dec_ttl",), ("set_field", "eth_src", ul.router_mac), ("set_field", "eth_dst", node.mac),
-                  ("output", port)], COOKIE_EDGE)
+        to_node = [("dec_ttl",), ("set_field", "eth_src", ul.router_mac), ("set_field", "eth_dst", node.mac),
+                   ("output", port)]
+        prog.add(U_ROUTE, 100, {"eth_type": 0x0800, "ipv4_dst": node.ip}, to_node, COOKIE_EDGE)
+        # The router also knows each node's pod CIDR (as with BGP-advertised pod routes), so an outside
+        # host can reach a pod directly: the plain routed path that NodePort's cost is measured against.
+        prog.add(U_ROUTE, 90, {"eth_type": 0x0800, "ipv4_dst": _net_mask(node.pod_cidr)}, to_node, COOKIE_EDGE)
     for ext in state.externals:
         prog.add(U_ROUTE, 100, {"eth_type": 0x0800, "ipv4_dst": ext.ip},
                  [("dec_ttl",), ("set_field", "eth_src", ul.external_gateway_mac),
