@@ -2,6 +2,8 @@
 
 from setuptools import setup
 
+NOTEBOOK = ["jupyterlab>=4", "ipykernel>=6", "nbclient>=0.7", "nbformat>=5"]
+
 setup(
     name="nodeport-lab",
     version="0.1.0",
@@ -14,6 +16,10 @@ setup(
         "PyYAML>=6.0",
         "matplotlib>=3.6",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # Jupyter walkthroughs (notebooks/): a Jupyter server, the kernel, and headless execution for CI.
+        "notebook": NOTEBOOK,
+        "test": ["pytest>=7", *NOTEBOOK],
+    },
     entry_points={"console_scripts": ["nodeport-lab=lab.cli:main"]},
 )

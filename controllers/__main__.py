@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state", required=True, help="cluster state JSON the lab writes (watched)")
     ap.add_argument("--status", required=True, help="where to acknowledge applied generations")
     ap.add_argument("--port", type=int, required=True, help="OpenFlow listen port on 127.0.0.1")
+    ap.add_argument("--lb-health", help="health verdicts of the cloud load balancer's checker (watched)")
     ap.add_argument("--log", help="log file (default: stderr)")
     args = ap.parse_args(argv)
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.CONF.set_override("ofp_tcp_listen_port", args.port)
     KubeProxy.state_path = os.path.abspath(args.state)
     KubeProxy.status_path = os.path.abspath(args.status)
+    KubeProxy.lb_health_path = os.path.abspath(args.lb_health) if args.lb_health else None
 
     runner = threading.Thread(target=app_manager.AppManager.run_apps, args=(["controllers.kube_proxy"],),
                               daemon=True, name="os-ken")

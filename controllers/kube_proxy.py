@@ -5,28 +5,38 @@ given its whole program; the state file changes -> each switch gets only the dif
 comes up from the reject flow -> the app answers ICMP port unreachable, as iptables' REJECT does for
 a Service without endpoints. After each barrier the app acknowledges the generation it applied in the
 status file, which is how the lab knows the data plane obeys a state before it sends traffic.
+
+Like kube-proxy it also serves the health endpoints on every node (``controllers.health``). The same
+process programs the cloud load balancer's data plane on the underlay (the edge router), following the
+health verdicts its health checker writes to a second watched file: one SDN controller, two roles, as
+the lab has one fabric.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
+from datetime import UTC, datetime
 
 from controllers import openflow as of
 from controllers.diff import diff
+from controllers.health import PROXY_HEALTH_PORT, HealthServers, health_ports, proxy_answer, service_answer
 from controllers.pipeline import COOKIE_REJECT, Program, compile_state
 from controllers.state import ProxyState, read_state, write_json_atomic
 
 LOG = logging.getLogger("kube-proxy")
 WATCH_INTERVAL_S = 0.02
+HEALTH_TIMEOUT_S = 60.0  # kube-proxy: 2 x syncPeriod (30 s) without applying queued changes -> unhealthy
 
 
 class KubeProxy(of.app_manager.OSKenApp):
     OFP_VERSIONS = [of.OFP_VERSION]
     state_path: str = ""  # set by the entry point (controllers.__main__) before the app starts
     status_path: str = ""
+    lb_health_path: str | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -37,7 +47,11 @@ class KubeProxy(of.app_manager.OSKenApp):
         self.pending: dict[tuple[int, int], int] = {}  # (dpid, barrier xid) -> generation
         self.state: ProxyState | None = None
         self.programs: dict[int, Program] = {}
-        self._stamp = None
+        self.lb_healthy: dict[str, list[str]] = {}
+        self._stamps: dict[str, tuple] = {}
+        self.pending_since: float | None = None  # when a generation was loaded that not all switches hold
+        self.last_synced: dict[int, datetime] = {}
+        self.health = HealthServers(self._health_answer)
         self._load_state()
         of.hub.spawn(self._watch_state)
 
@@ -74,6 +88,9 @@ class KubeProxy(of.app_manager.OSKenApp):
             generation = self.pending.pop((dp.id, ev.msg.xid), None)
             if generation is not None and generation >= self.acked.get(dp.id, -1):
                 self.acked[dp.id] = generation
+                self.last_synced[dp.id] = datetime.now(UTC)
+                if self.state and all(self.acked.get(d, -1) >= self.state.generation for d in self.programs):
+                    self.pending_since = None
                 self._write_status()
 
     @of.set_ev_cls(of.ofp_event.EventOFPErrorMsg, [of.CONFIG_DISPATCHER, of.MAIN_DISPATCHER])
@@ -104,21 +121,60 @@ class KubeProxy(of.app_manager.OSKenApp):
                 LOG.exception("could not apply %s", self.state_path)
             time.sleep(WATCH_INTERVAL_S)
 
-    def _load_state(self) -> bool:
+    def _changed(self, path: str | None) -> bool:
+        if not path:
+            return False
         try:
-            st = os.stat(self.state_path)
+            st = os.stat(path)
         except FileNotFoundError:
             return False
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if stamp == self._stamp:
+        if stamp == self._stamps.get(path):
             return False
-        state = read_state(self.state_path)
-        programs = compile_state(state)
-        with self.lock:
-            self._stamp = stamp
-            self.state, self.programs = state, programs
-        LOG.info("state generation %d: %d service ports", state.generation, len(state.service_ports))
+        self._stamps[path] = stamp
         return True
+
+    def _load_state(self) -> bool:
+        state_changed = self._changed(self.state_path)
+        health_changed = self._changed(self.lb_health_path)
+        if not (state_changed or health_changed):
+            return False
+        state = read_state(self.state_path) if state_changed else self.state
+        if health_changed:
+            with open(self.lb_health_path) as f:
+                services = json.load(f).get("services", {})
+            self.lb_healthy = {key: entry["healthy"] for key, entry in services.items()}
+        if state is None:
+            return False
+        programs = compile_state(state, self.lb_healthy)
+        with self.lock:
+            if state_changed:
+                self.pending_since = time.monotonic()
+            self.state, self.programs = state, programs
+        if state_changed:
+            self.health.reconcile(state)
+            LOG.info("state generation %d: %d service ports", state.generation, len(state.service_ports))
+        if health_changed:
+            LOG.info("load balancer health: %s", self.lb_healthy)
+        return True
+
+    def _node_healthy(self, node: str) -> bool:
+        """kube-proxy's /healthz: unhealthy when queued changes stay unapplied for longer than the timeout."""
+        info = next((n for n in self.state.nodes if n.name == node), None) if self.state else None
+        if info is None or info.dpid not in self.datapaths:
+            return False
+        return self.pending_since is None or time.monotonic() - self.pending_since < HEALTH_TIMEOUT_S
+
+    def _health_answer(self, node: str, port: int, path: str):
+        state = self.state
+        healthy = self._node_healthy(node)
+        if port == PROXY_HEALTH_PORT:
+            info = next((n for n in state.nodes if n.name == node), None)
+            return proxy_answer(path, self.last_synced.get(info.dpid) if info else None, healthy)
+        service = health_ports(state).get(port)
+        if service is None:
+            return 503, {"error": f"no Service uses health check port {port}"}, {}
+        return service_answer(state, node, *service, proxy_healthy=healthy)
 
     def _sync(self, dp) -> None:
         """Send ``dp`` the difference to its desired program, then a barrier to learn when it holds."""

@@ -16,12 +16,19 @@ datapath holds the conntrack of every emulated node, while real nodes each have 
     50 ROUTING      host-gw routing: set MACs, dec_ttl once per node that forwards, choose the port
     60 OUTPUT       output, or IN_PORT when the packet leaves where it came in
 
-The underlay bridge is one L2 segment between nodes plus the edge router towards outside hosts::
+The underlay bridge is one L2 segment between nodes plus the edge router towards outside hosts, and
+the data plane of the cloud load balancer in front of LoadBalancer Services::
 
-    0  CLASSIFY     ARP responder for node and router addresses; frames to a router MAC -> 20;
+    0  CLASSIFY     ARP responder for node and router addresses; frames to a router MAC go through the
+                    load balancer's conntrack zone (which reverses its NAT on replies) -> 12;
                     frames from a node port -> 10
     10 INTERNODE    L2 switching between nodes by destination MAC; these flows' counters are the bytes
                     that crossed between nodes (cookie COOKIE_INTERNODE)
+    12 LB           new connections to a Service's external address:port -> a select group over the
+                    nodes the load balancer's health checks consider healthy (all nodes when none is:
+                    cloud load balancers fail open)
+    14 LB_DNAT      pass-through, as an AWS NLB with instance targets: ct(commit, nat(dst=nodeIP:nodePort)),
+                    the client's address untouched
     20 ROUTE        the edge router: dec_ttl, rewrite MACs, forward to the node (its IP or its pod CIDR)
                     or the outside host
 
@@ -50,7 +57,10 @@ T_OUTPUT = 60
 # Underlay bridge tables.
 U_CLASSIFY = 0
 U_INTERNODE = 10
+U_LB = 12
+U_LB_DNAT = 14
 U_ROUTE = 20
+LB_ZONE = 3000
 
 # Cookies say which part of the pipeline a flow belongs to (and let the lab read counters by purpose).
 COOKIE_ARP = 0x1
@@ -64,6 +74,7 @@ COOKIE_OUTPUT = 0x8
 COOKIE_INTERNODE = 0x10
 COOKIE_EDGE = 0x11
 COOKIE_DROP_LOCAL = 0x12
+COOKIE_LB = 0x13
 
 # conntrack state bits (ovs-fields(7)).
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
@@ -155,10 +166,13 @@ def ip_int(ip: str) -> int:
     return int(ipaddress.IPv4Address(ip))
 
 
-def compile_state(state: ProxyState) -> dict[int, Program]:
-    """The program of every bridge in the lab, keyed by datapath id."""
+def compile_state(state: ProxyState, lb_healthy: dict[str, list[str]] | None = None) -> dict[int, Program]:
+    """The program of every bridge in the lab, keyed by datapath id.
+
+    ``lb_healthy`` maps a LoadBalancer Service (``namespace/name``) to the nodes its load balancer's
+    health checks pass; a Service missing from it is sent to every node."""
     programs = {node.dpid: compile_node(state, node) for node in state.nodes}
-    programs[state.underlay.dpid] = compile_underlay(state)
+    programs[state.underlay.dpid] = compile_underlay(state, lb_healthy or {})
     return programs
 
 
@@ -337,7 +351,7 @@ def _output(prog: Program, ports: list[int]) -> None:
 
 # --- underlay bridge -----------------------------------------------------------------------------------
 
-def compile_underlay(state: ProxyState) -> Program:
+def compile_underlay(state: ProxyState, lb_healthy: dict[str, list[str]] | None = None) -> Program:
     prog = Program()
     ul = state.underlay
     answers = [(ul.router_ip, ul.router_mac), (ul.external_gateway_ip, ul.external_gateway_mac)]
@@ -346,7 +360,9 @@ def compile_underlay(state: ProxyState) -> Program:
         prog.add(U_CLASSIFY, 200, {"eth_type": 0x0806, "arp_op": 1, "arp_tpa": ip},
                  arp_responder(ip, mac), COOKIE_ARP)
     for router_mac in (ul.router_mac, ul.external_gateway_mac):
-        prog.add(U_CLASSIFY, 100, {"eth_type": 0x0800, "eth_dst": router_mac}, [("goto", U_ROUTE)], COOKIE_EDGE)
+        prog.add(U_CLASSIFY, 100, {"eth_type": 0x0800, "eth_dst": router_mac},
+                 [("ct", Ct(zone=LB_ZONE, nat="", table=U_LB))], COOKIE_EDGE)
+    _load_balancers(prog, state, lb_healthy or {})
     for node in state.nodes:
         port = ul.node_ports[node.name]
         prog.add(U_CLASSIFY, 50, {"in_port": port}, [("goto", U_INTERNODE)], COOKIE_INTERNODE)
@@ -361,9 +377,37 @@ def compile_underlay(state: ProxyState) -> Program:
         prog.add(U_ROUTE, 100, {"eth_type": 0x0800, "ipv4_dst": ext.ip},
                  [("dec_ttl",), ("set_field", "eth_src", ul.external_gateway_mac),
                   ("set_field", "eth_dst", ext.mac), ("output", ext.ofport)], COOKIE_EDGE)
-    for table in (U_CLASSIFY, U_INTERNODE, U_ROUTE):
+    for table in (U_CLASSIFY, U_INTERNODE, U_LB_DNAT, U_ROUTE):
         prog.add(table, 0, {}, [], COOKIE_EDGE)
     return prog
+
+
+def _load_balancers(prog: Program, state: ProxyState, lb_healthy: dict[str, list[str]]) -> None:
+    """The cloud load balancer: per Service port, new connections to its external address are spread
+    evenly over healthy nodes (per node, not per pod: it does not know about pods) and DNATed to
+    nodeIP:nodePort; conntrack in ``LB_ZONE`` keeps each connection on its node and reverses the NAT."""
+    seen: set[tuple[str, int]] = set()
+    for sp in state.service_ports:
+        if sp.service_type != "LoadBalancer" or not sp.load_balancer_ip:
+            continue
+        healthy = set(lb_healthy.get(sp.service_key, ())) or {n.name for n in state.nodes}
+        backends = [n for n in state.nodes if n.name in healthy]
+        buckets = tuple(
+            (("set_field", "reg0", ip_int(n.ip)), ("set_field", "reg2", sp.node_port), ("resubmit", U_LB_DNAT))
+            for n in backends)
+        gid = group_id(sp.node_port, local=False)
+        prog.groups[gid] = Group(gid, buckets)
+        prog.add(U_LB, 100, {"eth_type": 0x0800, "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_RPL),
+                             "ipv4_dst": sp.load_balancer_ip, "ip_proto": 6, "tcp_dst": sp.port},
+                 [("group", gid)], COOKIE_LB)
+        for n in state.nodes:  # every node, healthy or not: a draining node keeps its connections
+            if (n.ip, sp.node_port) in seen:
+                continue
+            seen.add((n.ip, sp.node_port))
+            prog.add(U_LB_DNAT, 100, {"eth_type": 0x0800, "reg0": ip_int(n.ip), "reg2": sp.node_port},
+                     [("ct", Ct(zone=LB_ZONE, commit=True, nat=f"dst={n.ip}:{sp.node_port}", table=U_ROUTE))],
+                     COOKIE_LB)
+    prog.add(U_LB, 0, {}, [("goto", U_ROUTE)], COOKIE_LB)
 
 
 # --- helpers -------------------------------------------------------------------------------------------

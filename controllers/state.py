@@ -25,6 +25,7 @@ class NodeInfo:
     gateway_ip: str
     gateway_mac: str
     dpid: int
+    netns_pid: int | None = None  # the node's own network stack, where kube-proxy's health servers listen
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,16 @@ class ServicePortInfo:
     policy: str  # "Cluster" | "Local" (externalTrafficPolicy)
     endpoints: tuple[EndpointInfo, ...] = ()
     health_check_node_port: int | None = None
+    service_type: str = "NodePort"  # NodePort | LoadBalancer
+    load_balancer_ip: str | None = None  # status.loadBalancer.ingress[0].ip
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.service}:{self.port_name or self.port}"
+
+    @property
+    def service_key(self) -> str:
+        return f"{self.namespace}/{self.service}"
 
 
 @dataclass(frozen=True)

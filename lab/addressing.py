@@ -19,7 +19,10 @@ gateway::
   index (Linux interface names have at most 15 characters); the interface inside every host is ``eth0``,
   as in a real pod. The lab records every name it creates and removes exactly those.
 - OpenFlow port numbers are fixed: on a node bridge the uplink is 1, the node's own host port 2, a pod
-  ``100 + last octet of its IP``; on the underlay bridge the client is 1 and node ``n`` is ``100 + n``.
+  ``100 + last octet of its IP``; on the underlay bridge the client is 1, the load balancer's health
+  checker (host ``lb``, 203.0.113.2) 2, and node ``n`` is ``100 + n``.
+- LoadBalancer Services get external addresses from 198.51.100.0/24 in manifest order, starting at
+  198.51.100.10 (the cloud's address pool; reported as ``status.loadBalancer.ingress``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ CLIENT_CIDR = ipaddress.ip_network("203.0.113.0/24")
 ROUTER_CLIENT_IP = "203.0.113.1"
 CLIENT_IP = "203.0.113.10"
 CLIENT_NAME = "client"
+LB_NAME = "lb"  # the cloud load balancer's health checker, outside the cluster beside the client
+LB_HOST_IP = "203.0.113.2"
+LB_POOL = ipaddress.ip_network("198.51.100.0/24")  # external addresses of LoadBalancer Services
 
 MAX_NODES = 200
 MAX_PODS_PER_NODE = 250
@@ -43,6 +49,7 @@ NODE_UPLINK_PORT = 1
 NODE_HOST_PORT = 2
 POD_PORT_BASE = 100
 UNDERLAY_CLIENT_PORT = 1
+UNDERLAY_LB_PORT = 2
 UNDERLAY_NODE_PORT_BASE = 100
 
 _DPID_NODE_BASE = 0x4E50_0000_0000_0000  # "NP"
@@ -119,6 +126,17 @@ def pod_intf(serial: int) -> str:
 
 def client_intf() -> str:
     return f"{PREFIX}ul-c"
+
+
+def lb_intf() -> str:
+    return f"{PREFIX}ul-lb"
+
+
+def load_balancer_ip(index: int) -> str:
+    """The external address of the ``index``-th LoadBalancer Service (0-based, manifest order)."""
+    if not 0 <= index < 200:
+        raise ValueError("at most 200 LoadBalancer Services")
+    return str(LB_POOL.network_address + 10 + index)
 
 
 def underlay_node_port(index: int) -> int:

@@ -33,6 +33,7 @@ class ControllerProcess:
         self.state_path = run.file("cluster.json")
         self.status_path = run.file("controller-status.json")
         self.log_path = run.file("controller.log")
+        self.lb_health_path = run.file("lb-health.json")
         self.proc: subprocess.Popen | None = None
         self.generation = 0
 
@@ -42,7 +43,7 @@ class ControllerProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controllers", "--state", self.state_path, "--status", self.status_path,
-             "--port", str(self.port), "--log", self.log_path],
+             "--port", str(self.port), "--lb-health", self.lb_health_path, "--log", self.log_path],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         self.run.own_process(self.proc.pid, "kube-proxy controller")

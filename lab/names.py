@@ -36,7 +36,7 @@ LABEL_NAME_MAX = 63
 
 # Mininet keeps hosts, switches and controllers in one name space: the outside client and the
 # controller (lab.network names it "kube-proxy") are taken.
-RESERVED_NAMES = frozenset({addressing.CLIENT_NAME, "kube-proxy"})
+RESERVED_NAMES = frozenset({addressing.CLIENT_NAME, addressing.LB_NAME, "kube-proxy"})
 RESERVED_PREFIX = addressing.PREFIX
 
 # Kinds whose objects become Mininet hosts, or (Deployments) prefix the names of pods that do.

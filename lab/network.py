@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from functools import partial
 
 from controllers.state import write_json_atomic
 from lab import addressing as addr
+from lab.cloud import PROFILES, HealthCheckProfile, checker_config, load_balancer_ips, load_balancer_services
 from lab.controller_process import ControllerProcess
 from lab.endpoints import workload_ports
 from lab.environment import datapath, has_netem, preflight
@@ -36,10 +38,12 @@ OFFLOADS_OFF = "tx off tso off gso off"
 
 class LabNetwork:
     def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
-                 log=lambda msg: None):
+                 log=lambda msg: None, lb_profile: str | HealthCheckProfile = "gce"):
         self.cluster = cluster
         self.underlay = underlay
         self.log = log
+        self.lb_profile = PROFILES[lb_profile] if isinstance(lb_profile, str) else lb_profile
+        self.checker: subprocess.Popen | None = None
         self.lock = MachineLock()
         self.run: RunDir | None = None
         self.controller: ControllerProcess | None = None
@@ -89,11 +93,13 @@ class LabNetwork:
 
         t2 = time.monotonic()
         self.controller.wait_applied(self.dpids)
+        self.publish()  # now with the nodes' namespaces, where kube-proxy's health servers listen
         self.timings["flows"] = time.monotonic() - t2
 
         t3 = time.monotonic()
         self._start_workload()
         self.timings["servers"] = time.monotonic() - t3
+        self._sync_health_checker()
         self.log(f"cluster up in {time.monotonic() - t0:.1f} s ({datapath()} datapath, "
                  f"{len(self.cluster.nodes)} nodes, {len(self.cluster.pods)} pods)")
 
@@ -179,6 +185,14 @@ class LabNetwork:
     def stop(self) -> None:
         """Idempotent, and tolerant: each step runs even if an earlier one failed."""
         errors = []
+        if self.checker is not None:
+            try:
+                kill_owned(self.checker.pid, "")
+                self.checker.wait(timeout=5)
+                self.run.disown_process(self.checker.pid)
+            except Exception as e:  # keep tearing down
+                errors.append(e)
+            self.checker = None
         if self.workload is not None:
             try:
                 kill_owned(self.workload.pid, "")
@@ -219,7 +233,46 @@ class LabNetwork:
     def publish(self) -> None:
         """Tell kube-proxy about the current cluster state and wait until every switch obeys it."""
         self.generation += 1
-        self.controller.publish(build_proxy_state(self.cluster, self.generation), self.dpids)
+        self.controller.publish(build_proxy_state(self.cluster, self.generation, netns_pids=self._node_pids()),
+                                self.dpids)
+        if self.checker is not None:
+            self._sync_health_checker()
+
+    def _node_pids(self) -> dict[str, int]:
+        if self.net is None:
+            return {}
+        return {n.name: self.net.get(n.name).pid for n in self.cluster.nodes}
+
+    # --- the cloud load balancer ----------------------------------------------------------------------
+
+    def _sync_health_checker(self) -> None:
+        """Tell the load balancer's health checker what to check; start it when the first LB Service exists."""
+        if not load_balancer_services(self.cluster):
+            return
+        config = self.run.file("lb-checker.json")
+        write_json_atomic(config, checker_config(self.cluster, self.lb_profile, self.controller.lb_health_path))
+        if self.checker is not None:
+            return
+        log = open(self.run.file("lb-checker.log"), "ab")
+        host = self.net.get(addr.LB_NAME)
+        self.checker = subprocess.Popen(
+            ["mnexec", "-a", str(host.pid), sys.executable, "-m", "lab.health_checker", "--config", config],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.run.own_process(self.checker.pid, "load balancer health checker")
+        wait_for(lambda: os.path.exists(self.controller.lb_health_path), timeout=10,
+                 what="the load balancer's first health verdicts")
+
+    def lb_health(self) -> dict:
+        """The health checker's current verdicts and its history of changes (see lab.health_checker)."""
+        try:
+            with open(self.controller.lb_health_path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {"services": {}, "events": []}
+
+    def load_balancer_ip(self, service: str, namespace: str = "default") -> str:
+        return load_balancer_ips(self.cluster)[(namespace, service)]
 
     def add_pod(self, name: str, node: str, labels: dict[str, str] | None = None,
                 ports: tuple[int, ...] = (8080,), namespace: str = "default") -> Pod:
@@ -313,6 +366,17 @@ class LabNetwork:
             if field.startswith("n_bytes="):
                 total += int(field.split("=", 1)[1])
         return total
+
+    def port_bytes(self, bridge: str) -> dict[int, int]:
+        """Bytes each OpenFlow port of a bridge has carried so far, both directions (rx + tx)."""
+        out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge],
+                             capture_output=True, text=True, check=True).stdout
+        totals: dict[int, int] = {}
+        for block in re.split(r"^\s*port\s+", out, flags=re.M)[1:]:  # "port  1: rx pkts=.., bytes=.." + "tx .."
+            port, _, counts = block.partition(":")
+            if port.strip().isdigit():  # not LOCAL, the bridge's own interface
+                totals[int(port)] = sum(int(b) for b in re.findall(r"\bbytes=(\d+)", counts))
+        return totals
 
     def client_ttl(self) -> int:
         out = self.run_in(addr.CLIENT_NAME, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)

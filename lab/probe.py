@@ -61,11 +61,12 @@ class Record:
     latency_ms: float | None = None
     response: Any = None
     local: str | None = None
+    t: float | None = None  # seconds from the start of the probe to this request's connect()
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "ok": self.ok, "error": self.error, "status": self.status,
                 "bytes": self.bytes, "connectMs": self.connect_ms, "latencyMs": self.latency_ms,
-                "response": self.response, "local": self.local}
+                "response": self.response, "local": self.local, "t": self.t}
 
 
 def parse_target(text: str) -> tuple[str, int]:
@@ -123,11 +124,14 @@ async def _exchange(record: Record, host: str, port: int, path: str, start: floa
         writer.close()
 
 
-async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0) -> Record:
+async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
+                origin: float | None = None) -> Record:
     """One request on a new connection; every failure is recorded, none is raised."""
     host, port = target
     record = Record(target=f"{host}:{port}")
     start = time.perf_counter()
+    if origin is not None:
+        record.t = round(start - origin, 4)
     try:
         async with asyncio.timeout(timeout):
             await _exchange(record, host, port, path, start)
@@ -146,32 +150,51 @@ async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0) 
 
 
 async def _drive_target(target: tuple[str, int], indices: Sequence[int], records: list[Record | None],
-                        concurrency: int, timeout: float, path: str) -> None:
+                        concurrency: int, timeout: float, path: str, origin: float) -> None:
     """Run one target's requests, ``concurrency`` at a time until one times out, then all at once."""
     pending = deque(indices)
     running: dict[asyncio.Task[Record], int] = {}
     flooding = False
     while pending or running:
         while pending and (flooding or len(running) < concurrency):
-            running[asyncio.create_task(fetch(target, path, timeout))] = pending.popleft()
+            running[asyncio.create_task(fetch(target, path, timeout, origin))] = pending.popleft()
         done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             record = records[running.pop(task)] = task.result()
             flooding = flooding or record.error == "timeout"
 
 
+async def _paced(targets: Sequence[tuple[str, int]], requests: int, rate: float, records: list[Record | None],
+                 timeout: float, path: str, origin: float) -> None:
+    """Open loop: request i starts at i/rate seconds whatever happened to the others, so a time series of
+    the records shows when a path stopped (or started) working, as a client population would see it."""
+    tasks = []
+    for i in range(requests):
+        delay = origin + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(fetch(targets[i % len(targets)], path, timeout, origin)))
+    for i, record in enumerate(await asyncio.gather(*tasks)):
+        records[i] = record
+
+
 async def run_probe(targets: Sequence[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
-                    path: str = "/") -> dict[str, Any]:
-    """Send ``requests`` requests over ``targets`` (``"ip:port"``) and return the report document."""
-    if not targets or requests < 0 or concurrency < 1 or timeout <= 0:
-        raise ValueError("need targets, requests >= 0, concurrency >= 1 and timeout > 0")
+                    path: str = "/", rate: float | None = None) -> dict[str, Any]:
+    """Send ``requests`` requests over ``targets`` (``"ip:port"``) and return the report document.
+
+    With ``rate`` (requests per second) requests start on a fixed schedule instead (open loop)."""
+    if not targets or requests < 0 or concurrency < 1 or timeout <= 0 or (rate is not None and rate <= 0):
+        raise ValueError("need targets, requests >= 0, concurrency >= 1, timeout > 0 and rate > 0")
     parsed = [parse_target(t) for t in targets]
     records: list[Record | None] = [None] * requests
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     start = time.perf_counter()
-    await asyncio.gather(*(
-        _drive_target(target, range(k, requests, len(parsed)), records, concurrency, timeout, path)
-        for k, target in enumerate(parsed)))
+    if rate is not None:
+        await _paced(parsed, requests, rate, records, timeout, path, start)
+    else:
+        await asyncio.gather(*(
+            _drive_target(target, range(k, requests, len(parsed)), records, concurrency, timeout, path, start)
+            for k, target in enumerate(parsed)))
     return {"startedAt": started_at, "durationS": round(time.perf_counter() - start, 6),
             "records": [r.to_json() for r in records if r is not None]}
 
@@ -191,13 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="in flight per target (8)")
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds per request (1.0)")
     parser.add_argument("--path", default="/", help="request path (/); /bulk?bytes=N for bulk data")
+    parser.add_argument("--rate", type=float, help="start requests on a fixed schedule, this many per second")
     args = parser.parse_args(argv)
     # Releasing a dropping target's requests at once can open thousands of sockets.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         report = asyncio.run(
-            run_probe(args.targets, args.requests, args.concurrency, args.timeout, args.path))
+            run_probe(args.targets, args.requests, args.concurrency, args.timeout, args.path, args.rate))
     except ValueError as exc:
         parser.error(str(exc))
     json.dump(report, sys.stdout)

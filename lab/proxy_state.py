@@ -16,26 +16,33 @@ from controllers.state import (
     UnderlayInfo,
 )
 from lab import addressing as addr
+from lab.cloud import load_balancer_ips
 from lab.endpoints import endpoints
 from lab.model import Cluster
 
 
-def node_info(node) -> NodeInfo:
+def node_info(node, netns_pid: int | None = None) -> NodeInfo:
     gw = addr.pod_gateway_ip(node.index)
     ip = addr.node_ip(node.index)
     return NodeInfo(name=node.name, index=node.index, ip=ip, mac=addr.mac_for(ip),
                     pod_cidr=addr.pod_cidr(node.index), gateway_ip=gw, gateway_mac=addr.mac_for(gw),
-                    dpid=addr.node_dpid(node.index))
+                    dpid=addr.node_dpid(node.index), netns_pid=netns_pid)
 
 
-def client_host() -> ExternalHost:
-    return ExternalHost(name=addr.CLIENT_NAME, ip=addr.CLIENT_IP, mac=addr.mac_for(addr.CLIENT_IP),
-                        ofport=addr.UNDERLAY_CLIENT_PORT)
+def external_hosts() -> tuple[ExternalHost, ...]:
+    return (ExternalHost(name=addr.CLIENT_NAME, ip=addr.CLIENT_IP, mac=addr.mac_for(addr.CLIENT_IP),
+                         ofport=addr.UNDERLAY_CLIENT_PORT),
+            ExternalHost(name=addr.LB_NAME, ip=addr.LB_HOST_IP, mac=addr.mac_for(addr.LB_HOST_IP),
+                         ofport=addr.UNDERLAY_LB_PORT))
 
 
-def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | None = None) -> ProxyState:
-    """``ready_pods`` limits endpoints to pods whose server is up (None: all placed pods)."""
-    nodes = tuple(node_info(n) for n in cluster.nodes)
+def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | None = None,
+                      netns_pids: dict[str, int] | None = None) -> ProxyState:
+    """``ready_pods`` limits endpoints to pods whose server is up (None: all placed pods); ``netns_pids``
+    names, per node, a process in the node's own network namespace (where health servers listen)."""
+    pids = netns_pids or {}
+    nodes = tuple(node_info(n, pids.get(n.name)) for n in cluster.nodes)
+    lb_ips = load_balancer_ips(cluster)
     pods = tuple(
         PodInfo(name=p.name, namespace=p.namespace, node=p.node, ip=p.ip, mac=addr.mac_for(p.ip),
                 ofport=addr.pod_ofport(p.ip))
@@ -50,11 +57,12 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
             service_ports.append(ServicePortInfo(
                 service=svc.name, namespace=svc.namespace, port_name=sp.name or "", protocol=sp.protocol,
                 port=sp.port, node_port=sp.node_port, policy=svc.external_traffic_policy,
-                endpoints=eps, health_check_node_port=svc.health_check_node_port))
+                endpoints=eps, health_check_node_port=svc.health_check_node_port, service_type=svc.type,
+                load_balancer_ip=lb_ips.get((svc.namespace, svc.name))))
     underlay = UnderlayInfo(
         dpid=addr.underlay_dpid(), router_ip=addr.ROUTER_UNDERLAY_IP,
         router_mac=addr.mac_for(addr.ROUTER_UNDERLAY_IP), external_gateway_ip=addr.ROUTER_CLIENT_IP,
         external_gateway_mac=addr.mac_for(addr.ROUTER_CLIENT_IP),
         node_ports={n.name: addr.underlay_node_port(n.index) for n in cluster.nodes})
     return ProxyState(generation=generation, nodes=nodes, pods=pods, service_ports=tuple(service_ports),
-                      underlay=underlay, externals=(client_host(),))
+                      underlay=underlay, externals=external_hosts())

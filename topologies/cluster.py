@@ -2,10 +2,11 @@
 
 ::
 
-                      client (203.0.113.10)
-                         │ port 1
-                    ┌────┴─────┐  npl-ul: the underlay between nodes, and the edge router
-                    └┬───────┬─┘
+          client (203.0.113.10)   lb (203.0.113.2: the cloud load balancer's health checker)
+                         │ port 1   │ port 2
+                    ┌────┴──────────┴┐  npl-ul: the underlay between nodes, the edge router and the
+                    │                │  load balancer's data plane (LoadBalancer addresses 198.51.100.x)
+                    └┬───────┬───────┘
             port 101 │       │ port 102  (100 + node index)
              port 1  │       │ port 1
               ┌──────┴──┐  ┌─┴───────┐
@@ -57,6 +58,9 @@ class ClusterTopo(Topo):
                               defaultRoute=f"via {addr.ROUTER_CLIENT_IP}")
         self.addLink(client, ul, port2=addr.UNDERLAY_CLIENT_PORT, intfName1="eth0",
                      intfName2=addr.client_intf(), cls=Link)
+        lb = self.addHost(addr.LB_NAME, ip=f"{addr.LB_HOST_IP}/24", mac=addr.mac_for(addr.LB_HOST_IP),
+                          defaultRoute=f"via {addr.ROUTER_CLIENT_IP}")
+        self.addLink(lb, ul, port2=addr.UNDERLAY_LB_PORT, intfName1="eth0", intfName2=addr.lb_intf(), cls=Link)
         for node in cluster.nodes:
             br = self.addSwitch(addr.node_bridge(node.index), dpid=addr.dpid_hex(addr.node_dpid(node.index)))
             up, ul_side = addr.node_uplink_intf(node.index)
@@ -89,7 +93,7 @@ def bridge_names(cluster: Cluster) -> list[str]:
 
 def root_interfaces(cluster: Cluster) -> list[str]:
     """Every interface the topology puts in the root namespace (the rest live and die with their hosts)."""
-    names = [addr.client_intf()]
+    names = [addr.client_intf(), addr.lb_intf()]
     for node in cluster.nodes:
         names += list(addr.node_uplink_intf(node.index)) + [addr.node_host_intf(node.index)]
     names += [addr.pod_intf(p.serial) for p in cluster.pods]

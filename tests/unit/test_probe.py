@@ -112,8 +112,18 @@ def test_closed_port_is_refused() -> None:
         target = f"127.0.0.1:{sock.getsockname()[1]}"
         report = asyncio.run(run_probe([target], requests=3, concurrency=2, timeout=1.0))
     for record in report["records"]:
+        started = record.pop("t")
         assert record == {"target": target, "ok": False, "error": "refused", "status": None, "bytes": None,
                           "connectMs": None, "latencyMs": None, "response": None, "local": None}
+        assert 0 <= started < 1.0
+
+
+def test_paced_requests_start_on_schedule() -> None:
+    with closed_port() as sock:
+        target = f"127.0.0.1:{sock.getsockname()[1]}"
+        report = asyncio.run(run_probe([target], requests=5, timeout=1.0, rate=20))
+    starts = [r["t"] for r in report["records"]]
+    assert all(abs(t - i / 20) < 0.04 for i, t in enumerate(starts)), starts
 
 
 def test_reset_by_the_server_is_reset() -> None:
