@@ -19,14 +19,16 @@ import platform
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from lab import scenarios
+from lab.cloud import load_balancer_ips
 from lab.environment import datapath, has_netem
 from lab.errors import LabError, ManifestError
-from lab.experiment import probe_all
+from lab.experiment import health_checks, probe_all_load_balancers
 from lab.manifests import load_manifests
-from lab.report import new_report, render_table, verdict
+from lab.report import new_report, render_health_checks, render_table, verdict
 from lab.scenarios import Outcome
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +83,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_apply(args) -> int:
+    from lab.api import measure_all, topology
+    from lab.drawing import plot_results
     from lab.network import LabNetwork
 
     started = time.monotonic()
@@ -92,9 +96,18 @@ def cmd_apply(args) -> int:
     with LabNetwork(cluster, log=progress) as lab:
         report.warnings += lab.warnings
         report.timings.update({k: round(v, 3) for k, v in lab.timings.items()})
-        probe_all(lab, report, args.requests, progress=progress)
+        report.results += measure_all(lab, args.requests, progress=progress)
+        probe_all_load_balancers(lab, report, args.requests, progress=progress)
+        checks = health_checks(lab)
     outcome = Outcome(report=report.to_dict(), table=render_table(report, cluster),
-                      verdict=verdict(report, cluster), warnings=report.warnings)
+                      verdict=verdict(report, cluster), warnings=report.warnings,
+                      plot=partial(plot_results, report.results, topology=topology(cluster)))
+    if checks:
+        outcome.report["healthChecks"] = checks
+        outcome.report["loadBalancers"] = [
+            {"service": s.name, "namespace": s.namespace, "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}
+            for (ns, name), ip in load_balancer_ips(cluster).items() for s in [cluster.service(name, ns)]]
+        outcome.table += "\n\n" + render_health_checks(checks)
     _finish(outcome, args, started)
     return 0
 
@@ -138,6 +151,7 @@ def parser() -> argparse.ArgumentParser:
                                  "packets in Mininet and Open vSwitch. Without a command: the default "
                                  f"scenario ({scenarios.DEFAULT}).")
     _common(ap)
+    ap.add_argument("--plot", metavar="FILE", help="also draw the cluster with the measured paths as a PNG")
     ap.set_defaults(command="run", scenario=None, plot=None, file=None)
     sub = ap.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a named scenario: " + ", ".join(scenarios.SCENARIOS))
@@ -150,6 +164,7 @@ def parser() -> argparse.ArgumentParser:
     apply = sub.add_parser("apply", help="build a cluster from Kubernetes YAML and probe every NodePort")
     apply.add_argument("-f", "--file", action="append", required=True, help="YAML file or folder (repeatable)")
     _common(apply)
+    apply.add_argument("--plot", metavar="FILE", help="also draw the cluster with the measured paths as a PNG")
     cli = sub.add_parser("cli", help="bring the cluster up and open the Mininet CLI")
     cli.add_argument("-f", "--file", action="append", required=True, help="YAML file or folder (repeatable)")
     sub.add_parser("clean", help="remove what a crashed run of the lab left behind")

@@ -63,10 +63,23 @@ def workload_ports(cluster: Cluster, pod: Pod) -> list[int]:
     pod declares, plus every numeric ``targetPort`` of a Service that selects it, because Kubernetes
     forwards to a numeric targetPort even when no container declares it. Named targetPorts need no extra
     entry: they resolve to a declared containerPort.
+
+    The exception: a container port named ``iperf3`` (``REAL_SERVER_PORT_NAMES``) is served by a real
+    ``iperf3 -s`` that ``lab.network`` starts in the pod (bulk transfers need a real TCP sender), so the
+    HTTP server must leave that port free, however it is reached.
     """
     ports = {port.port for port in pod.ports if port.protocol == "TCP"}
     for service in cluster.services:
         if service.namespace != pod.namespace or not selects(service.selector, pod.labels):
             continue
         ports.update(sp.target_port for sp in service.ports if isinstance(sp.target_port, int))
-    return sorted(ports)
+    return sorted(ports - set(real_server_ports(pod).values()))
+
+
+REAL_SERVER_PORT_NAMES = ("iperf3",)
+
+
+def real_server_ports(pod: Pod) -> dict[str, int]:
+    """The pod's TCP container ports served by a real program instead of the lab's HTTP server: name -> port."""
+    return {port.name: port.port for port in pod.ports
+            if port.protocol == "TCP" and port.name in REAL_SERVER_PORT_NAMES}

@@ -7,11 +7,14 @@ alone, so each row of the report is charged only with its own traffic.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
 from controllers.pipeline import U_INTERNODE
 from lab import addressing as addr
+from lab.allocation import next_free
+from lab.cloud import health_check_target, load_balancer_services
 from lab.model import Service, ServicePort
 from lab.network import LabNetwork
 from lab.report import Report, entry_result
@@ -44,7 +47,72 @@ def probe_all(lab: LabNetwork, report: Report, requests: int, timeout: float = 1
                 report.results.append(probe_entry(lab, service, sp, node.name, requests, client_ttl, timeout))
 
 
+def probe_load_balancer(lab: LabNetwork, service: Service, sp: ServicePort, requests: int, client_ttl: int,
+                        timeout: float = 1.0, concurrency: int = 8, rate: float | None = None) -> dict:
+    """Requests from the client to the Service's external address: the cloud load balancer picks the node.
+
+    The result has ``via`` = "loadBalancer" and ``node`` = None, plus ``nodesServed`` (the node of the pod
+    that answered) and, with ``rate``, the raw ``records`` (each with its start time ``t``)."""
+    vip = lab.load_balancer_ip(service.name, service.namespace)
+    before = lab.flow_bytes(addr.underlay_bridge(), U_INTERNODE)
+    t0 = time.monotonic()
+    out = lab.probe([f"{vip}:{sp.port}"], requests, concurrency=concurrency, timeout=timeout, rate=rate)
+    duration = time.monotonic() - t0
+    after = lab.flow_bytes(addr.underlay_bridge(), U_INTERNODE)
+    result = entry_result(out["records"], service=service.name, namespace=service.namespace,
+                          policy=service.external_traffic_policy, node_port=sp.node_port, node=None, node_ip=None,
+                          inter_node_bytes=after - before, client_ttl=client_ttl,
+                          duration_s=out.get("durationS", duration), via="loadBalancer")
+    result["loadBalancerIP"] = vip
+    result["port"] = sp.port
+    nodes: dict[str, int] = {}
+    for r in out["records"]:
+        if r["ok"] and r.get("response"):
+            nodes[r["response"]["node"]] = nodes.get(r["response"]["node"], 0) + 1
+    result["nodesServed"] = dict(sorted(nodes.items()))
+    if rate is not None:
+        result["records"] = out["records"]
+        result["startedAt"] = out["startedAt"]
+    return result
+
+
+def probe_all_load_balancers(lab: LabNetwork, report: Report, requests: int, timeout: float = 1.0,
+                             progress: Callable[[str], None] = lambda s: None) -> None:
+    client_ttl = lab.client_ttl()
+    for service in load_balancer_services(lab.cluster):
+        for sp in service.ports:
+            progress(f"probing {service.name} through its load balancer "
+                     f"{lab.load_balancer_ip(service.name, service.namespace)}:{sp.port}, {requests} requests")
+            report.results.append(probe_load_balancer(lab, service, sp, requests, client_ttl, timeout))
+
+
+def health_checks(lab: LabNetwork) -> list[dict]:
+    """What every node answers on each LoadBalancer Service's health check port, read by a real HTTP GET
+    from the load balancer's host, as its health checker would."""
+    rows = []
+    for service in load_balancer_services(lab.cluster):
+        port, path = health_check_target(service)
+        for node in lab.cluster.nodes:
+            url = f"http://{addr.node_ip(node.index)}:{port}{path}"
+            out = lab.run_in(addr.LB_NAME, ["curl", "-s", "-m", "2", "-w", "\n%{http_code}", url], timeout=10)
+            body, _, code = out.stdout.rpartition("\n")
+            try:
+                local = json.loads(body).get("localEndpoints")
+            except ValueError:
+                local = None
+            rows.append({"service": service.name, "namespace": service.namespace, "node": node.name,
+                         "port": port, "path": path, "status": int(code) if code.isdigit() else None,
+                         "localEndpoints": local})
+    return rows
+
+
 def set_policy(lab: LabNetwork, service: Service, policy: str) -> None:
-    """Change externalTrafficPolicy in place, as ``kubectl patch`` would, and wait for the data plane."""
+    """Change externalTrafficPolicy in place, as ``kubectl patch`` would, and wait for the data plane.
+
+    A LoadBalancer Service switched to Local gets a healthCheckNodePort, as the API server allocates one."""
     service.external_traffic_policy = policy
+    if service.type == "LoadBalancer" and policy == "Local" and not service.health_check_node_port:
+        used = {p.node_port for s in lab.cluster.services for p in s.ports}
+        used |= {s.health_check_node_port for s in lab.cluster.services if s.health_check_node_port}
+        service.health_check_node_port = next_free(used, f"{service.namespace}/{service.name}:healthCheckNodePort")
     lab.publish()

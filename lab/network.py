@@ -21,6 +21,7 @@ from functools import partial
 
 from controllers.state import write_json_atomic
 from lab import addressing as addr
+from lab.bulk import start_iperf3_servers, stop_process
 from lab.cloud import PROFILES, HealthCheckProfile, checker_config, load_balancer_ips, load_balancer_services
 from lab.controller_process import ControllerProcess
 from lab.endpoints import workload_ports
@@ -44,11 +45,13 @@ class LabNetwork:
         self.log = log
         self.lb_profile = PROFILES[lb_profile] if isinstance(lb_profile, str) else lb_profile
         self.checker: subprocess.Popen | None = None
+        self.checker_started_at: float | None = None
         self.lock = MachineLock()
         self.run: RunDir | None = None
         self.controller: ControllerProcess | None = None
         self.net = None
         self.workload: subprocess.Popen | None = None
+        self.real_servers: dict[str, list[subprocess.Popen]] = {}  # pod -> its iperf3 servers (lab.bulk)
         self.generation = 0
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
@@ -98,6 +101,7 @@ class LabNetwork:
 
         t3 = time.monotonic()
         self._start_workload()
+        self._start_real_servers(self.cluster.pods)
         self.timings["servers"] = time.monotonic() - t3
         self._sync_health_checker()
         self.log(f"cluster up in {time.monotonic() - t0:.1f} s ({datapath()} datapath, "
@@ -182,9 +186,25 @@ class LabNetwork:
             return os.path.exists(ready)
         wait_for(up, timeout=30, what="the pods' HTTP servers")
 
+    def _start_real_servers(self, pods: list[Pod]) -> None:
+        """Ports named iperf3 get a real, foreground iperf3 server (lab.bulk), owned by this run."""
+        for pod in pods:
+            procs = start_iperf3_servers(self.run, self.net.get(pod.name), pod)
+            if procs:
+                self.real_servers[pod.name] = procs
+
+    def _stop_real_servers(self, pod_name: str) -> None:
+        for proc in self.real_servers.pop(pod_name, []):
+            stop_process(self.run, proc)
+
     def stop(self) -> None:
         """Idempotent, and tolerant: each step runs even if an earlier one failed."""
         errors = []
+        for pod_name in list(self.real_servers):
+            try:
+                self._stop_real_servers(pod_name)
+            except Exception as e:  # keep tearing down
+                errors.append(e)
         if self.checker is not None:
             try:
                 kill_owned(self.checker.pid, "")
@@ -259,6 +279,7 @@ class LabNetwork:
             ["mnexec", "-a", str(host.pid), sys.executable, "-m", "lab.health_checker", "--config", config],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
+        self.checker_started_at = time.time()
         self.run.own_process(self.checker.pid, "load balancer health checker")
         wait_for(lambda: os.path.exists(self.controller.lb_health_path), timeout=10,
                  what="the load balancer's first health verdicts")
@@ -310,6 +331,7 @@ class LabNetwork:
         self.cluster.pods.remove(pod)
         self.publish()
         self._workload_command({"op": "remove", "pod": name})
+        self._stop_real_servers(name)
         host = self.net.get(name)
         bridge = self.net.get(addr.node_bridge(self.cluster.node(pod.node).index))
         subprocess.run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-port", bridge.name,
@@ -347,10 +369,12 @@ class LabNetwork:
                               timeout=timeout)
 
     def probe(self, targets: list[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
-              path: str = "/") -> dict:
+              path: str = "/", rate: float | None = None) -> dict:
         argv = [sys.executable, "-m", "lab.probe", "--targets", *targets, "--requests", str(requests),
                 "--concurrency", str(concurrency), "--timeout", str(timeout), "--path", path]
-        budget = 30 + requests * timeout
+        if rate is not None:
+            argv += ["--rate", str(rate)]
+        budget = 30 + requests * timeout + (requests / rate if rate else 0)
         result = self.run_in(addr.CLIENT_NAME, argv, timeout=budget)
         if result.returncode != 0:
             raise LabError(f"the probe failed (code {result.returncode}): {result.stderr.strip()[-300:]}")

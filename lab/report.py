@@ -99,11 +99,18 @@ def render_table(report: Report, cluster: Cluster) -> str:
     for r in report.results:
         hops = _counts(r["nodeHops"], lambda k: f"{k}:") .replace(": ", ":")
         rows.append([
-            r["service"], r["policy"], r["node"] or r["via"], f"{r['ok']}/{r['failed']}",
+            r["service"], r["policy"], r["node"] or f"LB {r.get('loadBalancerIP', '')}".strip(),
+            f"{r['ok']}/{r['failed']}",
             _counts(r["servedBy"], lambda k: short.get(k, k)),
             _counts(r["sourcesSeen"], source_label), hops, f"{r['interNodeBytes']:,}",
             "-" if r["latencyMs"]["p50"] is None else f"{r['latencyMs']['p50']:.2f}"])
     return format_table(header, rows)
+
+
+def render_health_checks(checks: list[dict]) -> str:
+    rows = [[c["service"], c["node"], f"{c['port']}{c['path']}", str(c["status"]), str(c["localEndpoints"])]
+            for c in checks]
+    return format_table(["service", "node", "health check", "HTTP status", "localEndpoints"], rows)
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:

@@ -15,6 +15,8 @@ from types import ModuleType
 
 SCENARIOS = {
     "cluster-vs-local": "lab.scenarios.cluster_vs_local",
+    "imbalance": "lab.scenarios.imbalance",
+    "healthcheck": "lab.scenarios.healthcheck",
 }
 DEFAULT = "cluster-vs-local"
 

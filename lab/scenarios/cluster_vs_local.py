@@ -7,9 +7,12 @@ nodes) and what Local does instead (client IP kept, no detour, silent drops on t
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
-from lab.experiment import probe_all, set_policy
+from lab.api import measure_all
+from lab.drawing import plot_results
+from lab.experiment import set_policy
 from lab.manifests import load_manifests
 from lab.network import LabNetwork
 from lab.report import new_report, render_table, verdict
@@ -31,6 +34,6 @@ def run(args, progress) -> Outcome:
         for policy in ("Cluster", "Local"):
             for service in cluster.services:
                 set_policy(lab, service, policy)
-            probe_all(lab, report, args.requests, progress=progress)
+            report.results += measure_all(lab, args.requests, progress=progress)
     return Outcome(report=report.to_dict(), table=render_table(report, cluster), verdict=verdict(report, cluster),
-                   warnings=report.warnings)
+                   warnings=report.warnings, plot=partial(plot_results, report.results))

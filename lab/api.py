@@ -1,0 +1,282 @@
+"""The lab as a Python API, for notebooks and scripts: bring a cluster up, measure, change it, get data.
+
+::
+
+    from lab.api import EXAMPLES, Lab
+
+    lab = Lab(EXAMPLES / "seed")              # manifests (files, folders) or Lab(yaml=TEXT); validated now
+    with lab:                                 # builds the network; always tears it down, also on error
+        lab.set_policy("my-app-service", "Local")                  # as kubectl patch would
+        r = lab.probe("my-app-service", via="node-a", requests=50)  # real requests from the client
+        lab.move_pod(lab.pods()[0]["name"], "node-c")
+    lab.table()                               # every probe so far, as a table; lab.results as plain dicts
+    draw_entry(r)                             # lab.drawing: the cluster with the path the requests took
+
+Everything measured stays usable after the network is gone: results are the report's plain dicts
+(``lab.report.entry_result``, the JSON contract) with three keys added by ``measure_entry``:
+
+- ``linkBytes``: ``{name: bytes}``, what each link carried during this probe, both directions, read
+  from Open vSwitch port counters before and after. A link is named after what it attaches: the
+  client (to the edge router), a node (to the underlay), a pod (to its node's bridge).
+- ``paths``: where the requests went: ``{entry, podNode, pod, nodes, requests}`` per pod that answered
+  (``nodes`` lists the nodes crossed: the entry node, then the pod's node if it is another one), and
+  one ``{pod: None, requests, errors}`` for the requests that got no answer.
+- ``topology``: the cluster when it was measured (client, nodes, pods, load balancer addresses), so a
+  result can be drawn on its own even after pods moved.
+
+This is a thin layer: the lifecycle is ``LabNetwork``, one measurement is ``lab.experiment.probe_entry``,
+the table and verdict come from ``lab.report``. What it adds is reading the per-link counters (one
+place, ``link_bytes``) and naming the paths.
+"""
+
+from __future__ import annotations
+
+import html
+import tempfile
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import addressing as addr
+from lab.cloud import load_balancer_ips
+from lab.drawing import request_paths
+from lab.experiment import probe_entry, set_policy
+from lab.manifests import load_manifests
+from lab.model import Cluster, Service
+from lab.network import LabNetwork
+from lab.report import address_owners, format_table, new_report, verdict
+from topologies.cluster import LinkShape
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+# --- measuring (on a running LabNetwork) ---------------------------------------------------------------
+
+def topology(cluster: Cluster) -> dict:
+    """The cluster as plain data, for drawings: who is where, with which address."""
+    return {
+        "client": {"name": addr.CLIENT_NAME, "ip": addr.CLIENT_IP},
+        "nodes": [{"name": n.name, "ip": addr.node_ip(n.index), "podCIDR": addr.pod_cidr(n.index),
+                   "podGateway": addr.pod_gateway_ip(n.index)} for n in cluster.nodes],
+        "pods": [{"name": p.name, "node": p.node, "ip": p.ip} for p in cluster.pods],
+        "loadBalancers": [{"service": f"{ns}/{name}", "ip": ip}
+                          for (ns, name), ip in load_balancer_ips(cluster).items()],
+    }
+
+
+def link_bytes(net: LabNetwork) -> dict[str, int]:
+    """Bytes every link has carried so far (port counters), by the name of what the link attaches."""
+    underlay = net.port_bytes(addr.underlay_bridge())
+    links = {addr.CLIENT_NAME: underlay.get(addr.UNDERLAY_CLIENT_PORT, 0)}
+    for node in net.cluster.nodes:
+        links[node.name] = underlay.get(addr.underlay_node_port(node.index), 0)
+        ports = net.port_bytes(addr.node_bridge(node.index))
+        for pod in net.cluster.pods_on(node.name):
+            links[pod.name] = ports.get(addr.pod_ofport(pod.ip), 0)
+    return links
+
+
+def measure_entry(net: LabNetwork, service: Service, node: str, requests: int, client_ttl: int,
+                  port: int | None = None, timeout: float = 1.0) -> dict:
+    """``probe_entry`` for one (Service port, node), plus the bytes per link and the requests' paths."""
+    sp = _service_port(service, port)
+    before = link_bytes(net)
+    result = probe_entry(net, service, sp, node, requests, client_ttl, timeout)
+    after = link_bytes(net)
+    result["linkBytes"] = {name: after[name] - before.get(name, 0) for name in after}
+    result["paths"] = request_paths(result, {p.name: p.node for p in net.cluster.pods})
+    result["topology"] = topology(net.cluster)
+    return result
+
+
+def measure_all(net: LabNetwork, requests: int, timeout: float = 1.0,
+                progress: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """Every port of every NodePort Service through every node, in manifest order (as ``probe_all``)."""
+    client_ttl = net.client_ttl()
+    results = []
+    for service in net.cluster.services:
+        for sp in service.ports:
+            for node in net.cluster.nodes:
+                progress(f"probing {service.name}:{sp.node_port} ({service.external_traffic_policy}) "
+                         f"via {node.name}, {requests} requests")
+                results.append(measure_entry(net, service, node.name, requests, client_ttl, sp.node_port, timeout))
+    return results
+
+
+def _service_port(service: Service, port: int | None):
+    """A Service port by its port, nodePort or name; the only one when not given."""
+    if port is None:
+        if len(service.ports) != 1:
+            raise ValueError(f"Service {service.name} has {len(service.ports)} ports: say which (port=...)")
+        return service.ports[0]
+    for sp in service.ports:
+        if port in (sp.port, sp.node_port, sp.name):
+            return sp
+    raise ValueError(f"Service {service.name} has no port {port!r}")
+
+
+# --- the notebook-facing object --------------------------------------------------------------------------
+
+class Lab:
+    """A cluster from manifests, brought up by ``with lab:`` and always torn down when the block ends.
+
+    The manifests are read and validated when the object is made, so mistakes show before anything
+    is built, and ``topology()`` can be drawn before the network exists. Probes, pod changes and
+    policy changes need the network (inside ``with``); results and tables do not.
+    """
+
+    def __init__(self, *manifests: str | Path, yaml: str | None = None, underlay: LinkShape = LinkShape(),  # noqa: B008
+                 log: Callable[[str], None] | None = None, requests: int = 50):
+        if yaml is not None:
+            with tempfile.TemporaryDirectory(prefix="npl-manifests-") as folder:
+                path = Path(folder) / "manifests.yaml"
+                path.write_text(textwrap.dedent(yaml))
+                self.cluster = load_manifests([*map(str, manifests), str(path)])
+        elif manifests:
+            self.cluster = load_manifests([str(m) for m in manifests])
+        else:
+            raise ValueError("give manifests (files or folders) or yaml=TEXT")
+        self.underlay = underlay
+        self.log = log or (lambda message: None)
+        self.requests = requests
+        self.results: list[dict] = []
+        self.warnings: list[str] = list(self.cluster.warnings)
+        self.timings: dict[str, float] = {}
+        self.net: LabNetwork | None = None
+        self._client_ttl: int | None = None
+
+    # lifecycle
+
+    def __enter__(self) -> Lab:
+        if self.net is not None:
+            raise RuntimeError("this lab is already up")
+        self.net = LabNetwork(self.cluster, underlay=self.underlay, log=self.log)
+        self.net.start()  # tears down what it built if it fails
+        self.warnings += self.net.warnings
+        self.timings.update({k: round(v, 3) for k, v in self.net.timings.items()})
+        return self
+
+    def __exit__(self, *exc) -> None:
+        net, self.net, self._client_ttl = self.net, None, None
+        if net is not None:
+            net.stop()
+            self.log("cluster torn down")
+
+    def _up(self) -> LabNetwork:
+        if self.net is None:
+            raise RuntimeError("the network is not up: do this inside 'with lab:'")
+        return self.net
+
+    # what is there (plain data)
+
+    def topology(self) -> dict:
+        return topology(self.cluster)
+
+    def pods(self) -> list[dict]:
+        return self.topology()["pods"]
+
+    def services(self) -> list[dict]:
+        return [{"name": s.name, "namespace": s.namespace, "type": s.type, "policy": s.external_traffic_policy,
+                 "ports": [{"port": p.port, "nodePort": p.node_port, "targetPort": p.target_port} for p in s.ports]}
+                for s in self.cluster.services]
+
+    # measuring
+
+    def probe(self, service: str, via: str, requests: int | None = None, port: int | str | None = None,
+              timeout: float = 1.0) -> dict:
+        """Send ``requests`` new connections from the client to node ``via``'s IP and the Service's nodePort."""
+        net = self._up()
+        svc = self.cluster.service(service)
+        if self._client_ttl is None:
+            self._client_ttl = net.client_ttl()
+        n = requests or self.requests
+        self.log(f"probing {service} ({svc.external_traffic_policy}) via {via}, {n} requests")
+        result = measure_entry(net, svc, via, n, self._client_ttl, port, timeout)
+        self.results.append(result)
+        return result
+
+    def probe_all(self, requests: int | None = None, timeout: float = 1.0) -> list[dict]:
+        """Every port of every NodePort Service through every node."""
+        results = measure_all(self._up(), requests or self.requests, timeout, progress=self.log)
+        self.results += results
+        return results
+
+    # changing the cluster
+
+    def set_policy(self, service: str, policy: str) -> None:
+        """externalTrafficPolicy Cluster or Local, as ``kubectl patch`` would; returns once switches obey."""
+        if policy not in ("Cluster", "Local"):
+            raise ValueError("externalTrafficPolicy is Cluster or Local")
+        set_policy(self._up(), self.cluster.service(service), policy)
+
+    def add_pod(self, name: str, node: str, labels: dict[str, str], ports: tuple[int, ...] = (8080,)) -> dict:
+        pod = self._up().add_pod(name, node, labels=labels, ports=ports)
+        return {"name": pod.name, "node": pod.node, "ip": pod.ip}
+
+    def delete_pod(self, name: str) -> None:
+        self._up().delete_pod(name)
+
+    def move_pod(self, name: str, node: str) -> dict:
+        pod = self._up().move_pod(name, node)
+        return {"name": pod.name, "node": pod.node, "ip": pod.ip}
+
+    # results
+
+    def report(self) -> dict:
+        """Everything probed so far, as the ``--json`` report (``lab.report.Report``)."""
+        return self._report().to_dict()
+
+    def verdict(self) -> list[str]:
+        """Plain sentences with the measured numbers (``lab.report.verdict``)."""
+        return verdict(self._report(), self.cluster)
+
+    def table(self, results: list[dict] | None = None) -> Table:
+        return results_table(self.results if results is None else results, self.cluster)
+
+    def _report(self):
+        report = new_report(self.cluster)
+        report.results, report.warnings, report.timings = list(self.results), list(self.warnings), dict(self.timings)
+        return report
+
+
+# --- tables ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Table:
+    """Rows for people: plain text in a terminal (``print``), HTML in a notebook."""
+
+    header: list[str]
+    rows: list[list[str]]
+
+    def __str__(self) -> str:
+        return format_table(self.header, self.rows)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in self.header)
+        body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in row) + "</tr>"
+                       for row in self.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def results_table(results: list[dict], cluster: Cluster) -> Table:
+    owners = address_owners(cluster)
+
+    def counts(counter: dict, label=lambda k: k) -> str:
+        return ", ".join(f"{label(k)}: {v}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1])) or "-"
+
+    def who(ip: str) -> str:
+        return owners.get(ip, ip).replace("node ", "").replace(" (pod gateway)", " gateway")
+
+    header = ["service", "policy", "entry", "answered", "failed", "served by", "pods saw", "node hops",
+              "bytes between nodes", "p50 ms", "p95 ms"]
+    rows = []
+    for r in results:
+        p50, p95 = r["latencyMs"]["p50"], r["latencyMs"]["p95"]
+        rows.append([r["service"], r["policy"], r["node"] or r["via"], str(r["ok"]),
+                     counts(r["errors"]) if r["failed"] else "0", counts(r["servedBy"]), counts(r["sourcesSeen"], who),
+                     counts(r["nodeHops"]), f"{r['interNodeBytes']:,}",
+                     "-" if p50 is None else f"{p50:.2f}", "-" if p95 is None else f"{p95:.2f}"])
+    return Table(header, rows)

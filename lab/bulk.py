@@ -1,0 +1,218 @@
+"""Bulk transfers with real iperf3, and the gauges that say whether the machine kept up with them.
+
+A pod's container port named ``iperf3`` (``lab.endpoints.real_server_ports``) is served by a real
+``iperf3 -s`` that runs in the foreground in the pod's namespace: ``lab.network`` starts it after the pods'
+HTTP servers and stops it, by pid, before the network goes (a daemonised ``iperf3 -D`` would outlive the
+network and keep the namespace alive). Clients run the same way in any host (``start_client``); every
+process is recorded in the run's resources once it runs iperf3, so that ``python -m lab clean`` can kill
+it after a crash, and is killed by pid in a ``finally`` otherwise.
+
+iperf3 opens a control connection, then the data connection; through a nodePort each is a new
+connection, so a Service for iperf3 must have exactly one endpoint or the two may land on different pods.
+
+What a run's counters mean, read by the pure functions here:
+
+- ``parse_iperf3``: the client's ``--json`` document -> goodput (payload bits per second at the receiver),
+  payload bytes delivered, and the sender's TCP retransmits (the client sends: iperf3's default direction);
+- ``cpu_usage``: two ``CpuSample`` (``/proc/stat`` and ovs-vswitchd's ``/proc/<pid>/stat``) -> the share of
+  the machine left idle (Mininet-HiFi's fidelity monitor) and ovs-vswitchd's CPU in % of one core;
+- ``expected_goodput_mbit``: what TCP can carry on a shaped link: HTB counts whole Ethernet frames, and at
+  MTU 1500 with TCP timestamps (Linux's default) a frame of 1514 bytes carries 1448 bytes of payload.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from lab.endpoints import real_server_ports
+from lab.errors import LabError
+from lab.polling import wait_for
+from lab.resources import RunDir
+
+IPERF3 = "iperf3"
+PAYLOAD_PER_FRAME = 1448 / 1514  # TCP payload per Ethernet frame at MTU 1500, timestamps on
+CONNECT_TIMEOUT_MS = 1000  # a nodePort that drops (Local, no local pod) fails the client in 1 s
+OVS_PIDFILES = ("/run/openvswitch/ovs-vswitchd.pid", "/var/run/openvswitch/ovs-vswitchd.pid")
+TCP_LISTEN = "0A"  # socket state in /proc/net/tcp
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+def _runs_iperf3(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().startswith(IPERF3.encode() + b"\0")
+    except OSError:
+        return False
+
+
+def _own_once_exec(run: RunDir, proc: subprocess.Popen, what: str) -> None:
+    """Record ``proc`` once mnexec has exec'd iperf3 (the record keeps the command line, checked at kill)."""
+    wait_for(lambda: proc.poll() is not None or _runs_iperf3(proc.pid), timeout=5, what=f"{what} to start")
+    if proc.poll() is None:
+        run.own_process(proc.pid, what)
+
+
+def stop_process(run: RunDir | None, proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+    """Stop one process we started, by its pid, and forget it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace_s)
+    if run is not None:
+        run.disown_process(proc.pid)
+
+
+def _listening(pid: int, port: int) -> bool:
+    """Whether the network namespace of ``pid`` has a TCP socket listening on ``port`` (any address)."""
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == TCP_LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        return True
+        except (OSError, StopIteration):
+            continue
+    return False
+
+
+def start_iperf3_servers(run: RunDir, host, pod) -> list[subprocess.Popen]:
+    """A foreground ``iperf3 -s`` in ``host`` (the pod's Mininet host) for each of the pod's iperf3 ports."""
+    ports = real_server_ports(pod)
+    if not ports:
+        return []
+    if shutil.which(IPERF3) is None:
+        raise LabError(f"pod {pod.name} has a port named iperf3 but iperf3 is missing: run ./setup.sh as root")
+    procs = []
+    try:
+        for name, port in ports.items():
+            log = open(run.file(f"{name}-{pod.name}-{port}.log"), "ab")
+            proc = host.popen([IPERF3, "-s", "-p", str(port)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            log.close()
+            procs.append(proc)
+            what = f"iperf3 server in {pod.name}:{port}"
+            _own_once_exec(run, proc, what)
+
+            def up(proc=proc, port=port):
+                if proc.poll() is not None:
+                    raise LabError(f"the iperf3 server in pod {pod.name} exited (code {proc.returncode}); "
+                                   f"see {run.file(f'{name}-{pod.name}-{port}.log')}")
+                return _listening(proc.pid, port)
+            wait_for(up, timeout=10, what=f"the iperf3 server in pod {pod.name} to listen on {port}")
+    except BaseException:
+        for proc in procs:
+            stop_process(run, proc)
+        raise
+    return procs
+
+
+def iperf3_client_argv(target_ip: str, port: int, seconds: float) -> list[str]:
+    return [IPERF3, "-c", target_ip, "-p", str(port), "-t", f"{seconds:g}", "--json",
+            "--connect-timeout", str(CONNECT_TIMEOUT_MS)]
+
+
+def start_client(run: RunDir, host, argv: list[str], what: str) -> subprocess.Popen:
+    """Start a client in ``host``'s network namespace (mnexec -a: attach, no new session), owned by the run."""
+    proc = subprocess.Popen(["mnexec", "-a", str(host.pid), *argv], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _own_once_exec(run, proc, what)
+    except BaseException:
+        stop_process(run, proc)
+        raise
+    return proc
+
+
+# --- reading what happened (pure) ----------------------------------------------------------------------
+
+def parse_iperf3(stdout: str, stderr: str = "") -> dict:
+    """An iperf3 client's ``--json`` output -> ``{ok, error, mbps, bytes, sentBytes, retransmits, seconds}``."""
+    empty = {"mbps": None, "bytes": 0, "sentBytes": 0, "retransmits": None, "seconds": None}
+    try:
+        doc = json.loads(stdout)
+    except ValueError:
+        detail = (stderr or stdout).strip().splitlines()
+        return {"ok": False, "error": f"no JSON from iperf3: {detail[-1] if detail else 'no output'}", **empty}
+    if doc.get("error"):
+        return {"ok": False, "error": doc["error"], **empty}
+    sent, received = doc["end"]["sum_sent"], doc["end"]["sum_received"]
+    return {"ok": True, "error": None, "mbps": round(received["bits_per_second"] / 1e6, 2),
+            "bytes": int(received["bytes"]), "sentBytes": int(sent["bytes"]),
+            "retransmits": sent.get("retransmits"), "seconds": round(received["seconds"], 3)}
+
+
+def expected_goodput_mbit(rate_mbit: float) -> float:
+    """TCP payload rate a link shaped to ``rate_mbit`` can carry (HTB counts Ethernet frames)."""
+    return rate_mbit * PAYLOAD_PER_FRAME
+
+
+def per_byte(counted: int, delivered: int) -> float | None:
+    return round(counted / delivered, 3) if delivered else None
+
+
+# --- CPU -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CpuSample:
+    total: int  # jiffies of all CPUs since boot
+    idle: int  # idle + iowait jiffies
+    ovs: int | None  # ovs-vswitchd's user + system jiffies, None if it could not be read
+    at: float  # seconds, monotonic
+
+
+def ovs_vswitchd_pid() -> int | None:
+    for path in OVS_PIDFILES:
+        try:
+            with open(path) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def cpu_sample(ovs_pid: int | None, at: float) -> CpuSample:
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]  # user .. steal (guest is inside user)
+    ovs = None
+    if ovs_pid is not None:
+        try:
+            with open(f"/proc/{ovs_pid}/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+            ovs = int(stat[11]) + int(stat[12])  # utime, stime (fields 14 and 15 of proc(5))
+        except (OSError, IndexError, ValueError):
+            ovs = None
+    return CpuSample(total=sum(fields), idle=fields[3] + fields[4], ovs=ovs, at=at)
+
+
+def cpu_usage(before: CpuSample, after: CpuSample, clock_ticks: int = 100) -> dict:
+    """``{idlePct}``: share of all cores left idle; ``{ovsCpuPct}``: ovs-vswitchd, in % of one core."""
+    total = after.total - before.total
+    idle = round(100 * (after.idle - before.idle) / total, 1) if total > 0 else None
+    elapsed = after.at - before.at
+    ovs = None
+    if before.ovs is not None and after.ovs is not None and elapsed > 0:
+        ovs = round(100 * (after.ovs - before.ovs) / clock_ticks / elapsed, 1)
+    return {"idlePct": idle, "ovsCpuPct": ovs}
+
+
+def clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def interface_bytes(names: list[str]) -> int:
+    """Bytes sent plus received on root-namespace interfaces: every byte that crossed those links."""
+    total = 0
+    for name in names:
+        for counter in ("tx_bytes", "rx_bytes"):
+            with open(f"/sys/class/net/{name}/statistics/{counter}") as f:
+                total += int(f.read())
+    return total
