@@ -113,21 +113,15 @@ def cmd_apply(args) -> int:
 
 
 def cmd_cli(args) -> int:
-    from mininet.cli import CLI
-
     from lab.network import LabNetwork
+    from lab.shell import LabShell
 
     cluster = _load(args.file)
     with LabNetwork(cluster, log=progress) as lab:
-        print("Hosts are named after the Kubernetes objects; the outside client is 'client'. "
-              "Try: client curl -s http://<nodeIP>:<nodePort>/", file=sys.stderr)
-        for node in cluster.nodes:
-            from lab import addressing as addr
-            print(f"  node {node.name}: {addr.node_ip(node.index)}", file=sys.stderr)
-        for svc in cluster.services:
-            ports = ", ".join(str(p.node_port) for p in svc.ports)
-            print(f"  service {svc.name}: nodePort {ports} ({svc.external_traffic_policy})", file=sys.stderr)
-        CLI(lab.net)
+        print("Hosts are named after the Kubernetes objects; the outside client is 'client'. Type 'help' for "
+              "pods, services, delete-pod, add-pod, move-pod and lb; 'exit' tears everything down.",
+              file=sys.stderr)
+        LabShell(lab)
     return 0
 
 
