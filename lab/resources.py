@@ -166,6 +166,23 @@ def remove_recorded(resources: Resources) -> list[str]:
     return removed
 
 
+def recorded_runs() -> list[tuple[str, Resources, bool]]:
+    """Every run directory with its record and whether its owner still runs (a live run is not stale)."""
+    runs = []
+    if not os.path.isdir(RUN_ROOT):
+        return runs
+    for name in sorted(os.listdir(RUN_ROOT)):
+        record = os.path.join(RUN_ROOT, name, "resources.json")
+        if name.startswith("run-") and os.path.isfile(record):
+            try:
+                with open(record) as f:
+                    resources = Resources(**json.load(f))
+            except (OSError, ValueError, TypeError):
+                continue
+            runs.append((name, resources, resources.owner_pid != os.getpid() and bool(_cmdline(resources.owner_pid))))
+    return runs
+
+
 def clean_stale_runs() -> list[str]:
     """Remove what crashed runs left behind. A run whose owner is alive is someone else's: skip it."""
     report = []

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab.manifests import load_manifests
+from lab.resources import RUN_ROOT, recorded_runs
 
 
 def _environment_problem() -> str | None:
@@ -39,11 +40,14 @@ def cluster_from_yaml(tmp_path: Path, text: str):
 
 
 def lab_leftovers() -> list[str]:
-    """Bridges and root-namespace interfaces with the lab's prefix, and lab run directories."""
-    left = [f"interface {n}" for n in os.listdir("/sys/class/net") if n.startswith("npl-")]
+    """Bridges and root-namespace interfaces with the lab's prefix, and run directories, that no running lab
+    owns (other lab runs on the same machine, e.g. a developer's, are not leftovers)."""
+    live_runs = [(name, res) for name, res, alive in recorded_runs() if alive]
+    live_names = {n for _, res in live_runs for n in res.bridges + res.interfaces}
+    left = [f"interface {n}" for n in os.listdir("/sys/class/net") if n.startswith("npl-") and n not in live_names]
     brs = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True, text=True).stdout.split()
-    left += [f"bridge {b}" for b in brs if b.startswith("npl-")]
-    run_root = "/run/nodeport-lab"
-    if os.path.isdir(run_root):
-        left += [f"run dir {d}" for d in os.listdir(run_root) if d.startswith("run-")]
+    left += [f"bridge {b}" for b in brs if b.startswith("npl-") and b not in live_names]
+    if os.path.isdir(RUN_ROOT):
+        live_dirs = {name for name, _ in live_runs}
+        left += [f"run dir {d}" for d in os.listdir(RUN_ROOT) if d.startswith("run-") and d not in live_dirs]
     return left

@@ -27,7 +27,8 @@ kind: Pod
 metadata: {{name: {name}, labels: {{app: web}}}}
 spec: {{nodeName: {node}, containers: [{{name: web, image: nginx, ports: [{{containerPort: 8080}}]}}]}}
 """
-MANIFESTS = "\n---\n".join(f"apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}" for n in ("node-a", "node-b", "node-c"))
+NODES = ("node-a", "node-b", "node-c")
+MANIFESTS = "\n---\n".join(f"apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}" for n in NODES)
 MANIFESTS += "".join(POD.format(name=f"web-a{i}", node="node-a") for i in (1, 2, 3))
 MANIFESTS += POD.format(name="web-b1", node="node-b")
 MANIFESTS += """
