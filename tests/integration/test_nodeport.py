@@ -12,6 +12,7 @@ Cluster::
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -174,3 +175,20 @@ def test_local_pod_sourced_traffic_short_circuits_with_pod_ip(lab):
     answer = json.loads(out.stdout)
     assert answer["source"]["ip"] == lab.cluster.pod("toolbox").ip
     assert answer["pod"] in {"web-a1", "web-a2", "web-b1"}
+
+
+def test_pod_to_pod_across_nodes_is_routed_through_both_nodes(lab):
+    target = lab.cluster.pod("web-a1").ip
+    out = lab.run_in("web-b1", ["curl", "-s", "-m", "3", f"http://{target}:8080/"], timeout=10)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["source"]["ip"] == lab.cluster.pod("web-b1").ip
+    assert answer["synTTL"] == lab.client_ttl_value - 2  # node-b and node-a each forward once
+
+
+def test_no_switch_ever_floods(lab):
+    """ARP is answered by flows and every frame has one destination: nothing broadcasts over the underlay."""
+    for bridge in [addr.underlay_bridge()] + [addr.node_bridge(n.index) for n in lab.cluster.nodes]:
+        flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge], capture_output=True,
+                               text=True, check=True).stdout
+        assert "FLOOD" not in flows and "ALL" not in flows and "NORMAL" not in flows, flows
