@@ -7,7 +7,11 @@ YAML, ``kind: List``) and does what the control plane would do with them, once a
   fix), plus the lab's own limits (every Node and Pod becomes a Mininet host);
 - Node: ``metadata.name`` and ``labels``; its index (addresses, ``lab.addressing``) is its order of
   appearance, 1-based. At least one Node is required: the lab does not invent machines;
-- Pod: placed by ``lab.scheduler`` (``spec.nodeName`` honoured, otherwise scheduled like a replica);
+- Pod: placed by ``lab.scheduler`` (``spec.nodeName`` honoured, otherwise scheduled like a replica),
+  which honours ``nodeSelector``, ``affinity`` (nodeAffinity, podAffinity, podAntiAffinity) and
+  ``topologySpreadConstraints``. A pod that spread or pod (anti-)affinity keeps off every node is
+  Pending in Kubernetes: the lab does not create it, lists it in ``Cluster.pending`` and says why in a
+  warning worded as kube-scheduler words it;
 - Deployment (apps/v1): the Deployment + ReplicaSet controllers' result, ``spec.replicas`` pods named
   ``<deployment>-<pod-template-hash>-<suffix>`` like real ones, but derived from sha256 instead of random
   so every run builds the same network;
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +47,31 @@ from lab.model import (
     Service,
     ServicePort,
 )
-from lab.scheduler import PodSpec, Unschedulable, place
+from lab.scheduler import (
+    DO_NOT_SCHEDULE,
+    FIELD_OPERATORS,
+    HOSTNAME_LABEL,
+    INCLUSION_POLICIES,
+    INTEGER,
+    LABEL_OPERATORS,
+    NODE_NAME_FIELD,
+    NODE_OPERATORS,
+    WEIGHT_RANGE,
+    WHEN_UNSATISFIABLE,
+    LabelSelector,
+    NodeAffinity,
+    NodeSelectorTerm,
+    Pending,
+    PodAffinity,
+    PodAffinityTerm,
+    PodSpec,
+    PreferredNodeTerm,
+    Requirement,
+    SpreadConstraint,
+    Unschedulable,
+    WeightedPodAffinityTerm,
+    place,
+)
 
 MODELLED_KINDS = ("Node", "Pod", "Deployment", "Service")
 API_VERSIONS = {"Node": "v1", "Pod": "v1", "Deployment": "apps/v1", "Service": "v1"}
@@ -62,6 +90,8 @@ POD_SUFFIX_LEN = 5
 GENERATED_BASE_MAX = 58
 POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
 HEALTH_CHECK_KEY = "healthCheckNodePort"  # never a port name: those are lowercase
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"  # affinity rules that filter
+PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"  # affinity rules that score
 
 
 @dataclass(frozen=True)
@@ -79,6 +109,10 @@ class _Template:
     node_name: str | None
     node_selector: dict[str, str]
     ports: tuple[ContainerPort, ...]
+    node_affinity: NodeAffinity = field(default_factory=NodeAffinity)
+    pod_affinity: PodAffinity = field(default_factory=PodAffinity)
+    pod_anti_affinity: PodAffinity = field(default_factory=PodAffinity)
+    topology_spread: tuple[SpreadConstraint, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,12 +140,16 @@ class _ServiceDraft:
 
 @dataclass
 class _Builder:
-    """Pods placed so far and which object holds each host name (pod and node names share one space)."""
+    """Pods placed so far (with the specs they were placed by), pods left Pending, warnings, and which
+    object holds each host name (pod and node names share one space)."""
 
     nodes: list[Node]
     pods: list[Pod] = field(default_factory=list)
     hosts: dict[str, str] = field(default_factory=dict)
     deployments: dict[tuple[str, str], str] = field(default_factory=dict)
+    specs: dict[str, PodSpec] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def load_manifests(paths: Sequence[str | Path], *, node_port_range: PortRange = NODE_PORT_RANGE) -> Cluster:
@@ -119,7 +157,7 @@ def load_manifests(paths: Sequence[str | Path], *, node_port_range: PortRange = 
     docs = [doc for path in _expand(paths) for doc in _read(path)]
     warnings = [_ignored_kind(doc) for doc in docs if doc.kind not in MODELLED_KINDS]
     nodes, hosts = _nodes(_of(docs, "Node"), paths)
-    builder = _Builder(nodes=nodes, hosts=hosts)
+    builder = _Builder(nodes=nodes, hosts=hosts, warnings=warnings)
     for doc in docs:
         if doc.kind == "Pod":
             _add_pod(builder, doc)
@@ -128,7 +166,9 @@ def load_manifests(paths: Sequence[str | Path], *, node_port_range: PortRange = 
     drafts = [draft for doc in _of(docs, "Service") if (draft := _service_draft(doc, warnings))]
     _check_unique_services(drafts)
     services = _allocate(drafts, node_port_range)
-    cluster = Cluster(nodes=nodes, pods=builder.pods, services=services, warnings=warnings)
+    cluster = Cluster(
+        nodes=nodes, pods=builder.pods, services=services, warnings=warnings, pending=builder.pending
+    )
     for draft, service in zip(drafts, services, strict=True):
         _check_named_target_ports(cluster, draft, service)
     return cluster
@@ -388,9 +428,16 @@ def _nodes(docs: list[_Doc], paths: Sequence[str | Path]) -> tuple[list[Node], d
     return nodes, seen
 
 
-def _template(spec: dict, labels: dict[str, str], origin: Origin, prefix: str) -> _Template:
+def _template(
+    spec: dict, labels: dict[str, str], namespace: str, origin: Origin, prefix: str, warnings: list[str]
+) -> _Template:
     node_name = _string(spec, "nodeName", origin, f"{prefix}.nodeName")
     selector = _string_map(spec, "nodeSelector", origin, f"{prefix}.nodeSelector")
+    affinity = _mapping(spec, "affinity", origin, f"{prefix}.affinity")
+    node_affinity = _node_affinity(affinity, origin, f"{prefix}.affinity.nodeAffinity")
+    pod_affinity = _pod_affinity(affinity, "podAffinity", namespace, origin, prefix, warnings)
+    pod_anti_affinity = _pod_affinity(affinity, "podAntiAffinity", namespace, origin, prefix, warnings)
+    spread = _spread_constraints(spec, origin, f"{prefix}.topologySpreadConstraints", warnings)
     ports: list[ContainerPort] = []
     containers = _list(spec, "containers", origin, f"{prefix}.containers", required=True)
     container_names: set[str] = set()
@@ -413,7 +460,9 @@ def _template(spec: dict, labels: dict[str, str], origin: Origin, prefix: str) -
             # The lab runs no image, but the API requires one, so the manifest stays valid for a cluster.
             raise origin.error(f"{c_field}.image", "is required", "add an image, e.g. image: nginx")
         ports.extend(_container_ports(container, origin, c_field))
-    return _Template(labels, node_name, selector, tuple(ports))
+    return _Template(
+        labels, node_name, selector, tuple(ports), node_affinity, pod_affinity, pod_anti_affinity, spread
+    )
 
 
 def _container_ports(container: dict, origin: Origin, c_field: str) -> list[ContainerPort]:
@@ -444,6 +493,311 @@ def _container_ports(container: dict, origin: Origin, c_field: str) -> list[Cont
     return ports
 
 
+# --- scheduling rules: selectors, affinity, topology spread --------------------------------------------
+#
+# Validated as the API server validates them (one line naming the field), then handed to lab.scheduler.
+# A labelSelector that is left out selects no pods, as the API's nil selector does; the lab warns, since
+# the rule then never does anything.
+
+
+def _choices(options: Sequence[str]) -> str:
+    return f"{', '.join(options[:-1])} or {options[-1]}"
+
+
+def _warn(warnings: list[str], origin: Origin, field: str, problem: str, fix: str) -> None:
+    """A warning worded like an error (object, field, problem, advice), for what the API accepts."""
+    warnings.append(str(origin.error(field, problem, fix)))
+
+
+def _entry(raw: Any, origin: Origin, field: str, shape: str) -> dict:
+    if not isinstance(raw, dict):
+        raise origin.error(field, f"is {_what(raw)}, not a mapping", f"write {shape}")
+    return raw
+
+
+def _label_key(parent: dict, key: str, origin: Origin, field: str, example: str) -> str:
+    """A required field that names a label key (topologyKey, a requirement's key)."""
+    value = _string(parent, key, origin, field)
+    if not value:
+        raise origin.error(field, "is required", f"name a label key, e.g. {key}: {example}")
+    problem = names.label_key_problem(value)
+    if problem:
+        raise origin.error(field, f'"{value}" {problem}', "fix the label key")
+    return value
+
+
+def _requirement(raw: Any, origin: Origin, field: str, operators: Sequence[str]) -> Requirement:
+    """A matchExpressions entry of a label selector (In, NotIn, Exists, DoesNotExist) or of a node
+    selector term (also Gt and Lt, with one integer value)."""
+    entry = _entry(raw, origin, field, "key:, operator:, values:")
+    key = _label_key(entry, "key", origin, f"{field}.key", "app")
+    operator = _string(entry, "operator", origin, f"{field}.operator")
+    if operator is None:
+        raise origin.error(f"{field}.operator", "is required", f"use {_choices(operators)}")
+    if operator not in operators:
+        raise origin.error(
+            f"{field}.operator", f'"{operator}" is not an operator', f"use {_choices(operators)}"
+        )
+    values = _list(entry, "values", origin, f"{field}.values")
+    for number, value in enumerate(values):
+        if not isinstance(value, str):
+            raise origin.error(
+                f"{field}.values[{number}]", f"is {_what(value)}, not a string", f'quote it: "{value}"'
+            )
+    if operator in ("In", "NotIn"):
+        if not values:
+            raise origin.error(f"{field}.values", f"is required for operator {operator}", "list the values")
+        for number, value in enumerate(values):
+            problem = names.label_value_problem(value)
+            if problem:
+                raise origin.error(f"{field}.values[{number}]", f'"{value}" {problem}', "fix the value")
+    if operator in ("Exists", "DoesNotExist") and values:
+        raise origin.error(f"{field}.values", f"must be empty for operator {operator}", "remove values")
+    if operator in ("Gt", "Lt") and (len(values) != 1 or not INTEGER.fullmatch(values[0])):
+        raise origin.error(
+            f"{field}.values", f"must be a single integer for operator {operator}", 'write e.g. values: ["2"]'
+        )
+    return Requirement(key, operator, tuple(values))
+
+
+def _label_selector(raw: dict, origin: Origin, field: str) -> LabelSelector:
+    expressions = _list(raw, "matchExpressions", origin, f"{field}.matchExpressions")
+    return LabelSelector(
+        _string_map(raw, "matchLabels", origin, f"{field}.matchLabels"),
+        tuple(
+            _requirement(entry, origin, f"{field}.matchExpressions[{number}]", LABEL_OPERATORS)
+            for number, entry in enumerate(expressions)
+        ),
+    )
+
+
+def _optional_selector(parent: dict, key: str, origin: Origin, field: str) -> LabelSelector | None:
+    if parent.get(key) is None:
+        return None
+    return _label_selector(_mapping(parent, key, origin, field), origin, field)
+
+
+def _weight(entry: dict, origin: Origin, field: str) -> int:
+    low, high = WEIGHT_RANGE
+    weight = _integer(entry, "weight", origin, f"{field}.weight")
+    if weight is None:
+        raise origin.error(f"{field}.weight", "is required", f"add weight: <{low}-{high}>")
+    if not low <= weight <= high:
+        raise origin.error(f"{field}.weight", f"{weight} is outside {low}-{high}", f"use {low} to {high}")
+    return weight
+
+
+def _field_requirement(raw: Any, origin: Origin, field: str) -> Requirement:
+    """A matchFields entry: the API allows only metadata.name, In or NotIn, and one value."""
+    entry = _entry(raw, origin, field, f"key: {NODE_NAME_FIELD}, operator: In, values: [<node>]")
+    key = _string(entry, "key", origin, f"{field}.key")
+    if key != NODE_NAME_FIELD:
+        raise origin.error(f"{field}.key", f'"{key}" is not a Node field selector', f"use {NODE_NAME_FIELD}")
+    operator = _string(entry, "operator", origin, f"{field}.operator")
+    if operator not in FIELD_OPERATORS:
+        raise origin.error(
+            f"{field}.operator",
+            f'"{operator}" is not an operator for fields',
+            f"use {_choices(FIELD_OPERATORS)}",
+        )
+    values = _list(entry, "values", origin, f"{field}.values")
+    if len(values) != 1 or not isinstance(values[0], str):
+        raise origin.error(f"{field}.values", "must be exactly one Node name", "write values: [<node>]")
+    return Requirement(key, operator, (values[0],))
+
+
+def _node_selector_term(raw: Any, origin: Origin, field: str) -> NodeSelectorTerm:
+    term = _entry(raw, origin, field, "matchExpressions: or matchFields:")
+    expressions = _list(term, "matchExpressions", origin, f"{field}.matchExpressions")
+    fields = _list(term, "matchFields", origin, f"{field}.matchFields")
+    return NodeSelectorTerm(
+        tuple(
+            _requirement(entry, origin, f"{field}.matchExpressions[{number}]", NODE_OPERATORS)
+            for number, entry in enumerate(expressions)
+        ),
+        tuple(
+            _field_requirement(entry, origin, f"{field}.matchFields[{number}]")
+            for number, entry in enumerate(fields)
+        ),
+    )
+
+
+def _node_affinity(affinity: dict, origin: Origin, field: str) -> NodeAffinity:
+    raw = _mapping(affinity, "nodeAffinity", origin, field)
+    required: tuple[NodeSelectorTerm, ...] = ()
+    if raw.get(REQUIRED) is not None:
+        r_field = f"{field}.{REQUIRED}"
+        selector = _mapping(raw, REQUIRED, origin, r_field)
+        terms = _list(selector, "nodeSelectorTerms", origin, f"{r_field}.nodeSelectorTerms", required=True)
+        required = tuple(
+            _node_selector_term(term, origin, f"{r_field}.nodeSelectorTerms[{number}]")
+            for number, term in enumerate(terms)
+        )
+    preferred: list[PreferredNodeTerm] = []
+    for number, raw_entry in enumerate(_list(raw, PREFERRED, origin, f"{field}.{PREFERRED}")):
+        p_field = f"{field}.{PREFERRED}[{number}]"
+        entry = _entry(raw_entry, origin, p_field, "weight:, preference:")
+        preference = _mapping(entry, "preference", origin, f"{p_field}.preference", required=True)
+        term = _node_selector_term(preference, origin, f"{p_field}.preference")
+        preferred.append(PreferredNodeTerm(_weight(entry, origin, p_field), term))
+    return NodeAffinity(required, tuple(preferred))
+
+
+def _namespaces(term: dict, namespace: str, origin: Origin, field: str) -> frozenset[str] | None:
+    """The namespaces a pod affinity term looks in: those listed, else the pod's own; None for all."""
+    listed: list[str] = []
+    for number, value in enumerate(_list(term, "namespaces", origin, f"{field}.namespaces")):
+        n_field = f"{field}.namespaces[{number}]"
+        if not isinstance(value, str):
+            raise origin.error(n_field, f"is {_what(value)}, not a string", f'quote it: "{value}"')
+        names.validate_namespace(value, origin, n_field)
+        listed.append(value)
+    if term.get("namespaceSelector") is None:
+        return frozenset(listed or [namespace])
+    if _mapping(term, "namespaceSelector", origin, f"{field}.namespaceSelector"):
+        raise origin.error(
+            f"{field}.namespaceSelector",
+            "selects Namespaces by their labels, but the lab has no Namespace objects",
+            "list them in namespaces instead, or write namespaceSelector: {} for every namespace",
+        )
+    return None  # namespaceSelector: {} selects every namespace
+
+
+def _pod_affinity_term(
+    raw: Any, namespace: str, origin: Origin, field: str, warnings: list[str]
+) -> PodAffinityTerm:
+    term = _entry(raw, origin, field, "labelSelector:, topologyKey:")
+    topology_key = _label_key(term, "topologyKey", origin, f"{field}.topologyKey", HOSTNAME_LABEL)
+    selector = _optional_selector(term, "labelSelector", origin, f"{field}.labelSelector")
+    scope = _namespaces(term, namespace, origin, field)
+    for key in ("matchLabelKeys", "mismatchLabelKeys"):
+        if term.get(key):
+            raise origin.error(
+                f"{field}.{key}", "is not modelled by the lab", "put those labels in labelSelector"
+            )
+    if selector is None:
+        _warn(warnings, origin, field, "has no labelSelector, so it selects no pods", "add labelSelector")
+    return PodAffinityTerm(selector, topology_key, scope)
+
+
+def _pod_affinity(
+    affinity: dict, key: str, namespace: str, origin: Origin, prefix: str, warnings: list[str]
+) -> PodAffinity:
+    """podAffinity or podAntiAffinity: required terms, and preferred ones with a weight."""
+    field = f"{prefix}.affinity.{key}"
+    raw = _mapping(affinity, key, origin, field)
+    required = tuple(
+        _pod_affinity_term(entry, namespace, origin, f"{field}.{REQUIRED}[{number}]", warnings)
+        for number, entry in enumerate(_list(raw, REQUIRED, origin, f"{field}.{REQUIRED}"))
+    )
+    preferred: list[WeightedPodAffinityTerm] = []
+    for number, raw_entry in enumerate(_list(raw, PREFERRED, origin, f"{field}.{PREFERRED}")):
+        p_field = f"{field}.{PREFERRED}[{number}]"
+        entry = _entry(raw_entry, origin, p_field, "weight:, podAffinityTerm:")
+        term = _mapping(entry, "podAffinityTerm", origin, f"{p_field}.podAffinityTerm", required=True)
+        parsed = _pod_affinity_term(term, namespace, origin, f"{p_field}.podAffinityTerm", warnings)
+        preferred.append(WeightedPodAffinityTerm(_weight(entry, origin, p_field), parsed))
+    return PodAffinity(required, tuple(preferred))
+
+
+def _inclusion_policy(entry: dict, key: str, default: str, origin: Origin, field: str) -> str:
+    value = _string(entry, key, origin, f"{field}.{key}") or default
+    if value not in INCLUSION_POLICIES:
+        raise origin.error(
+            f"{field}.{key}", f'"{value}" is not a policy', f"use {_choices(INCLUSION_POLICIES)}"
+        )
+    return value
+
+
+def _match_label_keys(
+    entry: dict, selector: LabelSelector | None, origin: Origin, field: str
+) -> tuple[str, ...]:
+    keys: list[str] = []
+    for number, key in enumerate(_list(entry, "matchLabelKeys", origin, f"{field}.matchLabelKeys")):
+        k_field = f"{field}.matchLabelKeys[{number}]"
+        if not isinstance(key, str) or names.label_key_problem(key):
+            raise origin.error(
+                k_field, f'"{key}" is not a label key', "name a pod label, e.g. pod-template-hash"
+            )
+        if selector is None:
+            raise origin.error(
+                f"{field}.labelSelector", "is required when matchLabelKeys is set", "add labelSelector"
+            )
+        if key in selector.match_labels or any(r.key == key for r in selector.match_expressions):
+            raise origin.error(k_field, f'"{key}" is also in labelSelector', "name it in only one of them")
+        keys.append(key)
+    return tuple(keys)
+
+
+def _spread_constraint(raw: Any, origin: Origin, field: str, warnings: list[str]) -> SpreadConstraint:
+    entry = _entry(raw, origin, field, "maxSkew:, topologyKey:, whenUnsatisfiable:, labelSelector:")
+    max_skew = _integer(entry, "maxSkew", origin, f"{field}.maxSkew")
+    if max_skew is None:
+        raise origin.error(
+            f"{field}.maxSkew", "is required", "add maxSkew: 1 (the most two domains may differ by)"
+        )
+    if max_skew < 1:
+        raise origin.error(
+            f"{field}.maxSkew", f"{max_skew} must be greater than zero", "use maxSkew: 1 or more"
+        )
+    topology_key = _label_key(entry, "topologyKey", origin, f"{field}.topologyKey", HOSTNAME_LABEL)
+    when = _string(entry, "whenUnsatisfiable", origin, f"{field}.whenUnsatisfiable")
+    if when is None:
+        raise origin.error(
+            f"{field}.whenUnsatisfiable",
+            "is required",
+            "add whenUnsatisfiable: DoNotSchedule (a rule) or ScheduleAnyway (a preference)",
+        )
+    if when not in WHEN_UNSATISFIABLE:
+        raise origin.error(
+            f"{field}.whenUnsatisfiable", f'"{when}" is not supported', f"use {_choices(WHEN_UNSATISFIABLE)}"
+        )
+    selector = _optional_selector(entry, "labelSelector", origin, f"{field}.labelSelector")
+    min_domains = _integer(entry, "minDomains", origin, f"{field}.minDomains")
+    if min_domains is not None and min_domains < 1:
+        raise origin.error(f"{field}.minDomains", f"{min_domains} must be greater than zero", "use 1 or more")
+    if min_domains is not None and when != DO_NOT_SCHEDULE:
+        raise origin.error(
+            f"{field}.minDomains",
+            f"may only be set with whenUnsatisfiable {DO_NOT_SCHEDULE}, not {when}",
+            f"remove minDomains or use {DO_NOT_SCHEDULE}",
+        )
+    affinity_policy = _inclusion_policy(entry, "nodeAffinityPolicy", "Honor", origin, field)
+    _inclusion_policy(entry, "nodeTaintsPolicy", "Ignore", origin, field)  # the lab's Nodes have no taints
+    keys = _match_label_keys(entry, selector, origin, field)
+    if selector is None:
+        _warn(
+            warnings,
+            origin,
+            field,
+            "has no labelSelector, so it counts no pods and never constrains placement",
+            "add labelSelector.matchLabels with the pods' labels",
+        )
+    return SpreadConstraint(max_skew, topology_key, when, selector, min_domains, affinity_policy, keys)
+
+
+def _spread_constraints(
+    spec: dict, origin: Origin, field: str, warnings: list[str]
+) -> tuple[SpreadConstraint, ...]:
+    constraints: list[SpreadConstraint] = []
+    for number, raw in enumerate(_list(spec, "topologySpreadConstraints", origin, field)):
+        constraint = _spread_constraint(raw, origin, f"{field}[{number}]", warnings)
+        pair = (constraint.topology_key, constraint.when_unsatisfiable)
+        for other, taken in enumerate(constraints):
+            if (taken.topology_key, taken.when_unsatisfiable) == pair:
+                raise origin.error(
+                    f"{field}[{number}]",
+                    f"repeats topologyKey {pair[0]} with whenUnsatisfiable {pair[1]} of {field}[{other}]",
+                    "merge the two constraints into one",
+                )
+        constraints.append(constraint)
+    return tuple(constraints)
+
+
+
+# --- pods and replicas ---------------------------------------------------------------------------------
+
+
 def _claim_host(builder: _Builder, name: str, owner: str, origin: Origin, field: str) -> None:
     holder = builder.hosts.get(name)
     if holder is not None:
@@ -455,12 +809,20 @@ def _claim_host(builder: _Builder, name: str, owner: str, origin: Origin, field:
     builder.hosts[name] = owner
 
 
-def _place(builder: _Builder, spec: PodSpec, origin: Origin, prefix: str) -> Node:
+def _place(builder: _Builder, spec: PodSpec, origin: Origin, prefix: str) -> Node | None:
+    """The pod's node, or None when it stays Pending (recorded, with kube-scheduler's reason)."""
     try:
-        node_name = place(builder.nodes, builder.pods, spec)
+        node_name = place(builder.nodes, builder.pods, spec, placed_specs=builder.specs)
     except Unschedulable as exc:
         where = f"{prefix}.{exc.field}" if exc.field else ""
         raise origin.error(where, exc.problem, exc.fix) from exc
+    except Pending as exc:
+        # kube-scheduler would retry whenever the cluster changes; the lab's cluster does not, so the pod
+        # never runs. Not an error: the manifests are valid, and such an imbalance is what is studied.
+        builder.pending.append(spec.name)
+        builder.warnings.append(f'Pod "{_display(spec.name, spec.namespace)}" is Pending: {exc}')
+        return None
+    builder.specs[spec.name] = spec
     return next(node for node in builder.nodes if node.name == node_name)
 
 
@@ -473,8 +835,20 @@ def _create_pod(
     origin: Origin,
     prefix: str,
 ) -> None:
-    spec = PodSpec(name, namespace, template.labels, template.node_name, template.node_selector)
+    spec = PodSpec(
+        name,
+        namespace,
+        template.labels,
+        template.node_name,
+        template.node_selector,
+        template.node_affinity,
+        template.pod_affinity,
+        template.pod_anti_affinity,
+        template.topology_spread,
+    )
     node = _place(builder, spec, origin, prefix)
+    if node is None:
+        return
     # Addresses follow placement order on the node: the first pod there is .2 (lab.addressing).
     host_number = 2 + sum(1 for pod in builder.pods if pod.node == node.name)
     builder.pods.append(
@@ -495,7 +869,7 @@ def _add_pod(builder: _Builder, doc: _Doc) -> None:
     origin, name, namespace, meta = _metadata(doc, namespaced=True)
     labels = _string_map(meta, "labels", origin, "metadata.labels")
     spec = _mapping(doc.body, "spec", origin, "spec", required=True)
-    template = _template(spec, labels, origin, "spec")
+    template = _template(spec, labels, namespace, origin, "spec", builder.warnings)
     _claim_host(builder, name, _describe("Pod", name, doc.source), origin, "metadata.name")
     _create_pod(builder, name, namespace, template, None, origin, "spec")
 
@@ -547,9 +921,9 @@ def _add_deployment(builder: _Builder, doc: _Doc) -> None:
     labels = _string_map(template_meta, "labels", origin, "spec.template.metadata.labels")
     _check_selector(selector, labels, origin)
     template_spec = _mapping(template_doc, "spec", origin, "spec.template.spec", required=True)
-    template = _template(template_spec, labels, origin, "spec.template.spec")
+    template = _template(template_spec, labels, namespace, origin, "spec.template.spec", builder.warnings)
     pod_labels = {**labels, POD_TEMPLATE_HASH_LABEL: pod_template_hash(namespace, name)}
-    template = _Template(pod_labels, template.node_name, template.node_selector, template.ports)
+    template = replace(template, labels=pod_labels)
     for index in range(replicas):
         pod_name = _free_replica_name(builder, namespace, name, index)
         _claim_host(
@@ -567,9 +941,9 @@ def _free_replica_name(builder: _Builder, namespace: str, deployment: str, index
 
 def _check_selector(selector: dict, labels: dict[str, str], origin: Origin) -> None:
     """apps/v1 requires a non-empty selector that selects the template's own labels."""
-    match_labels = _string_map(selector, "matchLabels", origin, "spec.selector.matchLabels")
-    expressions = _list(selector, "matchExpressions", origin, "spec.selector.matchExpressions")
-    if not match_labels and not expressions:
+    parsed = _label_selector(selector, origin, "spec.selector")
+    match_labels = dict(parsed.match_labels)
+    if not match_labels and not parsed.match_expressions:
         raise origin.error(
             "spec.selector", "is empty", "add spec.selector.matchLabels with the template's labels"
         )
@@ -579,35 +953,13 @@ def _check_selector(selector: dict, labels: dict[str, str], origin: Origin) -> N
             f"{_labels_text(labels)} do not match spec.selector.matchLabels {_labels_text(match_labels)}",
             "make the template labels include every matchLabels entry",
         )
-    for number, expression in enumerate(expressions):
-        if not _expression_matches(expression, labels, origin, f"spec.selector.matchExpressions[{number}]"):
+    for number, requirement in enumerate(parsed.match_expressions):
+        if not requirement.matches(labels):
             raise origin.error(
                 "spec.template.metadata.labels",
                 f"{_labels_text(labels)} do not match spec.selector.matchExpressions[{number}]",
                 "make the template labels satisfy the selector",
             )
-
-
-def _expression_matches(expression: Any, labels: dict[str, str], origin: Origin, field: str) -> bool:
-    if not isinstance(expression, dict):
-        raise origin.error(field, f"is {_what(expression)}, not a mapping", "write key:, operator:, values:")
-    key = _string(expression, "key", origin, f"{field}.key")
-    operator = _string(expression, "operator", origin, f"{field}.operator")
-    values = _list(expression, "values", origin, f"{field}.values")
-    if not key:
-        raise origin.error(f"{field}.key", "is required", "name the label key")
-    if operator in ("In", "NotIn"):
-        if not values:
-            raise origin.error(f"{field}.values", f"is required for operator {operator}", "list the values")
-        inside = labels.get(key) in [str(value) for value in values]
-        return inside if operator == "In" else not inside
-    if operator in ("Exists", "DoesNotExist"):
-        if values:
-            raise origin.error(f"{field}.values", f"must be empty for operator {operator}", "remove values")
-        return (key in labels) == (operator == "Exists")
-    raise origin.error(
-        f"{field}.operator", f'"{operator}" is not an operator', "use In, NotIn, Exists or DoesNotExist"
-    )
 
 
 # --- Services ----------------------------------------------------------------------------------------

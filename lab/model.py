@@ -72,6 +72,7 @@ class Cluster:
     pods: list[Pod] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # pods no node could take (kube-scheduler: Pending)
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

@@ -126,13 +126,14 @@ def plot(cases: list[dict], path: str) -> None:
 
     fig, axes = plt.subplots(1, len(cases), figsize=(4 * len(cases), 3.6), sharey=True)
     for ax, c in zip(axes, cases, strict=True):
-        pods = list(c["shares"])
+        pods = sorted(c["shares"], key=lambda p: (_node_of(c, p), p))
         measured = [c["shares"][p]["measured"] or 0 for p in pods]
         expected = [c["shares"][p]["expected"] for p in pods]
         xs = range(len(pods))
         ax.bar([x - 0.2 for x in xs], measured, width=0.4, label="measured")
         ax.bar([x + 0.2 for x in xs], expected, width=0.4, label="expected", alpha=0.6)
-        ax.set_xticks(list(xs), [f"{p}\n({_node_of(c, p)})" for p in pods], fontsize=7)
+        short = [p if len(p) <= 12 else "…" + p[-5:] for p in pods]  # a replica's random suffix names it
+        ax.set_xticks(list(xs), [f"{s}\n({_node_of(c, p)})" for s, p in zip(short, pods, strict=True)], fontsize=7)
         ax.set_title(f"{c['case']}, {c['policy']}\np = {c['pValue']}", fontsize=9)
     axes[0].set_ylabel("share of connections")
     axes[0].legend(fontsize=8)

@@ -11,7 +11,7 @@ from lab import addressing
 from lab.endpoints import endpoints
 from lab.errors import ManifestError
 from lab.manifests import load_manifests, pod_template_hash, replica_pod_name
-from lab.model import Cluster
+from lab.model import Cluster, ContainerPort
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "fixtures" / "cluster.yaml"
@@ -472,3 +472,364 @@ def test_named_target_port_no_selected_pod_declares(tmp_path):
     # With no pods selected there is nothing to check against (the pods may come later).
     cluster = load(tmp_path, service(ports="[{port: 80, targetPort: htttp}]"))
     assert cluster.service("web").ports[0].target_port == "htttp"
+
+
+# --- examples/imbalance: the price of Local and its remedy -------------------------------------------------
+
+IMBALANCE = REPO / "examples" / "imbalance"
+
+
+def imbalance(*names: str) -> Cluster:
+    return load_manifests([IMBALANCE / f"{name}.yaml" for name in names])
+
+
+def per_node(cluster: Cluster) -> dict[str, int]:
+    return {node.name: len(cluster.pods_on(node.name)) for node in cluster.nodes}
+
+
+def local_endpoints(cluster: Cluster) -> dict[str, int]:
+    """Endpoints per node of my-app-lb: under Local each node serves only these, half the traffic each."""
+    svc = cluster.service("my-app-lb")
+    found = endpoints(cluster, svc, svc.ports[0])
+    return {node.name: sum(1 for e in found if e.node == node.name) for node in cluster.nodes}
+
+
+def test_imbalance_skewed_places_three_and_one():
+    cluster = imbalance("nodes", "skewed", "service")
+    assert per_node(cluster) == {"node-a": 3, "node-b": 1}
+    assert local_endpoints(cluster) == {"node-a": 3, "node-b": 1}
+    svc = cluster.service("my-app-lb")
+    assert (svc.type, svc.external_traffic_policy) == ("LoadBalancer", "Local")
+    assert svc.selector == {"app": "my-app"}
+    assert [(sp.port, sp.target_port) for sp in svc.ports] == [(80, 8080)]
+    assert svc.health_check_node_port is not None
+    assert all(p.ports == (ContainerPort(8080, "http"),) for p in cluster.pods)
+    assert (cluster.warnings, cluster.pending) == ([], [])
+
+
+def test_imbalance_spread_places_two_and_two():
+    cluster = imbalance("nodes", "spread", "service")
+    assert per_node(cluster) == {"node-a": 2, "node-b": 2}
+    assert local_endpoints(cluster) == {"node-a": 2, "node-b": 2}
+    assert all(p.owner == "my-app" for p in cluster.pods)
+    assert (cluster.warnings, cluster.pending) == ([], [])
+
+
+def test_imbalance_anti_affinity_places_one_and_one():
+    cluster = imbalance("nodes", "anti-affinity", "service")
+    assert per_node(cluster) == {"node-a": 1, "node-b": 1}
+    assert (cluster.warnings, cluster.pending) == ([], [])
+
+
+def test_imbalance_remedies_applied_on_top_of_the_skew():
+    spread = imbalance("nodes", "skewed", "spread", "service")
+    assert per_node(spread) == {"node-a": 4, "node-b": 4}
+    assert [p.node for p in spread.pods if p.owner] == ["node-b", "node-b", "node-a", "node-b"]
+
+    anti = imbalance("nodes", "skewed", "anti-affinity", "service")
+    assert per_node(anti) == {"node-a": 3, "node-b": 1}
+    names = [replica_pod_name("default", "my-app", index) for index in range(2)]
+    assert anti.pending == names
+    assert anti.warnings == [
+        f"Pod \"{name}\" is Pending: 0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
+        for name in names
+    ]
+
+
+# --- scheduling rules in YAML ------------------------------------------------------------------------------
+
+HOSTNAME = "kubernetes.io/hostname"
+
+
+def spread_rule(fields: str = "", key: str = HOSTNAME, when: str = "DoNotSchedule", skew: int = 1) -> str:
+    return (
+        f"topologySpreadConstraints: [{{maxSkew: {skew}, topologyKey: {key}, whenUnsatisfiable: {when}, "
+        f"labelSelector: {{matchLabels: {{app: web}}}}{fields}}}]"
+    )
+
+
+def anti_rule(term: str = "labelSelector: {matchLabels: {app: web}}", key: str = HOSTNAME) -> str:
+    rule = f"requiredDuringSchedulingIgnoredDuringExecution: [{{topologyKey: {key}, {term}}}]"
+    return f"affinity: {{podAntiAffinity: {{{rule}}}}}"
+
+
+def nodes_of(cluster: Cluster, owner: str | None = "web") -> list[str]:
+    return [p.node for p in cluster.pods if p.owner == owner]
+
+
+def test_scheduling_fixture_in_block_yaml():
+    cluster = load_manifests([FIXTURE.with_name("scheduling.yaml")])
+    assert nodes_of(cluster) == ["node-a", "node-c", "node-b", "node-c"]  # 2 per zone
+    assert nodes_of(cluster, "cache") == ["node-c", "node-a"]  # one per node, near web pods
+    assert cluster.pod("probe").node == "node-a"  # beside a cache, outside z2
+    assert (cluster.warnings, cluster.pending) == ([], [])
+
+
+def test_topology_spread_constraints_are_read(tmp_path):
+    assert nodes_of(load(tmp_path, deployment(replicas=4, spec=spread_rule()))) == [
+        "node-a",
+        "node-b",
+        "node-c",
+        "node-a",
+    ]
+    # Only node-b has a zone label: under DoNotSchedule the others are no domain and never chosen.
+    cluster = load(tmp_path, deployment(replicas=3, spec=spread_rule(key="zone")))
+    assert nodes_of(cluster) == ["node-b"] * 3
+    # matchExpressions work as in a Deployment selector.
+    expressions = "labelSelector: {matchExpressions: [{key: app, operator: In, values: [web]}]}"
+    rule = spread_rule().replace("labelSelector: {matchLabels: {app: web}}", expressions)
+    pinned = [pod(f"p{i}", spec="nodeName: node-a") for i in range(2)]
+    assert nodes_of(load(tmp_path, *pinned, deployment(replicas=2, spec=rule))) == ["node-b", "node-c"]
+
+
+def test_topology_spread_counts_pods_of_other_owners(tmp_path):
+    # Two bare web pods on node-a: a maxSkew 1 Deployment must fill node-b and node-c first.
+    pinned = [pod(f"p{i}", spec="nodeName: node-a") for i in range(2)]
+    cluster = load(tmp_path, *pinned, deployment(replicas=4, spec=spread_rule()))
+    assert nodes_of(cluster) == ["node-b", "node-c", "node-b", "node-c"]
+    # matchLabelKeys [pod-template-hash]: only this Deployment's own pods count.
+    own_pods = spread_rule(", matchLabelKeys: [pod-template-hash]")
+    own = load(tmp_path, *pinned, deployment(replicas=2, spec=own_pods))
+    assert nodes_of(own) == ["node-b", "node-c"]  # least loaded first, then spread among its own pods
+    own = load(tmp_path, *pinned, deployment(replicas=4, spec=own_pods))
+    assert nodes_of(own) == ["node-b", "node-c", "node-a", "node-b"]
+
+
+def test_schedule_anyway_and_min_domains_are_read(tmp_path):
+    # ScheduleAnyway on zone: node-b (the only zone) is preferred but nothing is ever Pending.
+    cluster = load(tmp_path, deployment(replicas=3, spec=spread_rule(key="zone", when="ScheduleAnyway")))
+    assert nodes_of(cluster) == ["node-b"] * 3
+    # minDomains 4 with 3 nodes: the minimum counts as 0, so no node may take a second replica.
+    cluster = load(tmp_path, deployment(replicas=4, spec=spread_rule(", minDomains: 4")))
+    assert nodes_of(cluster) == ["node-a", "node-b", "node-c"]
+    assert cluster.pending == [replica_pod_name("default", "web", 3)]
+    assert cluster.warnings[0].endswith("3 node(s) didn't match pod topology spread constraints.")
+
+
+def test_replicas_kept_off_every_node_by_anti_affinity_are_pending(tmp_path):
+    cluster = load(tmp_path, deployment(replicas=4, spec=anti_rule()))
+    assert nodes_of(cluster) == ["node-a", "node-b", "node-c"]
+    assert [p.serial for p in cluster.pods] == [1, 2, 3]
+    pending = replica_pod_name("default", "web", 3)
+    assert cluster.pending == [pending]
+    assert cluster.warnings == [
+        f'Pod "{pending}" is Pending: 0/3 nodes are available: '
+        "3 node(s) didn't match pod anti-affinity rules."
+    ]
+    assert pending not in [p.name for p in cluster.pods]
+
+
+def test_a_bare_pod_can_be_pending_too(tmp_path):
+    pods = [pod(f"w{i}", spec="nodeName: node-" + n) for i, n in enumerate("abc")]
+    cluster = load(tmp_path, *pods, pod("lonely", spec=anti_rule()))
+    assert cluster.pending == ["lonely"]
+    assert cluster.warnings[0].startswith('Pod "lonely" is Pending: 0/3 nodes are available: 3 node(s)')
+
+
+def test_anti_affinity_namespaces_and_zones_are_read(tmp_path):
+    team_pod = pod("t0", spec="nodeName: node-a").replace("{name: t0,", "{name: t0, namespace: team,")
+    # By default a term looks in the pod's own namespace only: the team pod does not count.
+    cluster = load(tmp_path, team_pod, deployment(replicas=3, spec=anti_rule()))
+    assert nodes_of(cluster) == ["node-b", "node-c", "node-a"]
+    listed = anti_rule("labelSelector: {matchLabels: {app: web}}, namespaces: [team, default]")
+    assert nodes_of(load(tmp_path, team_pod, deployment(replicas=3, spec=listed))) == ["node-b", "node-c"]
+    every = anti_rule("labelSelector: {matchLabels: {app: web}}, namespaceSelector: {}")
+    assert nodes_of(load(tmp_path, team_pod, deployment(replicas=3, spec=every))) == ["node-b", "node-c"]
+    # Over zone: node-a and node-c have no zone, so the term cannot keep replicas off them.
+    cluster = load(tmp_path, deployment(replicas=4, spec=anti_rule(key="zone")))
+    assert nodes_of(cluster) == ["node-a", "node-b", "node-c", "node-a"]
+
+
+def test_existing_pods_anti_affinity_applies_to_later_pods(tmp_path):
+    guard_rule = anti_rule()
+    guard = deployment("guard", spec=guard_rule, labels="app: guard")
+    cluster = load(tmp_path, guard, deployment(replicas=3))
+    assert nodes_of(cluster, "guard") == ["node-a"]
+    assert nodes_of(cluster) == ["node-b", "node-c", "node-b"]  # never beside the guard
+
+
+def test_preferred_pod_affinity_and_anti_affinity_are_read(tmp_path):
+    prefer_apart = (
+        "affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: [{weight: 100, "
+        f"podAffinityTerm: {{topologyKey: {HOSTNAME}, labelSelector: {{matchLabels: {{app: web}}}}}}}}]}}}}"
+    )
+    pinned = [pod(f"p{i}", spec="nodeName: node-a", labels="app: other") for i in range(2)]
+    web = pod("w", spec="nodeName: node-b")
+    cluster = load(tmp_path, web, *pinned, deployment(replicas=1, spec=prefer_apart))
+    assert nodes_of(cluster) == ["node-c"]
+    near_cache = (
+        "affinity: {podAffinity: {requiredDuringSchedulingIgnoredDuringExecution: "
+        f"[{{topologyKey: {HOSTNAME}, labelSelector: {{matchLabels: {{app: cache}}}}}}]}}}}"
+    )
+    cache = pod("cache", spec="nodeName: node-c", labels="app: cache")
+    assert nodes_of(load(tmp_path, cache, deployment(replicas=2, spec=near_cache))) == ["node-c", "node-c"]
+
+
+def test_node_affinity_is_read(tmp_path):
+    required = (
+        "affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: "
+        "[{matchExpressions: [{key: zone, operator: In, values: [west]}]}, "
+        "{matchFields: [{key: metadata.name, operator: In, values: [node-c]}]}]}}}"
+    )
+    assert nodes_of(load(tmp_path, deployment(replicas=2, spec=required))) == ["node-c", "node-c"]
+    preferred = (
+        "affinity: {nodeAffinity: {preferredDuringSchedulingIgnoredDuringExecution: [{weight: 20, "
+        "preference: {matchExpressions: [{key: zone, operator: Exists}]}}]}}"
+    )
+    assert nodes_of(load(tmp_path, deployment(replicas=2, spec=preferred))) == ["node-b", "node-b"]
+    message = error(tmp_path, deployment(spec=required.replace("node-c", "node-z")))
+    assert (
+        "spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution "
+        "matches no Node" in message
+    )
+
+
+def test_rules_without_a_label_selector_are_accepted_with_a_warning(tmp_path):
+    rule = spread_rule().replace(", labelSelector: {matchLabels: {app: web}}", "")
+    cluster = load(tmp_path, deployment(replicas=2, spec=rule), pod(spec=anti_rule("namespaces: [default]")))
+    assert len(cluster.pods) == 3
+    assert cluster.warnings == [
+        f'Deployment "web" ({tmp_path / "m.yaml"}): spec.template.spec.topologySpreadConstraints[0] '
+        "has no labelSelector, so it counts no pods and never constrains placement: "
+        "add labelSelector.matchLabels with the pods' labels",
+        f'Pod "solo" ({tmp_path / "m.yaml"}): spec.affinity.podAntiAffinity.'
+        "requiredDuringSchedulingIgnoredDuringExecution[0] has no labelSelector, so it selects no pods: "
+        "add labelSelector",
+    ]
+
+
+TSC = "spec.template.spec.topologySpreadConstraints[0]"
+ANTI = "spec.template.spec.affinity.podAntiAffinity"
+NODE_AFFINITY = "spec.template.spec.affinity.nodeAffinity"
+REQUIRED_NODES = f"{NODE_AFFINITY}.requiredDuringSchedulingIgnoredDuringExecution"
+
+
+def node_rule(expression: str) -> str:
+    return (
+        "affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: "
+        f"{{nodeSelectorTerms: [{{matchExpressions: [{expression}]}}]}}}}}}"
+    )
+
+
+def preferred_anti(entry: str) -> str:
+    return f"affinity: {{podAntiAffinity: {{preferredDuringSchedulingIgnoredDuringExecution: [{entry}]}}}}"
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        (spread_rule(skew=0), f"{TSC}.maxSkew 0 must be greater than zero: use maxSkew: 1 or more"),
+        (spread_rule().replace("maxSkew: 1, ", ""), f"{TSC}.maxSkew is required"),
+        (spread_rule().replace("maxSkew: 1", 'maxSkew: "1"'), f"{TSC}.maxSkew is a string, not an integer"),
+        (
+            spread_rule(when="Sometimes"),
+            f'{TSC}.whenUnsatisfiable "Sometimes" is not supported: use DoNotSchedule or ScheduleAnyway',
+        ),
+        (
+            spread_rule().replace(", whenUnsatisfiable: DoNotSchedule", ""),
+            f"{TSC}.whenUnsatisfiable is required",
+        ),
+        (spread_rule().replace(f"topologyKey: {HOSTNAME}, ", ""), f"{TSC}.topologyKey is required"),
+        (spread_rule(key='"bad key"'), f'{TSC}.topologyKey "bad key" is not a valid label key'),
+        (spread_rule(", minDomains: 0"), f"{TSC}.minDomains 0 must be greater than zero"),
+        (
+            spread_rule(", minDomains: 2", when="ScheduleAnyway"),
+            f"{TSC}.minDomains may only be set with whenUnsatisfiable DoNotSchedule, not ScheduleAnyway",
+        ),
+        (spread_rule(", nodeAffinityPolicy: Always"), f'{TSC}.nodeAffinityPolicy "Always" is not a policy'),
+        (spread_rule(", nodeTaintsPolicy: Never"), f'{TSC}.nodeTaintsPolicy "Never" is not a policy'),
+        (
+            spread_rule(", matchLabelKeys: [app]"),
+            f'{TSC}.matchLabelKeys[0] "app" is also in labelSelector',
+        ),
+        (
+            spread_rule(", matchLabelKeys: [pod-template-hash]").replace(
+                "labelSelector: {matchLabels: {app: web}}, ", ""
+            ),
+            f"{TSC}.labelSelector is required when matchLabelKeys is set",
+        ),
+        (
+            "topologySpreadConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}, "
+            "{maxSkew: 2, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}]",
+            "spec.template.spec.topologySpreadConstraints[1] repeats topologyKey zone with "
+            "whenUnsatisfiable DoNotSchedule of spec.template.spec.topologySpreadConstraints[0]",
+        ),
+        (
+            "topologySpreadConstraints: {maxSkew: 1}",
+            "spec.template.spec.topologySpreadConstraints is a mapping, not a list",
+        ),
+        (
+            spread_rule().replace("matchLabels: {app: web}", "matchExpressions: [{key: app, operator: Eq}]"),
+            f'{TSC}.labelSelector.matchExpressions[0].operator "Eq" is not an operator: '
+            "use In, NotIn, Exists or DoesNotExist",
+        ),
+        (
+            spread_rule().replace("matchLabels: {app: web}", "matchExpressions: [{key: app, operator: In}]"),
+            f"{TSC}.labelSelector.matchExpressions[0].values is required for operator In",
+        ),
+        (
+            anti_rule(key='""'),
+            f"{ANTI}.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey is required",
+        ),
+        (
+            anti_rule("labelSelector: {matchLabels: {app: web}}, namespaceSelector: {matchLabels: {t: a}}"),
+            "namespaceSelector selects Namespaces by their labels, but the lab has no Namespace objects",
+        ),
+        (
+            anti_rule("labelSelector: {matchLabels: {app: web}}, matchLabelKeys: [pod-template-hash]"),
+            "[0].matchLabelKeys is not modelled by the lab",
+        ),
+        (
+            preferred_anti("{weight: 0, podAffinityTerm: {topologyKey: zone}}"),
+            f"{ANTI}.preferredDuringSchedulingIgnoredDuringExecution[0].weight 0 is outside 1-100",
+        ),
+        (
+            preferred_anti("{weight: 10}"),
+            f"{ANTI}.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm is required",
+        ),
+        (
+            "affinity: {podAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {topologyKey: zone}}}",
+            "spec.template.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution "
+            "is a mapping, not a list",
+        ),
+        (
+            node_rule("{key: zone, operator: Gte, values: [a]}"),
+            f'{REQUIRED_NODES}.nodeSelectorTerms[0].matchExpressions[0].operator "Gte" is not an operator: '
+            "use In, NotIn, Exists, DoesNotExist, Gt or Lt",
+        ),
+        (
+            node_rule("{key: cores, operator: Gt, values: [many]}"),
+            "matchExpressions[0].values must be a single integer for operator Gt",
+        ),
+        (node_rule("{key: zone, operator: Exists, values: [a]}"), "must be empty for operator Exists"),
+        (
+            node_rule("{key: zone, operator: In, values: [1]}"),
+            'values[0] is an integer, not a string: quote it: "1"',
+        ),
+        (node_rule("{operator: Exists}"), "matchExpressions[0].key is required"),
+        (
+            "affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {}}}",
+            f"{REQUIRED_NODES}.nodeSelectorTerms is required",
+        ),
+        (
+            "affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: "
+            "[{matchFields: [{key: metadata.labels, operator: In, values: [a]}]}]}}}",
+            '.matchFields[0].key "metadata.labels" is not a Node field selector: use metadata.name',
+        ),
+        (
+            "affinity: {nodeAffinity: {preferredDuringSchedulingIgnoredDuringExecution: "
+            "[{weight: 101, preference: {}}]}}",
+            f"{NODE_AFFINITY}.preferredDuringSchedulingIgnoredDuringExecution[0].weight 101 is outside 1-100",
+        ),
+    ],
+)
+def test_scheduling_rule_errors(tmp_path, spec, needle):
+    message = error(tmp_path, deployment(spec=spec))
+    assert message.startswith('Deployment "web" (')
+    assert needle in message
+
+
+def test_bare_pod_rule_errors_name_spec(tmp_path):
+    message = error(tmp_path, pod(spec=spread_rule(skew=0)))
+    assert message.startswith('Pod "solo" (')
+    assert "spec.topologySpreadConstraints[0].maxSkew 0 must be greater than zero" in message

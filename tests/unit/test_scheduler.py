@@ -195,9 +195,10 @@ def test_do_not_schedule_evens_out_a_skewed_start():
     # The seed's skew: 3 my-app pods on node-a, 1 on node-b. A new Deployment with the same labels and
     # maxSkew 1 must put both its replicas on node-b: node-a would make the skew 3, then 2.
     spec = PodSpec("my-app-v2", labels=MY_APP, topology_spread=(hostname_spread(),))
-    assert replicas(2, spec, existing=app_pods("node-a", "node-a", "node-a", "node-b")) == ["node-b", "node-b"]
-    # 4 replicas: node-b until 3 and 3, then node-a (node order), then node-b again, which would exceed.
-    assert replicas(4, spec, existing=app_pods("node-a", "node-a", "node-a", "node-b")) == [
+    skewed = app_pods("node-a", "node-a", "node-a", "node-b")
+    assert replicas(2, spec, existing=skewed) == ["node-b", "node-b"]
+    # 4 replicas: node-b up to 3 and 3, node-a on the tie (node order), then node-b: node-a would be 2 ahead.
+    assert replicas(4, spec, existing=skewed) == [
         "node-b",
         "node-b",
         "node-a",
@@ -230,7 +231,8 @@ def test_do_not_schedule_rejects_nodes_without_the_topology_key():
     with pytest.raises(Pending) as caught:
         place(nodes[:1], [], spec)
     assert str(caught.value) == (
-        "0/1 nodes are available: 1 node(s) didn't match pod topology spread constraints (missing required label)."
+        "0/1 nodes are available: "
+        "1 node(s) didn't match pod topology spread constraints (missing required label)."
     )
 
 
@@ -261,7 +263,8 @@ def test_match_label_keys_count_only_the_pods_of_the_same_revision():
     constraint = hostname_spread(match_label_keys=("pod-template-hash",))
     spec = PodSpec("my-app", labels={**MY_APP, "pod-template-hash": "new"}, topology_spread=(constraint,))
     assert replicas(2, spec, existing=old) == ["node-b", "node-a"]  # least loaded first, then spread
-    assert replicas(2, replace(spec, topology_spread=(hostname_spread(),)), existing=old) == ["node-b", "node-b"]
+    counting_all = replace(spec, topology_spread=(hostname_spread(),))
+    assert replicas(2, counting_all, existing=old) == ["node-b", "node-b"]
 
 
 def test_schedule_anyway_prefers_the_domain_with_fewer_matching_pods():
@@ -341,8 +344,8 @@ def test_existing_pods_anti_affinity_keeps_matching_pods_away():
         place(TWO[:1], existing, newcomer, placed_specs={"guard": guard})
     assert "1 node(s) didn't satisfy existing pods anti-affinity rules." in str(caught.value)
     # A pod the guard's term does not select is not kept away.
-    assert place(TWO, existing, PodSpec("db", labels={"app": "db"}), placed_specs={"guard": guard}) == "node-b"
-    assert place(TWO[:1], existing, PodSpec("db", labels={"app": "db"}), placed_specs={"guard": guard}) == "node-a"
+    db = PodSpec("db", labels={"app": "db"})
+    assert place(TWO[:1], existing, db, placed_specs={"guard": guard}) == "node-a"
 
 
 def test_required_pod_affinity_follows_the_matching_pods():
@@ -354,7 +357,8 @@ def test_required_pod_affinity_follows_the_matching_pods():
         place(TWO, [], cache)  # no cache pod anywhere, and web is no cache pod itself
     assert str(caught.value) == "0/2 nodes are available: 2 node(s) didn't match pod affinity rules."
     # The first pod of a group with affinity to itself may go anywhere; the rest follow it.
-    together = PodSpec("web", labels={"app": "web"}, pod_affinity=PodAffinity(required=(host_term({"app": "web"}),)))
+    self_attracted = PodAffinity(required=(host_term({"app": "web"}),))
+    together = PodSpec("web", labels={"app": "web"}, pod_affinity=self_attracted)
     assert replicas(3, together) == ["node-a", "node-a", "node-a"]
 
 
@@ -401,7 +405,10 @@ def expr(key: str, operator: str, *values: str) -> NodeSelectorTerm:
         (expr("cores", "Gt", "8"), ["node-b"]),  # "many" is no integer: no match
         (expr("cores", "Lt", "8"), ["node-a"]),
         (NodeSelectorTerm(match_fields=(Requirement(NODE_NAME_FIELD, "In", ("node-c",)),)), ["node-c"]),
-        (NodeSelectorTerm(match_fields=(Requirement(NODE_NAME_FIELD, "NotIn", ("node-c",)),)), ["node-a", "node-b"]),
+        (
+            NodeSelectorTerm(match_fields=(Requirement(NODE_NAME_FIELD, "NotIn", ("node-c",)),)),
+            ["node-a", "node-b"],
+        ),
         (
             NodeSelectorTerm((Requirement("zone", "Exists"), Requirement("cores", "Gt", ("8",)))),  # AND
             ["node-b"],
