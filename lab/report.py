@@ -28,17 +28,20 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)  # pods the scheduler could not place
 
     def to_dict(self) -> dict:
-        return {"client": self.client, "nodes": self.nodes, "pods": self.pods, "results": self.results,
-                "warnings": self.warnings, "machine": self.machine, "timings": self.timings}
+        return {"client": self.client, "nodes": self.nodes, "pods": self.pods, "pending": self.pending,
+                "results": self.results, "warnings": self.warnings, "machine": self.machine,
+                "timings": self.timings}
 
 
 def new_report(cluster: Cluster) -> Report:
     return Report(
         client={"name": addr.CLIENT_NAME, "ip": addr.CLIENT_IP},
         nodes=[{"name": n.name, "ip": addr.node_ip(n.index)} for n in cluster.nodes],
-        pods=[{"name": p.name, "node": p.node, "ip": p.ip} for p in cluster.pods])
+        pods=[{"name": p.name, "node": p.node, "ip": p.ip} for p in cluster.pods],
+        pending=list(cluster.pending))
 
 
 def address_owners(cluster: Cluster) -> dict[str, str]:
