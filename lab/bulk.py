@@ -95,17 +95,17 @@ def start_iperf3_servers(run: RunDir, host, pod) -> list[subprocess.Popen]:
     procs = []
     try:
         for name, port in ports.items():
-            log = open(run.file(f"{name}-{pod.name}-{port}.log"), "ab")
-            proc = host.popen([IPERF3, "-s", "-p", str(port)], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-            log.close()
+            log_path = run.file(f"{name}-{pod.name}-{port}.log")
+            with open(log_path, "ab") as log:
+                proc = host.popen([IPERF3, "-s", "-p", str(port)], stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=log)
             procs.append(proc)
-            what = f"iperf3 server in {pod.name}:{port}"
-            _own_once_exec(run, proc, what)
+            _own_once_exec(run, proc, f"iperf3 server in {pod.name}:{port}")
 
-            def up(proc=proc, port=port):
+            def up(proc=proc, port=port, log_path=log_path):
                 if proc.poll() is not None:
                     raise LabError(f"the iperf3 server in pod {pod.name} exited (code {proc.returncode}); "
-                                   f"see {run.file(f'{name}-{pod.name}-{port}.log')}")
+                                   f"see {log_path}")
                 return _listening(proc.pid, port)
             wait_for(up, timeout=10, what=f"the iperf3 server in pod {pod.name} to listen on {port}")
     except BaseException:

@@ -17,6 +17,7 @@ SCENARIOS = {
     "cluster-vs-local": "lab.scenarios.cluster_vs_local",
     "imbalance": "lab.scenarios.imbalance",
     "healthcheck": "lab.scenarios.healthcheck",
+    "bandwidth": "lab.scenarios.bandwidth",
 }
 DEFAULT = "cluster-vs-local"
 
