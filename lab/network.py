@@ -119,6 +119,9 @@ class LabNetwork:
             def checkListening(self):
                 return None
 
+            def stop(self):  # RemoteController.stop() leaves the node's shell running
+                self.terminate()
+
         setLogLevel("error")
         self.run.own_bridges(bridge_names(self.cluster))
         self.run.own_interfaces(root_interfaces(self.cluster))
@@ -129,7 +132,7 @@ class LabNetwork:
                            autoStaticArp=False, waitConnected=False)
         self.net.addController(KubeProxyController("kube-proxy", ip="127.0.0.1", port=self.controller.port))
         self.net.build()
-        for node in self.net.hosts + self.net.switches:
+        for node in self.net.hosts + self.net.switches + self.net.controllers:
             self.run.own_process(node.pid, f"mininet {node.name}")
         self._tune_interfaces(self.net.hosts)
         self.net.start()

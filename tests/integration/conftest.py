@@ -47,7 +47,26 @@ def lab_leftovers() -> list[str]:
     left = [f"interface {n}" for n in os.listdir("/sys/class/net") if n.startswith("npl-") and n not in live_names]
     brs = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True, text=True).stdout.split()
     left += [f"bridge {b}" for b in brs if b.startswith("npl-") and b not in live_names]
+    left += [f"process {pid} ({cmd})" for pid, cmd in _own_mininet_shells()]
     if os.path.isdir(RUN_ROOT):
         live_dirs = {name for name, _ in live_runs}
         left += [f"run dir {d}" for d in os.listdir(RUN_ROOT) if d.startswith("run-") and d not in live_dirs]
     return left
+
+
+def _own_mininet_shells() -> list[tuple[int, str]]:
+    """Mininet node shells (``mininet:<name>``) that this test process started and did not end."""
+    shells = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and "mininet:" in cmd:
+            shells.append((int(entry), cmd))
+    return shells
