@@ -179,7 +179,7 @@ def recorded_runs() -> list[tuple[str, Resources, bool]]:
                     resources = Resources(**json.load(f))
             except (OSError, ValueError, TypeError):
                 continue
-            runs.append((name, resources, resources.owner_pid != os.getpid() and bool(_cmdline(resources.owner_pid))))
+            runs.append((name, resources, bool(_cmdline(resources.owner_pid))))
     return runs
 
 
@@ -195,7 +195,7 @@ def clean_stale_runs() -> list[str]:
             continue
         with open(record) as f:
             resources = Resources(**json.load(f))
-        if resources.owner_pid != os.getpid() and _cmdline(resources.owner_pid):
+        if _cmdline(resources.owner_pid):
             report.append(f"{name}: still running (pid {resources.owner_pid}), left alone")
             continue
         removed = remove_recorded(resources)

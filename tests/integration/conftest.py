@@ -47,7 +47,8 @@ def lab_leftovers() -> list[str]:
     left = [f"interface {n}" for n in os.listdir("/sys/class/net") if n.startswith("npl-") and n not in live_names]
     brs = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True, text=True).stdout.split()
     left += [f"bridge {b}" for b in brs if b.startswith("npl-") and b not in live_names]
-    left += [f"process {pid} ({cmd})" for pid, cmd in _own_mininet_shells()]
+    live_pids = {int(pid) for _, res in live_runs for pid in res.processes}
+    left += [f"process {pid} ({cmd})" for pid, cmd in _own_mininet_shells() if pid not in live_pids]
     if os.path.isdir(RUN_ROOT):
         live_dirs = {name for name, _ in live_runs}
         left += [f"run dir {d}" for d in os.listdir(RUN_ROOT) if d.startswith("run-") and d not in live_dirs]
