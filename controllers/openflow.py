@@ -126,10 +126,12 @@ def clear_all(dp) -> list:
 
 
 def messages(dp, changes: Changes) -> list:
+    # A bucket resubmits to its endpoint's DNAT flow: a modified group goes after the flows it may now
+    # reach, or a new connection choosing a new endpoint in between finds no flow and its SYN is dropped.
     msgs = [group_mod(dp, g, ofp.OFPGC_ADD) for g in changes.add_groups]
-    msgs += [group_mod(dp, g, ofp.OFPGC_MODIFY) for g in changes.modify_groups]
     msgs += [flow_mod(dp, f, ofp.OFPFC_ADD) for f in changes.add_flows]
     msgs += [flow_mod(dp, f, ofp.OFPFC_MODIFY_STRICT) for f in changes.modify_flows]
+    msgs += [group_mod(dp, g, ofp.OFPGC_MODIFY) for g in changes.modify_groups]
     msgs += [flow_mod(dp, f, ofp.OFPFC_DELETE_STRICT) for f in changes.delete_flows]
     msgs += [parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, gid, []) for gid in changes.delete_groups]
     return msgs

@@ -2,7 +2,8 @@
 
 ::
 
-    from lab.api import EXAMPLES, Lab
+    from lab.api import EXAMPLES, LOAD_BALANCER, Lab
+    from lab.drawing import draw_entry
 
     lab = Lab(EXAMPLES / "seed")              # manifests (files, folders) or Lab(yaml=TEXT); validated now
     with lab:                                 # builds the network; always tears it down, also on error
@@ -10,10 +11,16 @@
         r = lab.probe("my-app-service", via="node-a", requests=50)  # real requests from the client
         lab.move_pod(lab.pods()[0]["name"], "node-c")
     lab.table()                               # every probe so far, as a table; lab.results as plain dicts
-    draw_entry(r)                             # lab.drawing: the cluster with the path the requests took
+    draw_entry(r)                             # the cluster with the path the requests took
+
+``probe(service, via=LOAD_BALANCER)`` goes through a LoadBalancer Service's external address instead of
+a node; ``health_checks()`` and ``load_balancer()`` say what the nodes answer to the load balancer's
+health checks and which nodes it keeps in rotation. While the block runs, ``lab.net`` is the running
+``LabNetwork``, for the scenarios' own measuring functions.
 
 Everything measured stays usable after the network is gone: results are the report's plain dicts
-(``lab.report.entry_result``, the JSON contract) with three keys added by ``measure_entry``:
+(``lab.report.entry_result``, the JSON contract) with three keys added by ``measure_entry`` and
+``measure_load_balancer``:
 
 - ``linkBytes``: ``{name: bytes}``, what each link carried during this probe, both directions, read
   from Open vSwitch port counters before and after. A link is named after what it attaches: the
@@ -24,14 +31,15 @@ Everything measured stays usable after the network is gone: results are the repo
 - ``topology``: the cluster when it was measured (client, nodes, pods, load balancer addresses), so a
   result can be drawn on its own even after pods moved.
 
-This is a thin layer: the lifecycle is ``LabNetwork``, one measurement is ``lab.experiment.probe_entry``,
-the table and verdict come from ``lab.report``. What it adds is reading the per-link counters (one
-place, ``link_bytes``) and naming the paths.
+This is a thin layer: the lifecycle is ``LabNetwork``, one measurement is ``lab.experiment.probe_entry``
+or ``probe_load_balancer``, the table and verdict come from ``lab.report``. What it adds is reading the
+per-link counters (one place, ``link_bytes``) and naming the paths.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 import tempfile
 import textwrap
 from collections.abc import Callable
@@ -41,7 +49,7 @@ from pathlib import Path
 from lab import addressing as addr
 from lab.cloud import load_balancer_ips
 from lab.drawing import request_paths
-from lab.experiment import probe_entry, set_policy
+from lab.experiment import health_checks, probe_entry, probe_load_balancer, set_policy
 from lab.manifests import load_manifests
 from lab.model import Cluster, Service
 from lab.network import LabNetwork
@@ -49,6 +57,7 @@ from lab.report import address_owners, format_table, new_report, verdict
 from topologies.cluster import LinkShape
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+LOAD_BALANCER = "loadBalancer"  # Lab.probe(via=LOAD_BALANCER): through the Service's external address
 
 
 # --- measuring (on a running LabNetwork) ---------------------------------------------------------------
@@ -78,11 +87,23 @@ def link_bytes(net: LabNetwork) -> dict[str, int]:
 
 
 def measure_entry(net: LabNetwork, service: Service, node: str, requests: int, client_ttl: int,
-                  port: int | None = None, timeout: float = 1.0) -> dict:
+                  port: int | str | None = None, timeout: float = 1.0) -> dict:
     """``probe_entry`` for one (Service port, node), plus the bytes per link and the requests' paths."""
     sp = _service_port(service, port)
+    return _measured(net, lambda: probe_entry(net, service, sp, node, requests, client_ttl, timeout))
+
+
+def measure_load_balancer(net: LabNetwork, service: Service, requests: int, client_ttl: int,
+                          port: int | str | None = None, timeout: float = 1.0, rate: float | None = None) -> dict:
+    """``probe_load_balancer``: requests to the Service's external address, the load balancer picks nodes."""
+    sp = _service_port(service, port)
+    return _measured(net, lambda: probe_load_balancer(net, service, sp, requests, client_ttl, timeout, rate=rate))
+
+
+def _measured(net: LabNetwork, probe: Callable[[], dict]) -> dict:
+    """Run one probe between two readings of every link's counters; add the links, paths and topology."""
     before = link_bytes(net)
-    result = probe_entry(net, service, sp, node, requests, client_ttl, timeout)
+    result = probe()
     after = link_bytes(net)
     result["linkBytes"] = {name: after[name] - before.get(name, 0) for name in after}
     result["paths"] = request_paths(result, {p.name: p.node for p in net.cluster.pods})
@@ -104,7 +125,7 @@ def measure_all(net: LabNetwork, requests: int, timeout: float = 1.0,
     return results
 
 
-def _service_port(service: Service, port: int | None):
+def _service_port(service: Service, port: int | str | None):
     """A Service port by its port, nodePort or name; the only one when not given."""
     if port is None:
         if len(service.ports) != 1:
@@ -127,7 +148,7 @@ class Lab:
     """
 
     def __init__(self, *manifests: str | Path, yaml: str | None = None, underlay: LinkShape = LinkShape(),  # noqa: B008
-                 log: Callable[[str], None] | None = None, requests: int = 50):
+                 log: Callable[[str], None] | None = None, requests: int = 50, lb_profile: str = "gce"):
         if yaml is not None:
             with tempfile.TemporaryDirectory(prefix="npl-manifests-") as folder:
                 path = Path(folder) / "manifests.yaml"
@@ -138,6 +159,7 @@ class Lab:
         else:
             raise ValueError("give manifests (files or folders) or yaml=TEXT")
         self.underlay = underlay
+        self.lb_profile = lb_profile  # how the cloud load balancer health-checks nodes (lab.cloud.PROFILES)
         self.log = log or (lambda message: None)
         self.requests = requests
         self.results: list[dict] = []
@@ -151,7 +173,8 @@ class Lab:
     def __enter__(self) -> Lab:
         if self.net is not None:
             raise RuntimeError("this lab is already up")
-        self.net = LabNetwork(self.cluster, underlay=self.underlay, log=self.log)
+        _quiet_htb_quantum_notice()
+        self.net = LabNetwork(self.cluster, underlay=self.underlay, log=self.log, lb_profile=self.lb_profile)
         self.net.start()  # tears down what it built if it fails
         self.warnings += self.net.warnings
         self.timings.update({k: round(v, 3) for k, v in self.net.timings.items()})
@@ -184,15 +207,22 @@ class Lab:
     # measuring
 
     def probe(self, service: str, via: str, requests: int | None = None, port: int | str | None = None,
-              timeout: float = 1.0) -> dict:
-        """Send ``requests`` new connections from the client to node ``via``'s IP and the Service's nodePort."""
+              timeout: float = 1.0, rate: float | None = None) -> dict:
+        """Send ``requests`` new connections from the client to node ``via``'s IP and the Service's nodePort,
+        or, with ``via=LOAD_BALANCER``, to the Service's external address (``rate``: connections per second,
+        spread evenly, instead of as fast as answers come)."""
         net = self._up()
         svc = self.cluster.service(service)
         if self._client_ttl is None:
             self._client_ttl = net.client_ttl()
         n = requests or self.requests
-        self.log(f"probing {service} ({svc.external_traffic_policy}) via {via}, {n} requests")
-        result = measure_entry(net, svc, via, n, self._client_ttl, port, timeout)
+        if via == LOAD_BALANCER:
+            self.log(f"probing {service} ({svc.external_traffic_policy}) through its load balancer "
+                     f"{net.load_balancer_ip(service)}, {n} requests")
+            result = measure_load_balancer(net, svc, n, self._client_ttl, port, timeout, rate)
+        else:
+            self.log(f"probing {service} ({svc.external_traffic_policy}) via {via}, {n} requests")
+            result = measure_entry(net, svc, via, n, self._client_ttl, port, timeout)
         self.results.append(result)
         return result
 
@@ -201,6 +231,14 @@ class Lab:
         results = measure_all(self._up(), requests or self.requests, timeout, progress=self.log)
         self.results += results
         return results
+
+    def health_checks(self) -> list[dict]:
+        """What every node answers to the load balancer's health check now (a real GET from its host)."""
+        return health_checks(self._up())
+
+    def load_balancer(self) -> dict:
+        """The load balancer's view: per Service, the nodes in rotation, and every change with its time."""
+        return self._up().lb_health()
 
     # changing the cluster
 
@@ -240,6 +278,22 @@ class Lab:
         return report
 
 
+class _HtbQuantumNotice(logging.Filter):
+    """Mininet prints the kernel's "sch_htb: quantum of class ... is big" as an error for every shaped link.
+    It is a notice about HTB's default r2q on fast links (the rate is still enforced); in a notebook it
+    would bury the output, so it is dropped, and nothing else is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "sch_htb: quantum of class" not in record.getMessage()
+
+
+def _quiet_htb_quantum_notice() -> None:
+    from mininet.log import lg
+
+    if not any(isinstance(f, _HtbQuantumNotice) for f in lg.filters):
+        lg.addFilter(_HtbQuantumNotice())
+
+
 # --- tables ------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -275,7 +329,8 @@ def results_table(results: list[dict], cluster: Cluster) -> Table:
     rows = []
     for r in results:
         p50, p95 = r["latencyMs"]["p50"], r["latencyMs"]["p95"]
-        rows.append([r["service"], r["policy"], r["node"] or r["via"], str(r["ok"]),
+        entry = r["node"] or f"load balancer {r.get('loadBalancerIP', '')}".strip()
+        rows.append([r["service"], r["policy"], entry, str(r["ok"]),
                      counts(r["errors"]) if r["failed"] else "0", counts(r["servedBy"]), counts(r["sourcesSeen"], who),
                      counts(r["nodeHops"]), f"{r['interNodeBytes']:,}",
                      "-" if p50 is None else f"{p50:.2f}", "-" if p95 is None else f"{p95:.2f}"])

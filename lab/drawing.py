@@ -10,13 +10,18 @@ on top the path the requests took, from the measured result (``lab.api.measure_e
 Every link's width is the bytes it carried during that probe (both directions, from port counters),
 on one scale for all panels of a figure so they can be compared. ``draw_results`` puts many probes in a
 grid (a row per Service and policy, a column per entry node); ``plot_measurements`` plots the numbers
-(node hops, source addresses, bytes between nodes, latency). Figures are built without pyplot, so
-drawing never opens a window or touches global state; ``save`` writes a PNG.
+(node hops, source addresses, bytes between nodes, latency); ``draw_cluster`` draws the cluster alone.
+
+Figures are built without pyplot, so drawing never opens a window or touches global state; they show
+themselves in a notebook (``Picture``), and ``save`` writes a PNG. A path is what the measurement says:
+the entry node is where the client sent the requests, the pod and its node are who answered, and the
+node hops the pods counted from the TTL are printed above each drawing beside it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from io import BytesIO
 from pathlib import Path
 
 import networkx as nx
@@ -25,13 +30,25 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from lab.addressing import UNDERLAY_CIDR
+
 ROUTER = "edge router"
 ENTRY, LOCAL, FORWARD, DROP = "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728"
+UNKNOWN = "#7f7f7f"  # answered behind a load balancer, entry node not known per request
 LINK, BOX, INK = "#b8b8b8", "#eef2f7", "#333333"
 
-POD_SPACING, BOX_PAD, BOX_GAP, MIN_BOX = 1.1, 0.45, 0.6, 2.2
+POD_SPACING, BOX_PAD, BOX_GAP, MIN_BOX = 1.35, 0.45, 0.6, 2.2
 Y_CLIENT, Y_ROUTER, Y_NODE, Y_POD, Y_BOX_TOP, Y_BOX_BOTTOM = 5.0, 3.7, 1.7, 0.5, 2.15, -0.95
 PANEL_SIZE = (5.4, 4.8)  # inches per drawing
+
+
+class Picture(Figure):
+    """A matplotlib figure that shows itself in a notebook (built without pyplot, so it has no backend)."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = BytesIO()
+        self.savefig(buffer, format="png", dpi=100, facecolor="white")
+        return buffer.getvalue()
 
 
 # --- what was measured, as paths (pure) --------------------------------------------------------------------
@@ -127,6 +144,7 @@ def draw_entry(result: dict, ax: Axes | None = None, max_bytes: float | None = N
     ``result`` comes from ``lab.api.measure_entry`` (it carries its topology, link bytes and paths); a
     plain report row works too, given the ``topology``, and is drawn without link widths.
     """
+    own = ax is None
     ax = ax or _new_axes()
     topo = result.get("topology") or topology
     if topo is None:
@@ -137,14 +155,20 @@ def draw_entry(result: dict, ax: Axes | None = None, max_bytes: float | None = N
     pos = _draw_base(ax, topo, links, scale)
     _draw_paths(ax, pos, result, paths, topo)
     ax.set_title(_entry_title(result, topo), fontsize=9, color=INK, loc="left")
+    if own:
+        ax.figure.legend(handles=_legend_handles([result]), loc="outside lower center", ncols=2, fontsize=7,
+                         frameon=False)
     return ax.figure
 
 
-def draw_results(results: Sequence[dict], title: str | None = None, topology: dict | None = None) -> Figure:
-    """Many probes: a row per run of (Service, port, policy), a column per entry node, on one byte scale."""
-    rows = _rows(results)
+def draw_results(results: Sequence[dict], title: str | None = None, topology: dict | None = None,
+                 columns: int | None = None) -> Figure:
+    """Many probes on one byte scale: a row per run of (Service, port, policy) and a column per entry node,
+    or simply ``columns`` drawings per row, in order."""
+    rows = _rows(results) if columns is None else [list(results[i:i + columns])
+                                                   for i in range(0, len(results), columns)]
     ncols = max(len(r) for r in rows)
-    fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * len(rows) + 0.8), layout="constrained")
+    fig = Picture(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * len(rows) + 0.8), layout="constrained")
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     scale = max((b for r in results for b in r.get("linkBytes", {}).values()), default=0)
     for row, entries in zip(axes, rows, strict=True):
@@ -152,7 +176,8 @@ def draw_results(results: Sequence[dict], title: str | None = None, topology: di
             draw_entry(result, ax=ax, max_bytes=scale, topology=topology)
         for ax in row[len(entries):]:
             ax.set_axis_off()
-    fig.legend(handles=_legend_handles(), loc="outside lower center", ncols=5, fontsize=8, frameon=False)
+    fig.legend(handles=_legend_handles(results), loc="outside lower center", ncols={1: 2, 2: 3}.get(ncols, 5),
+               fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
@@ -173,7 +198,7 @@ def plot_results(results: Sequence[dict], path: str | Path, topology: dict | Non
 
 def plot_measurements(results: Sequence[dict], topology: dict | None = None) -> Figure:
     """Four panels, one bar per probe: node hops, source address seen, bytes between nodes, latency."""
-    fig = Figure(figsize=(12, 7.5), layout="constrained")
+    fig = Picture(figsize=(12, 7.5), layout="constrained")
     (hops_ax, src_ax), (bytes_ax, lat_ax) = fig.subplots(2, 2)
     labels = [f"{r['policy']}\n{r['node'] or r['via']}" for r in results]
     x = list(range(len(results)))
@@ -220,6 +245,30 @@ def plot_measurements(results: Sequence[dict], topology: dict | None = None) -> 
     return fig
 
 
+def plot_shares(results: Sequence[dict], expected: Sequence[dict[str, float]] | None = None,
+                titles: Sequence[str] | None = None) -> Figure:
+    """Per probe, the share of answered requests each pod served (bars), and what was expected (outlines)."""
+    fig = Picture(figsize=(4.2 * len(results), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(results), squeeze=False, sharey=True)[0]
+    for i, (ax, r) in enumerate(zip(axes, results, strict=True)):
+        pod_node = {p["pod"]: p["podNode"] for p in r.get("paths", []) if p["pod"]}
+        want = expected[i] if expected else {}
+        pods = sorted(set(r["servedBy"]) | set(want))
+        measured = [r["servedBy"].get(p, 0) / r["ok"] if r["ok"] else 0 for p in pods]
+        bars = ax.bar(range(len(pods)), measured, color=ENTRY, width=0.6, label="measured")
+        ax.bar_label(bars, labels=[f"{m:.0%}" for m in measured], fontsize=8)
+        if want:
+            ax.bar(range(len(pods)), [want.get(p, 0) for p in pods], width=0.8, fill=False, edgecolor=INK,
+                   linestyle="--", label="expected")
+        ax.set_xticks(range(len(pods)), [f"{pod_label(p)}\n{pod_node.get(p, '')}" for p in pods], fontsize=7)
+        ax.set_title(titles[i] if titles else f"{r['policy']} · {r['node'] or 'load balancer'}", fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    axes[0].set_ylabel("share of answered requests")
+    axes[0].legend(fontsize=8, frameon=False)
+    return fig
+
+
 def _stacked(ax: Axes, x, series: list[tuple[list[int], str, str]]) -> None:
     bottom = [0] * len(series[0][0])
     for values, label, color in series:
@@ -248,7 +297,7 @@ def _source_kinds(result: dict, topology: dict | None) -> dict[str, int]:
 # --- drawing helpers -------------------------------------------------------------------------------------
 
 def _new_axes() -> Axes:
-    fig = Figure(figsize=PANEL_SIZE, layout="constrained")
+    fig = Picture(figsize=PANEL_SIZE, layout="constrained")
     return fig.add_subplot()
 
 
@@ -272,7 +321,7 @@ def _draw_base(ax: Axes, topology: dict, link_bytes: dict[str, int], max_bytes: 
             n = link_bytes.get(g.edges[e]["link"], 0)
             if n:
                 (x1, y1), (x2, y2) = pos[e[0]], pos[e[1]]
-                t = 0.55 if g.nodes[e[1]]["kind"] != "pod" else 0.35  # pod links: leave room for the count
+                t = 0.55 if g.nodes[e[1]]["kind"] != "pod" else 0.6
                 ax.text(x1 + (x2 - x1) * t, y1 + (y2 - y1) * t, human_bytes(n), fontsize=6.5, color="#555555",
                         ha="center", va="center", zorder=6,
                         bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
@@ -288,9 +337,10 @@ def _draw_base(ax: Axes, topology: dict, link_bytes: dict[str, int], max_bytes: 
     client = topology["client"]
     ax.text(pos[client["name"]][0] + 0.35, Y_CLIENT, f"client\n{client['ip']}", ha="left", va="center",
             fontsize=8, color=INK, zorder=5)
-    router = "edge router + load balancer" if topology.get("loadBalancers") else "edge router"
-    ax.text(0.45, Y_ROUTER + 0.05, f"{router}\n(underlay 172.18.0.0/24)", ha="left", va="center", fontsize=7.5,
-            color=INK, zorder=5)
+    router = f"edge router\n(underlay {UNDERLAY_CIDR})"
+    if topology.get("loadBalancers"):
+        router += "\nload balancer " + ", ".join(lb["ip"] for lb in topology["loadBalancers"])
+    ax.text(0.45, Y_ROUTER + 0.05, router, ha="left", va="center", fontsize=7.5, color=INK, zorder=5)
     for pod in topology["pods"]:
         x, y = pos[pod["name"]]
         ax.text(x, y - 0.32, f"{pod_label(pod['name'])}\n{pod['ip']}", ha="center", va="top", fontsize=6.5,
@@ -325,22 +375,39 @@ def _draw_paths(ax: Axes, pos: dict, result: dict, paths: list[dict], topology: 
     if entry is not None:
         ex, ey = pos[entry]
         _arrow(ax, (rx - offset, ry), (ex - offset, ey), ENTRY)
+    forwarded = int(result["nodeHops"].get("2", 0))
+    # Through a load balancer the aggregate says which nodes answered and how many requests crossed a
+    # second node, but not which node each request entered; the drawing claims no more than that.
+    behind_lb = LOCAL if entry is not None or not forwarded else UNKNOWN
+    if entry is None:
+        for node in _load_balanced_nodes(result, paths, topology):
+            _arrow(ax, (rx, ry), pos[node], ENTRY)
+        if forwarded:
+            ax.text(rx + 0.45, ry - 0.55, f"{forwarded} of them crossed a second node (TTL);\n"
+                    "which node each entered is not recorded", ha="left", va="top", fontsize=7, color=FORWARD,
+                    zorder=6, bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none",
+                                    "alpha": 0.85})
     for path in paths:
         if path["pod"] is None:
-            where = pos[entry] if entry is not None else (rx, ry)
-            ax.plot(*where, marker="X", markersize=16, color=DROP, zorder=6, markeredgecolor="white")
+            wx, wy = pos[entry] if entry is not None else (rx, ry)
+            ax.plot(wx, wy, marker="X", markersize=16, color=DROP, zorder=6, markeredgecolor="white")
             kinds = ", ".join(f"{v} {k}" for k, v in path.get("errors", {}).items())
-            ax.text(where[0], where[1] - 0.45, f"no answer:\n{kinds}", ha="center", va="top", fontsize=7.5,
-                    color=DROP, zorder=6, bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": DROP})
+            box = {"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": DROP}
+            if not any(p["node"] == entry for p in topology["pods"]):  # an empty node: below, in its box
+                ax.text(wx, wy - 0.45, f"no answer:\n{kinds}", ha="center", va="top", fontsize=7.5, color=DROP,
+                        zorder=6, bbox=box)
+            else:  # beside the marker, away from the arrow coming in from the router
+                side = -1 if wx <= rx else 1
+                ax.text(wx + side * 0.3, wy, f"no answer:\n{kinds}", ha="right" if side < 0 else "left",
+                        va="center", fontsize=7.5, color=DROP, zorder=6, bbox=box)
             continue
         if path["pod"] not in pos or path["podNode"] not in pos:
             continue
         px, py = pos[path["pod"]]
         nx_, ny_ = pos[path["podNode"]]
-        if entry is None:  # the load balancer sent it to some node; only the answering pod's node is known
-            _arrow(ax, (rx, ry), (nx_, ny_), ENTRY)
-            _arrow(ax, (nx_, ny_), (px, py), LOCAL)
-            color = LOCAL
+        if entry is None:
+            _arrow(ax, (nx_, ny_), (px, py), behind_lb)
+            color = behind_lb
         elif path["podNode"] == entry:
             _arrow(ax, (nx_, ny_), (px, py), LOCAL)
             color = LOCAL
@@ -350,8 +417,17 @@ def _draw_paths(ax: Axes, pos: dict, result: dict, paths: list[dict], topology: 
             _arrow(ax, (ex, ey), (nx_, ny_), FORWARD, rad=rad)
             _arrow(ax, (nx_, ny_), (px, py), FORWARD)
             color = FORWARD
-        ax.text(px + 0.18, py + 0.3 * (ny_ - py), str(path["requests"]), ha="left", va="center", fontsize=8,
-                color=color, fontweight="bold", zorder=6)
+        ax.text(px + 0.24, py, str(path["requests"]), ha="left", va="center", fontsize=8, color=color,
+                fontweight="bold", zorder=6)
+
+
+def _load_balanced_nodes(result: dict, paths: list[dict], topology: dict) -> list[str]:
+    """Nodes the load balancer sent requests to: those whose pods answered, and those whose address the
+    pods saw (SNAT by the entry node, under Cluster)."""
+    owner = {n["ip"]: n["name"] for n in topology["nodes"]} | {n.get("podGateway"): n["name"]
+                                                               for n in topology["nodes"]}
+    nodes = {p["podNode"] for p in paths if p["pod"]} | {owner[ip] for ip in result["sourcesSeen"] if ip in owner}
+    return [n["name"] for n in topology["nodes"] if n["name"] in nodes]
 
 
 def _entry_title(result: dict, topology: dict) -> str:
@@ -381,9 +457,12 @@ def _rows(results: Sequence[dict]) -> list[list[dict]]:
     return rows
 
 
-def _legend_handles() -> list[Line2D]:
-    return [Line2D([], [], color=ENTRY, lw=2, label="request into the entry node"),
-            Line2D([], [], color=LOCAL, lw=2, label="answered by a pod on the entry node"),
-            Line2D([], [], color=FORWARD, lw=2, label="forwarded to a pod on another node"),
-            Line2D([], [], color=DROP, marker="X", lw=0, markersize=9, label="no answer"),
-            Line2D([], [], color=LINK, lw=6, label="link width: bytes it carried during the probe")]
+def _legend_handles(results: Sequence[dict]) -> list[Line2D]:
+    handles = [Line2D([], [], color=ENTRY, lw=2, label="request into the entry node"),
+               Line2D([], [], color=LOCAL, lw=2, label="answered by a pod on the entry node"),
+               Line2D([], [], color=FORWARD, lw=2, label="forwarded to a pod on another node"),
+               Line2D([], [], color=DROP, marker="X", lw=0, markersize=9, label="no answer"),
+               Line2D([], [], color=LINK, lw=6, label="width: bytes on the link during the probe")]
+    if any(r["node"] is None and r["nodeHops"].get("2") for r in results):
+        handles.insert(3, Line2D([], [], color=UNKNOWN, lw=2, label="answered; entry node not known"))
+    return handles

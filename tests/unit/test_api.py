@@ -152,3 +152,12 @@ def test_the_table_reads_in_a_terminal_and_in_a_notebook(lab):
     html = table._repr_html_()
     assert html.startswith("<table>") and "<td style='text-align:left'>web-1: 3, web-2: 1</td>" in html
     assert table.rows[0][-1] == "-"  # no p95: a dash, not None
+
+
+def test_through_the_load_balancer_the_paths_start_at_the_pods_nodes(lab, monkeypatch):
+    answer = {"service": "web", "policy": "Local", "node": None, "via": "loadBalancer",
+              "servedBy": {"web-1": 2, "web-2": 2}, "failed": 0, "errors": {}}
+    monkeypatch.setattr(api, "probe_load_balancer", lambda net, svc, sp, n, ttl, timeout, rate=None: dict(answer))
+    result = api.measure_load_balancer(FakeNet(lab.cluster), lab.cluster.service("web"), 4, 64)
+    assert [(p["pod"], p["nodes"]) for p in result["paths"]] == [("web-1", ["node-a"]), ("web-2", ["node-b"])]
+    assert set(result["linkBytes"]) == {"client", "node-a", "node-b", "web-1", "web-2"}

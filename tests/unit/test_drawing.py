@@ -139,3 +139,11 @@ def test_labels_stay_short():
     assert pod_label("my-app-92w7szh8zz-25bg6") == "my-app-…25bg6"
     assert [human_bytes(n) for n in (0, 999, 1000, 51_000, 2_500_000)] == ["0 B", "999 B", "1.0 kB", "51.0 kB",
                                                                            "2.5 MB"]
+
+
+def test_a_probe_through_a_load_balancer_is_drawn_from_the_router(tmp_path):
+    records = [answered("web-1", "203.0.113.10", 1), answered("web-3", "203.0.113.10", 1)]
+    row = entry_result(records, service="web", namespace="default", policy="Local", node_port=30080, node=None,
+                       node_ip=None, inter_node_bytes=0, client_ttl=CLIENT_TTL, duration_s=0.5, via="loadBalancer")
+    topology = dict(TOPOLOGY, loadBalancers=[{"service": "default/web", "ip": "198.51.100.10"}])
+    assert_picture(save(draw_results([row], topology=topology), tmp_path / "lb.png"))
