@@ -48,12 +48,11 @@ from pathlib import Path
 
 from lab import addressing as addr
 from lab.cloud import load_balancer_ips
-from lab.drawing import request_paths
 from lab.experiment import health_checks, probe_entry, probe_load_balancer, set_policy
 from lab.manifests import load_manifests
 from lab.model import Cluster, Service
 from lab.network import LabNetwork
-from lab.report import address_owners, format_table, new_report, verdict
+from lab.report import address_owners, format_table, new_report, request_paths, verdict
 from topologies.cluster import LinkShape
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -31,6 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from lab.addressing import UNDERLAY_CIDR
+from lab.report import request_paths
 
 ROUTER = "edge router"
 ENTRY, LOCAL, FORWARD, DROP = "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728"
@@ -52,26 +53,6 @@ class Picture(Figure):
 
 
 # --- what was measured, as paths (pure) --------------------------------------------------------------------
-
-def request_paths(result: dict, pod_nodes: dict[str, str]) -> list[dict]:
-    """Where one probe's requests went: per answering pod, the nodes crossed; then the unanswered ones.
-
-    ``nodes`` is the entry node, then the pod's node when it is another one (the request was forwarded
-    across the underlay: the pod saw two node hops). Through a load balancer the entry node is not in the
-    aggregate (``node`` is None), so the path starts at the pod's node.
-    """
-    entry = result["node"]
-    paths = []
-    for pod, count in result["servedBy"].items():
-        pod_node = pod_nodes.get(pod)
-        nodes = [n for n in (entry, pod_node) if n is not None]
-        paths.append({"entry": entry, "podNode": pod_node, "pod": pod, "nodes": list(dict.fromkeys(nodes)),
-                      "requests": count})
-    if result["failed"]:
-        paths.append({"entry": entry, "podNode": None, "pod": None, "nodes": [entry] if entry else [],
-                      "requests": result["failed"], "errors": dict(result["errors"])})
-    return paths
-
 
 # --- layout (pure) --------------------------------------------------------------------------------------
 

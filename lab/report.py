@@ -82,6 +82,26 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def request_paths(result: dict, pod_nodes: dict[str, str]) -> list[dict]:
+    """Where one probe's requests went: per answering pod, the nodes crossed; then the unanswered ones.
+
+    ``nodes`` is the entry node, then the pod's node when it is another one (the request was forwarded
+    across the underlay: the pod saw two node hops). Through a load balancer the entry node is not in the
+    aggregate (``node`` is None), so the path starts at the pod's node.
+    """
+    entry = result["node"]
+    paths = []
+    for pod, count in result["servedBy"].items():
+        pod_node = pod_nodes.get(pod)
+        nodes = [n for n in (entry, pod_node) if n is not None]
+        paths.append({"entry": entry, "podNode": pod_node, "pod": pod, "nodes": list(dict.fromkeys(nodes)),
+                      "requests": count})
+    if result["failed"]:
+        paths.append({"entry": entry, "podNode": None, "pod": None, "nodes": [entry] if entry else [],
+                      "requests": result["failed"], "errors": dict(result["errors"])})
+    return paths
+
+
 # --- rendering -----------------------------------------------------------------------------------------
 
 def _counts(counter: dict, label=lambda k: k) -> str:

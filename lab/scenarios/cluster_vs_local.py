@@ -11,12 +11,17 @@ from functools import partial
 from pathlib import Path
 
 from lab.api import measure_all
-from lab.drawing import plot_results
 from lab.experiment import set_policy
 from lab.manifests import load_manifests
 from lab.network import LabNetwork
 from lab.report import new_report, render_table, verdict
 from lab.scenarios import Outcome
+
+
+def plot_results(results: list[dict], path: str) -> None:
+    from lab.drawing import plot_results as draw  # matplotlib only when a picture is asked for
+
+    draw(results, path)
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed"
 
