@@ -1,0 +1,163 @@
+"""Benchmark 3, the control plane: from a cluster state to the switches obeying it.
+
+One network of 10 nodes x 10 pods (``bench.clusters.control_plane_cluster``), then:
+
+- install: publish S Services of 10 endpoints (S = 1, 100, 1,000) onto the running cluster and time
+  ``publish`` until every switch has acknowledged a barrier for that generation (the controller sends
+  the barrier after the flows and groups, so the ack means the switch holds them); then read the
+  flows and groups back from every bridge and compare with what the controller compiled. Removing
+  the S Services again is timed the same way. The controller's own compile step
+  (``controllers.pipeline.compile_state``, pure) is timed apart in this process, so the split between
+  compiling, sending and the switch shows.
+- pod change: a Service with one endpoint whose pod alternates between node-1 and node-2 (a pod
+  leaving the endpoints and another joining, as a readiness change does). From the start of
+  ``publish`` to the first connection through node-1's nodePort that reaches the new pod, seen by a
+  prober in the client namespace sending a request every few milliseconds (``bench/tools/watch.py``),
+  with 0 and 100 other Services installed, since the controller recompiles the whole state each time.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+
+from bench.clusters import (
+    FLIP_NODE_PORT,
+    control_plane_cluster,
+    control_plane_services,
+    expected_counts,
+    flip_service,
+    set_flip,
+)
+from bench.labtools import bridge_counts, host_process, publish, tool_argv
+from bench.machine import cpu_seconds, ovs_pid
+from bench.report import BenchResult, Figure, Goal
+from bench.stats import median, percentile
+from controllers.pipeline import compile_state
+from lab import addressing as addr
+from lab.errors import LabError
+from lab.network import LabNetwork
+from lab.proxy_state import build_proxy_state
+from topologies.cluster import bridge_names
+
+INSTALL_GOAL = Goal("<=", 2.0)  # for 1,000 Services
+CHANGE_GOAL = Goal("<=", 100.0)  # ms, p99
+HEAVY_SERVICES = 1000
+PUBLISH_TIMEOUT_S = 900
+
+
+def compile_seconds(cluster, runs: int) -> tuple[list[float], int, int, int]:
+    """Times of ``compile_state`` on this cluster's state, and (flows, groups, state JSON bytes)."""
+    state = build_proxy_state(cluster, 1)
+    times = []
+    for _ in range(runs):
+        gc.collect()
+        started = time.perf_counter()
+        programs = compile_state(state)
+        times.append(time.perf_counter() - started)
+    flows, groups = expected_counts(programs)
+    return times, flows, groups, len(json.dumps(state.to_dict(), indent=1, sort_keys=True))
+
+
+def install(lab: LabNetwork, services: int, runs: int, log) -> dict:
+    cluster = lab.cluster
+    bridges = bridge_names(cluster)
+    rows = []
+    for i in range(runs):
+        cluster.services = control_plane_services(services)
+        ovs, ctl = ovs_pid(), lab.controller.proc.pid
+        cpu0 = (cpu_seconds(ovs), cpu_seconds(ctl))
+        seconds = publish(lab, timeout=PUBLISH_TIMEOUT_S)
+        cpu1 = (cpu_seconds(ovs), cpu_seconds(ctl))
+        held = bridge_counts(bridges)
+        cluster.services = []
+        removal = publish(lab, timeout=PUBLISH_TIMEOUT_S)
+        rows.append({"installS": seconds, "removeS": removal, "held": {"flows": held[0], "groups": held[1]},
+                     "ovsCpuS": _delta(cpu0[0], cpu1[0]), "controllerCpuS": _delta(cpu0[1], cpu1[1])})
+        log(f"{services} Services, run {i + 1}/{runs}: installed in {seconds:.2f} s ({held[0]:,} flows, "
+            f"{held[1]:,} groups held), removed in {removal:.2f} s")
+    return {"runs": rows}
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(b - a, 3)
+
+
+def changes(lab: LabNetwork, background: int, count: int, log) -> dict:
+    cluster = lab.cluster
+    first, second = cluster.pods_on("node-1")[0].name, cluster.pods_on("node-2")[0].name
+    cluster.services = control_plane_services(background) + [flip_service()]
+    set_flip(cluster, first, second)
+    publish(lab, timeout=PUBLISH_TIMEOUT_S)
+    target = f"{addr.node_ip(cluster.node('node-1').index)}:{FLIP_NODE_PORT}"
+    seen, acked, samples = [], [], []
+    with host_process(lab, addr.CLIENT_NAME, tool_argv("watch"), "bench change watcher",
+                      interactive=True) as watcher:
+        for i in range(count):
+            want, other = (second, first) if i % 2 == 0 else (first, second)
+            watcher.stdin.write(json.dumps({"target": target, "want": want, "timeout": 30}) + "\n")
+            watcher.stdin.flush()
+            if "armed" not in json.loads(watcher.stdout.readline() or "{}"):
+                raise LabError(f"the change watcher did not start; see {lab.run.file('bench-stderr.log')}")
+            t0 = time.monotonic()
+            set_flip(cluster, want, other)
+            ack = publish(lab, timeout=PUBLISH_TIMEOUT_S)
+            answer = json.loads(watcher.stdout.readline() or "{}")
+            if not answer.get("seen"):
+                raise LabError(f"change {i + 1}: {want} never answered through {target} ({answer})")
+            seen.append((answer["seenAt"] - t0) * 1000)
+            acked.append(ack * 1000)
+            samples.append({"seenMs": round(seen[-1], 2), "ackMs": round(acked[-1], 2),
+                            "sentAfterMs": round((answer["sentAt"] - t0) * 1000, 2),
+                            "attempts": answer["attempts"], "errors": answer["errors"]})
+    cluster.services = []
+    publish(lab, timeout=PUBLISH_TIMEOUT_S)
+    log(f"{count} pod changes with {background} other Services: p50 {percentile(seen, 50):.1f} ms, "
+        f"p99 {percentile(seen, 99):.1f} ms (switches acked: p50 {percentile(acked, 50):.1f} ms)")
+    return {"background": background, "seenMs": seen, "ackMs": acked, "samples": samples}
+
+
+def run(cfg, log) -> BenchResult:
+    result = BenchResult()
+    cluster = control_plane_cluster(cfg.cp_nodes, cfg.cp_pods_per_node)
+    compiled = {}
+    for s in cfg.cp_services:
+        probe_cluster = control_plane_cluster(cfg.cp_nodes, cfg.cp_pods_per_node)
+        probe_cluster.services = control_plane_services(s)
+        times, flows, groups, size = compile_seconds(probe_cluster, cfg.runs)
+        compiled[s] = {"compileS": times, "flows": flows, "groups": groups, "stateBytes": size}
+    installs, change_runs = {}, []
+    with LabNetwork(cluster) as lab:
+        base_flows, base_groups = bridge_counts(bridge_names(cluster))
+        for s in cfg.cp_services:
+            installs[s] = install(lab, s, cfg.runs_for(heavy=s >= HEAVY_SERVICES), log)
+            want = compiled[s]["flows"], compiled[s]["groups"]
+            for row in installs[s]["runs"]:
+                if (row["held"]["flows"], row["held"]["groups"]) != want:
+                    result.warnings.append(f"{s} Services: switches held {row['held']} after the ack, the "
+                                           f"controller compiled {want[0]} flows, {want[1]} groups")
+        for background in cfg.change_backgrounds:
+            change_runs.append(changes(lab, background, cfg.changes, log))
+    for s in cfg.cp_services:
+        result.figures.append(Figure(
+            f"install {s:,} Service{'s' if s > 1 else ''} x 10 endpoints, 10 nodes (barrier acked)", "s",
+            [r["installS"] for r in installs[s]["runs"]], INSTALL_GOAL if s == HEAVY_SERVICES else None,
+            note=f"{compiled[s]['flows']:,} flows, {compiled[s]['groups']:,} groups"))
+    for s in cfg.cp_services:
+        result.figures.append(Figure(f"  of which compiling {s:,} Services (controller, pure)", "s",
+                                     compiled[s]["compileS"]))
+    for c in change_runs:
+        result.figures.append(Figure(f"pod change seen by a probe, p50 ({c['background']} other Services)",
+                                     "ms", [percentile(c["seenMs"], 50)]))
+        result.figures.append(Figure(f"pod change seen by a probe, p99 ({c['background']} other Services)",
+                                     "ms", [percentile(c["seenMs"], 99)], CHANGE_GOAL))
+    result.details = {
+        "nodes": cfg.cp_nodes, "podsPerNode": cfg.cp_pods_per_node,
+        "emptyCluster": {"flows": base_flows, "groups": base_groups},
+        "compiled": {str(k): v for k, v in compiled.items()},
+        "install": {str(k): v for k, v in installs.items()},
+        "medianRemoveS": {str(k): median(r["removeS"] for r in v["runs"]) for k, v in installs.items()},
+        "changes": change_runs,
+    }
+    return result

@@ -1,0 +1,85 @@
+"""Benchmark 5, the probe itself: how many requests per second it reaches, and what it costs.
+
+On the default scenario's cluster (``examples/seed``: three nodes, two pods, a Cluster Service), the
+lab's probe (``lab.probe``, run in the client namespace as every scenario runs it) sends N requests
+through node-a's nodePort at several concurrencies. For each, beside the rate and latency: the CPU
+time of the probe process (less what an empty probe costs to start), of the pods' HTTP server, and of
+Open vSwitch over the same requests. If the probe used a small share and Open vSwitch the most, the
+lab measures the network and not itself.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bench.labtools import run_json
+from bench.machine import cpu_seconds, ovs_pid
+from bench.report import BenchResult, Figure
+from bench.stats import median, percentile
+from lab import addressing as addr
+from lab.manifests import load_manifests
+from lab.network import LabNetwork
+from lab.scenarios.cluster_vs_local import SEED
+
+DEFAULT_CONCURRENCY = 8  # lab.probe's default, used by every scenario
+
+
+def probe_argv(target: str, requests: int, concurrency: int) -> list[str]:
+    return [sys.executable, "-m", "lab.probe", "--targets", target, "--requests", str(requests),
+            "--concurrency", str(concurrency), "--timeout", "2"]
+
+
+def one(lab: LabNetwork, target: str, requests: int, concurrency: int, startup_cpu: float) -> dict:
+    ovs, server = ovs_pid(), lab.workload.pid
+    before = (cpu_seconds(ovs), cpu_seconds(server))
+    doc, probe_cpu = run_json(lab, addr.CLIENT_NAME, probe_argv(target, requests, concurrency),
+                              timeout=60 + requests)
+    after = (cpu_seconds(ovs), cpu_seconds(server))
+    duration = doc["durationS"]
+    ok = [r for r in doc["records"] if r["ok"]]
+    latencies = [r["latencyMs"] for r in ok]
+    work = max(probe_cpu - startup_cpu, 0.0)
+    return {
+        "concurrency": concurrency, "requests": requests, "ok": len(ok), "durationS": duration,
+        "rate": len(ok) / duration if duration else None,
+        "latencyMs": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99)},
+        "probeCpuS": round(work, 3), "ovsCpuS": round(after[0] - before[0], 3),
+        "serverCpuS": round(after[1] - before[1], 3),
+        "probeCores": work / duration if duration else None,
+        "ovsCores": (after[0] - before[0]) / duration if duration else None,
+        "serverCores": (after[1] - before[1]) / duration if duration else None,
+        "probeCpuUsPerRequest": work / requests * 1e6 if requests else None,
+    }
+
+
+def run(cfg, log) -> BenchResult:
+    result = BenchResult()
+    cluster = load_manifests([str(SEED)])
+    target = f"{addr.node_ip(cluster.node('node-a').index)}:{cluster.services[0].ports[0].node_port}"
+    rows: dict[int, list[dict]] = {c: [] for c in cfg.probe_concurrency}
+    with LabNetwork(cluster) as lab:
+        run_json(lab, addr.CLIENT_NAME, probe_argv(target, 200, DEFAULT_CONCURRENCY), timeout=60)  # warm up
+        startups = [run_json(lab, addr.CLIENT_NAME, probe_argv(target, 0, 1), timeout=60)[1] for _ in range(3)]
+        startup_cpu = median(startups)
+        for i in range(cfg.runs):
+            for c in cfg.probe_concurrency:
+                row = one(lab, target, cfg.probe_requests, c, startup_cpu)
+                rows[c].append(row)
+                log(f"run {i + 1}/{cfg.runs}, concurrency {c}: {row['rate']:.0f} req/s, probe "
+                    f"{100 * row['probeCores']:.0f}% of a core, pod servers {100 * row['serverCores']:.0f}%, "
+                    f"Open vSwitch {100 * row['ovsCores']:.0f}%")
+    for c, rs in rows.items():
+        default = " (the lab's default)" if c == DEFAULT_CONCURRENCY else ""
+        result.figures.append(Figure(f"probe rate, concurrency {c}{default}", "req/s", [r["rate"] for r in rs]))
+    if DEFAULT_CONCURRENCY in rows:
+        rs = rows[DEFAULT_CONCURRENCY]
+        c = DEFAULT_CONCURRENCY
+        result.figures += [
+            Figure(f"  probe CPU at concurrency {c}", "% core", [100 * r["probeCores"] for r in rs]),
+            Figure(f"  probe CPU per request at concurrency {c}", "us", [r["probeCpuUsPerRequest"] for r in rs]),
+            Figure("  Open vSwitch CPU, same requests", "% core", [100 * r["ovsCores"] for r in rs]),
+            Figure("  pod servers CPU, same requests", "% core", [100 * r["serverCores"] for r in rs]),
+        ]
+    result.details = {"target": target, "probeStartupCpuS": startup_cpu,
+                      "runs": {str(c): rs for c, rs in rows.items()}}
+    return result

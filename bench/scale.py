@@ -1,0 +1,110 @@
+"""Benchmark 4, scale: from nothing to every pod answering through its NodePort, for growing clusters.
+
+For N nodes x 10 pods (``bench.clusters.scale_cluster``: 10 Services with ``externalTrafficPolicy:
+Local``, Service k reaching exactly the k-th pod of the entry node), "up" is the time from
+``LabNetwork.start`` (less any queueing for the machine lock) until one request through every
+(Service, node) pair has been answered by the one pod that must answer there: every pod reachable
+through its NodePort. Memory is read once up: Open vSwitch's resident set (it grows and is not
+returned, so its growth over this network is shown apart), the proportional set size of every
+process of the lab (controller, pod servers, one shell per Mininet host and switch) and of the bench
+itself, and the machine's available memory before and after. Teardown is timed too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from bench.clusters import scale_cluster, scale_targets
+from bench.labtools import bridge_counts, lab_pids, time_lock
+from bench.machine import meminfo, ovs_pid, pss_mib, rss_mib
+from bench.report import BenchResult, Figure, Goal
+from lab.errors import LabError
+from lab.network import LabNetwork
+from topologies.cluster import bridge_names, root_interfaces
+
+UP_GOAL = Goal("<=", 60.0)
+GOAL_NODES = 50
+REACH_DEADLINE_S = 120
+HEAVY_NODES = 50
+
+
+def reach_all(lab: LabNetwork, targets: dict[str, str], deadline_s: float = REACH_DEADLINE_S) -> dict:
+    """Probe every target once, then again only the ones that failed, until all answer as expected."""
+    pending = dict(targets)
+    rounds, wrong = 0, {}
+    deadline = time.monotonic() + deadline_s
+    while pending:
+        if time.monotonic() > deadline:
+            raise LabError(f"{len(pending)} of {len(targets)} (Service, node) pairs never answered with their "
+                           f"pod, e.g. {next(iter(pending))}; wrong answers: {dict(list(wrong.items())[:3])}")
+        rounds += 1
+        names = list(pending)
+        out = lab.probe(names, len(names), concurrency=8, timeout=2.0)
+        for target, record in zip(names, out["records"], strict=True):
+            pod = (record.get("response") or {}).get("pod") if record["ok"] else None
+            if pod == pending[target]:
+                del pending[target]
+            else:
+                wrong[target] = pod or record["error"]
+    return {"rounds": rounds, "firstRoundFailures": len(wrong)}
+
+
+def one_cluster(nodes: int, pods_per_node: int, log) -> dict:
+    cluster = scale_cluster(nodes, pods_per_node)
+    targets = scale_targets(cluster)
+    ovs = ovs_pid()
+    ovs_before, avail_before = rss_mib(ovs), meminfo()["MemAvailable"] / 1024
+    lab = LabNetwork(cluster)
+    lock = time_lock(lab)
+    row: dict = {"nodes": nodes, "pods": len(cluster.pods), "services": len(cluster.services),
+                 "targets": len(targets)}
+    t0 = time.monotonic()
+    try:
+        lab.start()
+        started = time.monotonic()
+        row["reach"] = reach_all(lab, targets)
+        up = time.monotonic()
+        row.update({"lockWaitS": lock.get("lockWaitS", 0.0), "timings": dict(lab.timings),
+                    "startS": started - t0 - lock.get("lockWaitS", 0.0), "reachS": up - started})
+        row["upS"] = row["startS"] + row["reachS"]
+        flows, groups = bridge_counts(bridge_names(cluster))
+        pss = {pid: pss_mib(pid) for pid in lab_pids(lab)}
+        row.update({
+            "ovsPorts": len(root_interfaces(cluster)), "flows": flows, "groups": groups,
+            "processes": len(pss), "labPssMiB": round(sum(v for v in pss.values() if v), 1),
+            "benchPssMiB": pss_mib(os.getpid()),
+            "ovsRssMiB": rss_mib(ovs), "ovsRssBeforeMiB": ovs_before,
+            "machineMemUsedMiB": round(avail_before - meminfo()["MemAvailable"] / 1024, 1),
+        })
+    finally:
+        t_stop = time.monotonic()
+        lab.stop()
+        row["teardownS"] = time.monotonic() - t_stop
+    log(f"{nodes} nodes x {pods_per_node} pods: up in {row['upS']:.1f} s (build {row['startS']:.1f}, reach "
+        f"{row['reachS']:.1f}), teardown {row['teardownS']:.1f} s, lab {row['labPssMiB']:.0f} MiB, OVS "
+        f"{row['ovsRssMiB']:.0f} MiB (was {row['ovsRssBeforeMiB']:.0f})")
+    return row
+
+
+def run(cfg, log) -> BenchResult:
+    result = BenchResult()
+    rows: dict[int, list[dict]] = {}
+    for nodes in cfg.scale_nodes:
+        rows[nodes] = [one_cluster(nodes, cfg.scale_pods_per_node, log)
+                       for _ in range(cfg.runs_for(heavy=nodes >= HEAVY_NODES))]
+    ppn = cfg.scale_pods_per_node
+    col = lambda n, key: [r[key] for r in rows[n]]  # noqa: E731
+    for n in rows:
+        result.figures.append(Figure(f"cluster up, {n} nodes x {ppn} pods (all reachable via NodePort)", "s",
+                                     col(n, "upS"), UP_GOAL if n == GOAL_NODES else None,
+                                     note=f"{rows[n][0]['ovsPorts']} OVS ports, {rows[n][0]['flows']:,} flows"))
+    for n in rows:
+        result.figures.append(Figure(f"  teardown, {n} nodes", "s", col(n, "teardownS")))
+    for n in rows:
+        result.figures.append(Figure(f"  lab processes memory (PSS), {n} nodes", "MiB", col(n, "labPssMiB"),
+                                     note=f"{rows[n][0]['processes']} processes"))
+    for n in rows:
+        result.figures.append(Figure(f"  Open vSwitch memory (RSS), {n} nodes", "MiB", col(n, "ovsRssMiB")))
+    result.details = {"clusters": {str(n): r for n, r in rows.items()}}
+    return result
