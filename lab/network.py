@@ -31,7 +31,7 @@ from lab.model import Cluster, ContainerPort, Pod
 from lab.names import validate_object_name
 from lab.polling import wait_for
 from lab.proxy_state import build_proxy_state
-from lab.resources import MachineLock, RunDir, kill_owned, remove_recorded
+from lab.resources import MachineLock, RunDir, clean_stale_runs, kill_owned, remove_recorded
 from topologies.cluster import ClusterTopo, LinkShape, bridge_names, pod_host_params, root_interfaces
 
 OFFLOADS_OFF = "tx off tso off gso off"
@@ -80,6 +80,9 @@ class LabNetwork:
 
     def _start(self) -> None:
         t0 = time.monotonic()
+        # Holding the machine lock, any other run's record is a crashed run's: remove what it left first.
+        for line in clean_stale_runs():
+            self.log(f"earlier runs: {line}")
         self.run = RunDir.create()
         if self.underlay.delay_ms and not has_netem():
             self.warnings.append("this kernel has no netem qdisc: links run without delay "

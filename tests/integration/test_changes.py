@@ -16,7 +16,7 @@ from lab import addressing as addr
 from lab.experiment import probe_entry
 from lab.network import LabNetwork
 from lab.polling import wait_for
-from tests.integration.conftest import cluster_from_yaml, lab_leftovers
+from tests.integration.conftest import cluster_from_yaml
 
 MANIFESTS = """
 apiVersion: v1
@@ -124,9 +124,3 @@ def test_restarting_kube_proxy_keeps_connections_and_service(lab):
     assert finish(download) == BULK_BYTES
     assert sum(served(lab, "web", "node-a", 100).values()) == 100
 
-
-def test_a_finished_network_leaves_nothing_behind(tmp_path):
-    """Every interface, bridge, run directory and Mininet shell of a network is gone once it stops."""
-    with LabNetwork(cluster_from_yaml(tmp_path, MANIFESTS)):
-        assert lab_leftovers() == []  # a live run's resources are not leftovers
-    assert lab_leftovers() == []

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.manifests import load_manifests
+from lab.network import LabNetwork
 from lab.polling import wait_for
 from lab.resources import RUN_ROOT
 from tests.integration.conftest import lab_leftovers
@@ -106,3 +108,10 @@ def test_bad_manifest_is_one_line_and_builds_nothing(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "nodePort" in lines[0] and "40000" in lines[0], lines
+
+
+def test_a_finished_network_leaves_nothing_behind(tmp_path):
+    """Every interface, bridge, run directory and Mininet shell of a network is gone once it stops."""
+    with LabNetwork(load_manifests([SEED])):
+        assert lab_leftovers() == []  # a live run's resources are not leftovers
+    assert lab_leftovers() == []
