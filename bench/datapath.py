@@ -7,10 +7,11 @@ One pod on node-a, one network, four ways from the client to that same pod (``be
     dnat-snat         client -> node-a IP:nodePort, Cluster: DNAT + SNAT           (masquerade, same node)
     dnat-snat-remote  client -> node-b IP:nodePort, Cluster: DNAT + SNAT, then across to node-a
 
-Each run measures every path's short TCP connections per second (``bench/tools/connrate.py``:
-connect, one byte back, close), then every path's iperf3 throughput (one TCP stream, client to pod),
-each time in an order rotated from run to run. A ratio is path / routed within the same run;
-figures are medians over runs. Open vSwitch's CPU time per connection and per megabyte is read for
+Each run measures short TCP connections per second (``bench/tools/connrate.py``: connect, one byte
+back, close), then iperf3 throughput (one TCP stream, client to pod), each time as routed, path 1,
+routed, path 2, routed, path 3, routed (the paths' order rotated from run to run): a path's ratio is
+its figure over the mean of the routed figures measured just before and after it, seconds apart.
+Figures are medians over runs. Open vSwitch's CPU time per connection and per megabyte is read for
 each path too: on a busy machine it is a steadier measure of cost than a rate.
 """
 
@@ -19,10 +20,10 @@ from __future__ import annotations
 import contextlib
 
 from bench.clusters import DATAPATH_PATHS, DATAPATH_POD, datapath_cluster, datapath_services, datapath_target
-from bench.labtools import host_process, publish, run_json, tool_argv, wait_listening
+from bench.labtools import host_process, publish, run_json, time_lock, tool_argv, wait_listening
 from bench.machine import cpu_seconds, ovs_pid
 from bench.report import BenchResult, Figure, Goal
-from bench.stats import median, paired_ratios, rotate
+from bench.stats import median, ratio, rotate, sandwich, sandwich_ratios
 from lab.errors import LabError
 from lab.network import LabNetwork
 
@@ -72,12 +73,20 @@ def conn_rate(lab: LabNetwork, cfg, path) -> dict:
     return doc
 
 
+def _base(measured: list[tuple[str, dict]], base: str, key: str = "bitsPerSecond") -> float | None:
+    """The baseline's value in one run: the median of its measurements between the other paths."""
+    return median(m[key] for n, m in measured if n == base)
+
+
 def run(cfg, log) -> BenchResult:
     result = BenchResult()
     paths = DATAPATH_PATHS
-    runs: list[dict[str, dict]] = []
+    base = paths[0]
+    runs: list[dict] = []
     cluster = datapath_cluster()
-    with LabNetwork(cluster) as lab, contextlib.ExitStack() as servers:
+    lab = LabNetwork(cluster)
+    lock = time_lock(lab)
+    with lab, contextlib.ExitStack() as servers:
         cluster.services = datapath_services(paths)
         publish(lab)
         servers.enter_context(host_process(
@@ -89,39 +98,47 @@ def run(cfg, log) -> BenchResult:
         for path in paths:
             wait_listening(lab, DATAPATH_POD, path.iperf_port)
         for i in range(cfg.runs):
-            measured: dict[str, dict] = {p.name: {} for p in paths}
-            # All paths' connection rates back to back, then all throughputs: the two sides of each
-            # ratio are measured seconds apart, on a machine in the same state.
-            for path in rotate(paths, i):
-                measured[path.name]["conn"] = conn_rate(lab, cfg, path)
-            for path in rotate(paths, i):
-                measured[path.name]["iperf"] = iperf(lab, cfg, path)
-            runs.append(measured)
-            log(f"run {i + 1}/{cfg.runs}: " + ", ".join(
-                f"{name} {m['iperf']['bitsPerSecond'] / 1e9:.2f} Gbit/s {m['conn']['rate']:.0f} conn/s"
-                for name, m in measured.items()))
-    gbps = {p.name: [r[p.name]["iperf"]["bitsPerSecond"] / 1e9 for r in runs] for p in paths}
-    rate = {p.name: [r[p.name]["conn"]["rate"] for r in runs] for p in paths}
-    base = paths[0]
-    result.figures.append(Figure(f"iperf3, {base.label}", "Gbit/s", gbps[base.name]))
+            # Every nodePort path between two measurements of the routed baseline, the others' order
+            # rotated from run to run; connection rates first, then throughputs.
+            order = sandwich(base, rotate(paths[1:], i))
+            conns = [(p.name, conn_rate(lab, cfg, p)) for p in order]
+            iperfs = [(p.name, iperf(lab, cfg, p)) for p in order]
+            runs.append({"conn": conns, "iperf": iperfs,
+                         "connRatios": sandwich_ratios([(n, m["rate"]) for n, m in conns], base.name),
+                         "iperfRatios": sandwich_ratios([(n, m["bitsPerSecond"]) for n, m in iperfs], base.name)})
+            log(f"run {i + 1}/{cfg.runs}: routed {_base(iperfs, base.name) / 1e9:.2f} Gbit/s, "
+                f"{_base(conns, base.name, 'rate'):.0f} conn/s; ratios " + ", ".join(
+                    f"{p.name} {runs[-1]['iperfRatios'][p.name]:.2f}/{runs[-1]['connRatios'][p.name]:.2f}"
+                    for p in paths[1:]))
+    result.figures.append(Figure(f"iperf3, {base.label}", "Gbit/s",
+                                 [_base(r["iperf"], base.name) / 1e9 for r in runs]))
     for p in paths[1:]:
-        result.figures.append(Figure(f"iperf3 ratio, {p.label}", "", paired_ratios(gbps[p.name], gbps[base.name]),
+        result.figures.append(Figure(f"iperf3 ratio, {p.label}", "", [r["iperfRatios"][p.name] for r in runs],
                                      GOALS.get(p.name)))
-    result.figures.append(Figure(f"connections/s, {base.label}", "conn/s", rate[base.name]))
+    result.figures.append(Figure(f"connections/s, {base.label}", "conn/s",
+                                 [_base(r["conn"], base.name, "rate") for r in runs]))
     for p in paths[1:]:
-        result.figures.append(Figure(f"connections/s ratio, {p.label}", "",
-                                     paired_ratios(rate[p.name], rate[base.name]), GOALS.get(p.name)))
-    errors = {p.name: sum(sum(r[p.name]["conn"]["errors"].values()) for r in runs) for p in paths}
+        result.figures.append(Figure(f"connections/s ratio, {p.label}", "", [r["connRatios"][p.name] for r in runs],
+                                     GOALS.get(p.name)))
+    per_path = lambda kind, key: {  # noqa: E731  median over every measurement of each path
+        p.name: median(m[key] for r in runs for n, m in r[kind] if n == p.name) for p in paths}
+    errors = {p.name: sum(sum(m["errors"].values()) for r in runs for n, m in r["conn"] if n == p.name)
+              for p in paths}
     for name, n in errors.items():
         if n:
             result.warnings.append(f"{name}: {n} short connections failed (see details)")
+    hop = [ratio(r["iperfRatios"]["dnat-snat-remote"], r["iperfRatios"]["dnat-snat"]) for r in runs]
+    hop_conn = [ratio(r["connRatios"]["dnat-snat-remote"], r["connRatios"]["dnat-snat"]) for r in runs]
     result.details = {
+        "lockWaitS": lock.get("lockWaitS"),
         "paths": [{"name": p.name, "label": p.label, "entryNode": p.entry_node, "policy": p.policy}
                   for p in paths],
         "runs": runs,
-        "ovsCpuUsPerConnection": {p.name: median(r[p.name]["conn"]["ovsCpuUsPerConnection"] for r in runs)
-                                  for p in paths},
-        "ovsCpuUsPerMB": {p.name: median(r[p.name]["iperf"]["ovsCpuUsPerMB"] for r in runs) for p in paths},
-        "retransmits": {p.name: [r[p.name]["iperf"]["retransmits"] for r in runs] for p in paths},
+        "ovsCpuUsPerConnection": per_path("conn", "ovsCpuUsPerConnection"),
+        "ovsCpuUsPerMB": per_path("iperf", "ovsCpuUsPerMB"),
+        "retransmits": per_path("iperf", "retransmits"),
+        # The remote path crosses two more bridges than the others: its cost beyond DNAT+SNAT on the entry
+        # node is the extra node hop, on the one Open vSwitch thread that forwards for every emulated node.
+        "extraHopRatio": {"iperf": median(hop), "conn": median(hop_conn)},
     }
     return result

@@ -3,16 +3,16 @@
 - ``facts()``: cores, CPU model, memory, kernel, Open vSwitch version and datapath, git commit (and
   whether the tree had uncommitted changes), so every result names its machine and code.
 - ``cpu_seconds(pid)``, ``rss_mib(pid)``, ``pss_mib(pid)``: one process's CPU time and memory.
-- ``CpuMeter``: how much CPU the rest of the machine used while a benchmark ran (other engineers'
-  work on a shared machine), so that a result can say it was taken on a busy machine.
+- ``CpuMeter``: how much CPU other work used while a benchmark ran (other engineers' tests on a
+  shared machine), so that a result can say it was taken on a busy machine.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import resource
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -121,52 +121,88 @@ def pss_mib(pid: int) -> float | None:
     return None
 
 
+OURS_COMMANDS = ("ovs-vswitchd", "ovsdb-server")  # they work for the lab (one lab network at a time)
+
+
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command, CPU seconds including reaped children), for every process now."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        command = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        cpu = sum(int(x) for x in fields[11:15]) / TICKS  # utime, stime, cutime, cstime
+        table[int(entry)] = (int(fields[1]), command, cpu)
+    return table
+
+
+def others(table: dict[int, tuple[int, str, float]], me: int) -> dict[int, float]:
+    """The CPU seconds of the processes that are neither ours (``me`` and its descendants, Open
+    vSwitch) nor the kernel's (its threads descend from pid 2), by pid (pure)."""
+    verdict: dict[int, bool] = {}
+
+    def is_other(pid: int) -> bool:
+        chain = []
+        while pid not in verdict:
+            if pid in (0, 1):
+                break
+            if pid in (me, 2) or pid not in table or table[pid][1] in OURS_COMMANDS:
+                verdict[pid] = False
+                break
+            chain.append(pid)
+            pid = table[pid][0]
+        result = verdict.get(pid, True)
+        for p in chain:
+            verdict[p] = result
+        return result
+    return {pid: row[2] for pid, row in table.items() if is_other(pid)}
+
+
+class CpuMeter:
+    """CPU that other work used on the machine over an interval, in cores (other engineers' tests).
+
+    A thread samples every process once a second; the CPU a process outside this bench's process
+    tree, the kernel's threads and Open vSwitch used between two samples counts as other work (a
+    process's reaped children included, so short test processes count through their parents).
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.me = os.getpid()
+        self.other_s = 0.0
+        self._stop = threading.Event()
+        self._last = others(_processes(), self.me)
+        self._t0 = time.monotonic()
+        self._busy0 = _busy_seconds()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="bench-cpu-meter")
+        self._thread.start()
+
+    def _sample(self) -> None:
+        now = others(_processes(), self.me)
+        self.other_s += sum(max(0.0, cpu - self._last[pid]) for pid, cpu in now.items() if pid in self._last)
+        self._last = now
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        busy = _busy_seconds() - self._busy0
+        return {"wallS": round(wall, 2), "machineCores": round(busy / wall, 2),
+                "otherCores": round(self.other_s / wall, 2)}
+
+
 def _busy_seconds() -> float:
     """CPU time spent not idle, over all cores, since boot."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
     return (user + nice + system + irq + softirq + steal) / TICKS
-
-
-def _ksoftirqd_pids() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().startswith("ksoftirqd/"):
-                    pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
-class CpuMeter:
-    """CPU the rest of the machine used over an interval, in cores.
-
-    Busy time of the whole machine, less what this process and its reaped children used, less
-    Open vSwitch and the kernel's softirq threads (which forward the lab's packets). Children still
-    running at ``stop`` are not counted as ours yet, so measure across whole benchmarks, whose
-    networks are torn down (and their processes reaped) by then.
-    """
-
-    def __init__(self) -> None:
-        self.softirq = _ksoftirqd_pids()
-        self.ovs = ovs_pid()
-        self._start = self._sample()
-
-    def _ours(self) -> float:
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-        shared = sum(cpu_seconds(p) or 0.0 for p in [self.ovs, *self.softirq])
-        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + shared
-
-    def _sample(self) -> tuple[float, float, float]:
-        return time.monotonic(), _busy_seconds(), self._ours()
-
-    def stop(self) -> dict:
-        wall0, busy0, ours0 = self._start
-        wall1, busy1, ours1 = self._sample()
-        wall = max(wall1 - wall0, 1e-9)
-        return {"wallS": round(wall, 2), "machineCores": round((busy1 - busy0) / wall, 2),
-                "oursCores": round((ours1 - ours0) / wall, 2),
-                "otherCores": round(max(0.0, (busy1 - busy0) - (ours1 - ours0)) / wall, 2)}

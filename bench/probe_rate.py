@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from bench.labtools import run_json
+from bench.labtools import run_json, time_lock
 from bench.machine import cpu_seconds, ovs_pid
 from bench.report import BenchResult, Figure
 from bench.stats import median, percentile
@@ -57,7 +57,9 @@ def run(cfg, log) -> BenchResult:
     cluster = load_manifests([str(SEED)])
     target = f"{addr.node_ip(cluster.node('node-a').index)}:{cluster.services[0].ports[0].node_port}"
     rows: dict[int, list[dict]] = {c: [] for c in cfg.probe_concurrency}
-    with LabNetwork(cluster) as lab:
+    lab = LabNetwork(cluster)
+    lock = time_lock(lab)
+    with lab:
         run_json(lab, addr.CLIENT_NAME, probe_argv(target, 200, DEFAULT_CONCURRENCY), timeout=60)  # warm up
         startups = [run_json(lab, addr.CLIENT_NAME, probe_argv(target, 0, 1), timeout=60)[1] for _ in range(3)]
         startup_cpu = median(startups)
@@ -80,6 +82,6 @@ def run(cfg, log) -> BenchResult:
             Figure("  Open vSwitch CPU, same requests", "% core", [100 * r["ovsCores"] for r in rs]),
             Figure("  pod servers CPU, same requests", "% core", [100 * r["serverCores"] for r in rs]),
         ]
-    result.details = {"target": target, "probeStartupCpuS": startup_cpu,
+    result.details = {"lockWaitS": lock.get("lockWaitS"), "target": target, "probeStartupCpuS": startup_cpu,
                       "runs": {str(c): rs for c, rs in rows.items()}}
     return result

@@ -51,3 +51,26 @@ def rotate(items: Sequence, k: int) -> list:
         return []
     k %= len(items)
     return list(items[k:]) + list(items[:k])
+
+
+def sandwich(base, items: Sequence) -> list:
+    """The measuring order ``base, item1, base, item2, ..., base``: every item between two baselines."""
+    order = [base]
+    for item in items:
+        order += [item, base]
+    return order
+
+
+def sandwich_ratios(measured: Sequence[tuple[str, float | None]], base: str) -> dict[str, float | None]:
+    """Each item's value over the mean of the two baselines measured just before and after it.
+
+    ``measured`` is (name, value) in measuring order, as ``sandwich`` lays it out. Averaging the two
+    neighbours cancels a machine that gets steadily busier or quieter during the run."""
+    ratios: dict[str, float | None] = {}
+    for i, (name, value) in enumerate(measured):
+        if name == base:
+            continue
+        neighbours = [v for j in (i - 1, i + 1) if 0 <= j < len(measured) and measured[j][0] == base
+                      for v in [measured[j][1]] if v is not None]
+        ratios[name] = ratio(value, sum(neighbours) / len(neighbours)) if neighbours else None
+    return ratios

@@ -8,8 +8,8 @@ split is of the code users run, not of a copy of it. Phases:
 - lock wait: queueing for the machine lock behind other engineers' networks (not counted in the total);
 - build: controller, network, flows, servers (``LabNetwork.timings``);
 - experiment: publishing Cluster then Local, and probing every node; within it, the time spent reading
-  the underlay's flow counters (``ovs-appctl revalidator/wait`` + ``dump-flows``), running the probe
-  processes, and waiting for the switches to acknowledge each state;
+  the underlay's flow counters (``ovs-appctl revalidator/wait`` + ``dump-flows``) and the bridges'
+  port counters, running the probe processes, and waiting for the switches to acknowledge each state;
 - teardown, then the report and the interpreter's exit.
 """
 
@@ -38,6 +38,7 @@ BUILD_PHASES = ("controller", "network", "flows", "servers")
 def _child(t0: float, out: str, requests: int) -> int:
     import lab.cli
     import lab.scenarios.cluster_vs_local as scenario
+    from bench.labtools import time_lock
     from lab.network import LabNetwork
 
     marks: dict = {"t0": t0, "module": T_MODULE, "imported": time.monotonic(), "calls": {}}
@@ -50,18 +51,13 @@ def _child(t0: float, out: str, requests: int) -> int:
     class TimedLabNetwork(LabNetwork):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            acquire = self.lock.acquire
-
-            def timed_acquire():
-                started = time.monotonic()
-                acquire()
-                marks["lockWaitS"] = time.monotonic() - started
-            self.lock.acquire = timed_acquire
+            self.lock_noted = time_lock(self)
 
         def start(self):
             marks["startBegin"] = time.monotonic()
             super().start()
             marks["startEnd"] = time.monotonic()
+            marks["lockWaitS"] = self.lock_noted.get("lockWaitS", 0.0)
             marks["timings"] = dict(self.timings)
 
         def stop(self):
@@ -82,6 +78,13 @@ def _child(t0: float, out: str, requests: int) -> int:
                 return super().flow_bytes(bridge, table)
             finally:
                 count("counterRead", time.monotonic() - started)
+
+        def port_bytes(self, bridge):  # newer labs also read every link's port counters per entry
+            started = time.monotonic()
+            try:
+                return super().port_bytes(bridge)
+            finally:
+                count("portCounterRead", time.monotonic() - started)
 
         def probe(self, *args, **kwargs):
             started = time.monotonic()
@@ -118,7 +121,7 @@ def phases(marks: dict, exit_at: float) -> dict[str, float]:
     start_s = marks["startEnd"] - marks["startBegin"]
     calls = marks.get("calls", {})
     experiment = marks["stopBegin"] - marks["startEnd"]
-    counted = {k: calls.get(k, {}).get("s", 0.0) for k in ("counterRead", "probe", "publish")}
+    counted = {k: calls.get(k, {}).get("s", 0.0) for k in ("counterRead", "portCounterRead", "probe", "publish")}
     out = {
         "startup": marks["startBegin"] - t0,
         "checks": start_s - lock - sum(timings.get(p, 0.0) for p in BUILD_PHASES),
@@ -126,6 +129,7 @@ def phases(marks: dict, exit_at: float) -> dict[str, float]:
         "build": sum(timings.get(p, 0.0) for p in BUILD_PHASES),
         "experiment": experiment,
         "counterReads": counted["counterRead"],
+        "portCounterReads": counted["portCounterRead"],
         "probes": counted["probe"],
         "publishes": counted["publish"],
         "experimentOther": experiment - sum(counted.values()),
@@ -171,15 +175,18 @@ def run(cfg, log) -> BenchResult:
         Figure("  startup (interpreter, imports)", "s", col("startup")),
         Figure("  build: controller, network, flows, servers", "s", col("build")),
         Figure("  experiment: 2 policies x 3 nodes x 200 requests", "s", col("experiment")),
-        Figure("    of which reading flow counters", "s", col("counterReads")),
+        Figure("    of which reading flow counters (waits for OVS revalidators)", "s", col("counterReads")),
+        Figure("    of which reading port counters", "s", col("portCounterReads")),
         Figure("    of which probe processes", "s", col("probes")),
         Figure("  teardown", "s", col("teardown")),
     ]
     calls = runs[0]["calls"] if runs else {}
     result.details = {
+        "lockWaitS": sum(r["phases"]["lockWait"] for r in runs),
         "runs": runs,
         "medianPhasesS": {k: round(median(col(k)), 3) for k in runs[0]["phases"]} if runs else {},
         "counterReadsPerRun": calls.get("counterRead", {}).get("n"),
+        "portCounterReadsPerRun": calls.get("portCounterRead", {}).get("n"),
         "probesPerRun": calls.get("probe", {}).get("n"),
     }
     return result

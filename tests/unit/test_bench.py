@@ -22,8 +22,9 @@ from bench.clusters import (
 )
 from bench.config import BENCHMARKS, Config, parse_sizes, quick, select
 from bench.datapath import parse_iperf
+from bench.machine import others
 from bench.report import BenchResult, Figure, Goal, busy_warning, format_value, render_table
-from bench.stats import median, paired_ratios, percentile, ratio, rotate, spread
+from bench.stats import median, paired_ratios, percentile, ratio, rotate, sandwich, sandwich_ratios, spread
 from bench.time_to_result import phases
 from controllers.pipeline import compile_state
 from lab import addressing as addr
@@ -220,3 +221,22 @@ def test_iperf_json_gives_receiver_throughput_and_all_bytes_moved():
     assert out["bitsPerSecond"] == 8e8 and out["retransmits"] == 7 and out["bytesMoved"] == 400
     with pytest.raises(Exception, match="unable to connect"):
         parse_iperf({"error": "unable to connect to server"})
+
+
+def test_other_work_is_what_runs_outside_our_process_tree_the_kernel_and_open_vswitch():
+    table = {  # pid: (parent, command, cpu)
+        1: (0, "systemd", 5.0), 2: (0, "kthreadd", 0.0), 14: (2, "ksoftirqd/0", 3.0),
+        100: (1, "bash", 1.0), 101: (100, "python", 7.0),  # the bench (101) and a child of it
+        102: (101, "controllers", 2.0), 103: (102, "sh", 0.5),
+        200: (1, "ovs-vswitchd", 40.0), 300: (1, "pytest", 9.0), 301: (300, "python", 4.0),
+    }
+    assert others(table, me=101) == {1: 5.0, 100: 1.0, 300: 9.0, 301: 4.0}
+
+
+def test_sandwich_puts_every_path_between_two_baselines_and_divides_by_their_mean():
+    assert sandwich("r", ["a", "b"]) == ["r", "a", "r", "b", "r"]
+    measured = [("r", 100.0), ("a", 90.0), ("r", 80.0), ("b", 40.0), ("r", None)]
+    ratios = sandwich_ratios(measured, "r")
+    assert ratios["a"] == pytest.approx(1.0)  # 90 over (100 + 80) / 2
+    assert ratios["b"] == pytest.approx(0.5)  # the missing baseline after it is left out
+    assert sandwich_ratios([("a", 1.0)], "r") == {"a": None}
