@@ -10,6 +10,7 @@ saving, so on SIGINT/SIGTERM the launcher flushes its log and leaves with ``os._
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -36,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", help="log file (default: stderr)")
     args = ap.parse_args(argv)
 
+    # The controller builds and holds every bridge's program: at 1,000 Services, 311,000 small acyclic
+    # Flow values and as many os-ken messages. With the default thresholds the cyclic collector runs
+    # thousands of times while they are built, its full passes over an ever larger heap: a third of
+    # the time of installing them. Collect far less often; nothing here relies on cycles freed early.
+    gc.set_threshold(100_000, 50, 1000)
     logging.basicConfig(filename=args.log, level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if _listening(args.port):

@@ -38,6 +38,7 @@ Flows are plain ``Flow``/``Group`` values; ``controllers.openflow`` turns them i
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,6 +163,7 @@ def group_id(node_port: int, local: bool) -> int:
     return node_port * 2 + (1 if local else 0)
 
 
+@functools.cache  # one parse per address, not one per flow: 10,000 endpoints x 10 nodes x 2 flows
 def ip_int(ip: str) -> int:
     return int(ipaddress.IPv4Address(ip))
 

@@ -98,7 +98,7 @@ class LabNetwork:
         self.timings["network"] = time.monotonic() - t1
 
         t2 = time.monotonic()
-        self.controller.wait_applied(self.dpids)
+        self.controller.wait_applied(self.dpids, timeout=self._flow_budget_s())
         self.publish()  # now with the nodes' namespaces, where kube-proxy's health servers listen
         self.timings["flows"] = time.monotonic() - t2
 
@@ -260,9 +260,16 @@ class LabNetwork:
         """Tell kube-proxy about the current cluster state and wait until every switch obeys it."""
         self.generation += 1
         self.controller.publish(build_proxy_state(self.cluster, self.generation, netns_pids=self._node_pids()),
-                                self.dpids)
+                                self.dpids, timeout=self._flow_budget_s())
         if self.checker is not None:
             self._sync_health_checker()
+
+    def _flow_budget_s(self) -> float:
+        """How long switches may take to hold a state: every node holds about three flows per endpoint
+        of every Service, and the controller and Open vSwitch install some 5,000 flows a second here
+        (bench/), so a 100-node cluster needs far longer than a 3-node one."""
+        endpoints = sum(len(s.ports) for s in self.cluster.services) * max(1, len(self.cluster.pods))
+        return 30 + len(self.cluster.nodes) * 3 * endpoints / 5000
 
     def _node_pids(self) -> dict[str, int]:
         if self.net is None:
