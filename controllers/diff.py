@@ -3,7 +3,8 @@
 kube-proxy must not disturb established connections when endpoints change. Established connections
 never revisit the service tables (conntrack already holds their NAT), so replacing only the flows and
 groups that changed is enough; reinstalling everything would also reset counters the lab reads.
-Order matters: a group must exist before a flow points at it, and a flow must be gone before its group.
+Order matters (``controllers.openflow.messages``): a group must exist before a flow points at it, a
+modified group only after the flows its new buckets resubmit to, and a flow must be gone before its group.
 """
 
 from __future__ import annotations
