@@ -112,7 +112,7 @@ def _measured(net: LabNetwork, probe: Callable[[], dict]) -> dict:
 
 def measure_all(net: LabNetwork, requests: int, timeout: float = 1.0,
                 progress: Callable[[str], None] = lambda s: None) -> list[dict]:
-    """Every port of every NodePort Service through every node, in manifest order (as ``probe_all``)."""
+    """Every port of every NodePort Service through every node, in manifest order."""
     client_ttl = net.client_ttl()
     results = []
     for service in net.cluster.services:

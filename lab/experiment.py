@@ -35,18 +35,6 @@ def probe_entry(lab: LabNetwork, service: Service, sp: ServicePort, node_name: s
                         duration_s=out.get("durationS", duration))
 
 
-def probe_all(lab: LabNetwork, report: Report, requests: int, timeout: float = 1.0,
-              progress: Callable[[str], None] = lambda s: None) -> None:
-    """Every port of every NodePort Service through every node, in manifest order."""
-    client_ttl = lab.client_ttl()
-    for service in lab.cluster.services:
-        for sp in service.ports:
-            for node in lab.cluster.nodes:
-                progress(f"probing {service.name}:{sp.node_port} ({service.external_traffic_policy}) "
-                         f"via {node.name}, {requests} requests")
-                report.results.append(probe_entry(lab, service, sp, node.name, requests, client_ttl, timeout))
-
-
 def probe_load_balancer(lab: LabNetwork, service: Service, sp: ServicePort, requests: int, client_ttl: int,
                         timeout: float = 1.0, concurrency: int = 8, rate: float | None = None) -> dict:
     """Requests from the client to the Service's external address: the cloud load balancer picks the node.
