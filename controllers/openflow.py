@@ -1,7 +1,8 @@
-"""The one place that knows os-ken: turns pipeline ``Flow``/``Group`` values into OpenFlow 1.3 messages.
+"""The one place that knows os-ken's app side: events, datapaths, barriers, packets.
 
-Every other module of the controller works on plain data, so moving to another OpenFlow framework
-means rewriting this file and the thin app class, nothing else.
+Every other module of the controller works on plain data (flows and groups are written to bytes by
+``controllers.ofwire``), so moving to another OpenFlow framework means rewriting this file and the
+thin app class, nothing else.
 """
 
 from __future__ import annotations
@@ -19,101 +20,20 @@ from os_ken.lib.packet import ethernet, icmp, ipv4, packet  # noqa: F401
 from os_ken.ofproto import ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
+from controllers import ofwire
 from controllers.diff import Changes
-from controllers.pipeline import Ct, Flow, Group
 
 OFP_VERSION = ofproto_v1_3.OFP_VERSION
 ofp = ofproto_v1_3
 
-NX_CT_F_COMMIT = 1
-NX_NAT_F_SRC = 1
-NX_NAT_F_DST = 2
-NX_CT_RECIRC_NONE = 0xFF
 
+class _Xid:
+    """Lets os-ken's datapath hand out the next transaction id for a message written as bytes."""
 
-def _nat(spec: str):
-    if not spec:
-        return parser.NXActionNAT(flags=0)
-    kind, _, target = spec.partition("=")
-    host, _, port = target.partition(":")
-    flags = NX_NAT_F_SRC if kind == "src" else NX_NAT_F_DST
-    kwargs = {"range_ipv4_min": host, "range_ipv4_max": host}
-    if port:
-        kwargs.update(range_proto_min=int(port), range_proto_max=int(port))
-    return parser.NXActionNAT(flags=flags, **kwargs)
+    xid: int | None = None
 
-
-def _ct(ct: Ct):
-    # NAT goes last: os-ken writes NXActionNAT with a port range 4 bytes short of its declared length,
-    # which the switch rejects (OFPBAC_BAD_LEN) unless nothing follows it inside ct().
-    inner = []
-    if ct.mark is not None:
-        inner.append(parser.OFPActionSetField(ct_mark=ct.mark))
-    if ct.nat is not None:
-        inner.append(_nat(ct.nat))
-    return parser.NXActionCT(
-        flags=NX_CT_F_COMMIT if ct.commit else 0, zone_src="", zone_ofs_nbits=ct.zone,
-        recirc_table=NX_CT_RECIRC_NONE if ct.table is None else ct.table, alg=0, actions=inner)
-
-
-def action(a: tuple):
-    kind = a[0]
-    if kind == "output":
-        return parser.OFPActionOutput(ofp.OFPP_IN_PORT if a[1] == "in_port" else a[1])
-    if kind == "set_field":
-        return parser.OFPActionSetField(**{a[1]: a[2]})
-    if kind == "move":
-        return parser.NXActionRegMove(src_field=a[1], dst_field=a[2], n_bits=a[3])
-    if kind == "dec_ttl":
-        return parser.OFPActionDecNwTtl()
-    if kind == "resubmit":
-        return parser.NXActionResubmitTable(table_id=a[1])
-    if kind == "group":
-        return parser.OFPActionGroup(a[1])
-    if kind == "controller":
-        return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)
-    if kind == "ct":
-        return _ct(a[1])
-    raise ValueError(f"no OpenFlow action for {a!r}")
-
-
-def instructions(flow: Flow) -> list:
-    actions = [action(a) for a in flow.actions if a[0] != "goto"]
-    gotos = [a[1] for a in flow.actions if a[0] == "goto"]
-    inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)] if actions else []
-    if gotos:
-        inst.append(parser.OFPInstructionGotoTable(gotos[0]))
-    return inst
-
-
-def flow_mod(dp, flow: Flow, command: int):
-    return parser.OFPFlowMod(
-        dp, cookie=flow.cookie, table_id=flow.table, command=command, priority=flow.priority,
-        match=parser.OFPMatch(**dict(flow.match)), instructions=instructions(flow),
-        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)
-
-
-BUCKET_WEIGHT = 100
-GUARD_WEIGHT = 1
-
-
-def group_mod(dp, group: Group, command: int):
-    """A select group with equal-weight buckets, plus a guard bucket that keeps the choice uniform.
-
-    Without a selection method (OpenFlow 1.3 cannot send one) Open vSwitch picks buckets with dp_hash
-    over a table of as few as 16 hash slots, so 3 equal buckets get 6/16, 5/16 and 5/16 of the
-    connections. A bucket whose weight is 1/100 of the others needs more slots than Open vSwitch
-    allows for that, so it falls back to its per-connection hash with highest-random-weight choice,
-    which is uniform over the real buckets; the guard itself (a copy of the first bucket) wins with
-    probability about (1/100)^n.
-    """
-    def bucket(actions, weight):
-        return parser.OFPBucket(weight=weight, watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY,
-                                actions=[action(a) for a in actions])
-    buckets = [bucket(b, BUCKET_WEIGHT) for b in group.buckets]
-    if group.buckets:
-        buckets.append(bucket(group.buckets[0], GUARD_WEIGHT))
-    return parser.OFPGroupMod(dp, command, ofp.OFPGT_SELECT, group.group_id, buckets)
+    def set_xid(self, xid: int) -> None:
+        self.xid = xid
 
 
 def clear_all(dp) -> list:
@@ -125,16 +45,20 @@ def clear_all(dp) -> list:
     ]
 
 
-def messages(dp, changes: Changes) -> list:
-    # A bucket resubmits to its endpoint's DNAT flow: a modified group goes after the flows it may now
-    # reach, or a new connection choosing a new endpoint in between finds no flow and its SYN is dropped.
-    msgs = [group_mod(dp, g, ofp.OFPGC_ADD) for g in changes.add_groups]
-    msgs += [flow_mod(dp, f, ofp.OFPFC_ADD) for f in changes.add_flows]
-    msgs += [flow_mod(dp, f, ofp.OFPFC_MODIFY_STRICT) for f in changes.modify_flows]
-    msgs += [group_mod(dp, g, ofp.OFPGC_MODIFY) for g in changes.modify_groups]
-    msgs += [flow_mod(dp, f, ofp.OFPFC_DELETE_STRICT) for f in changes.delete_flows]
-    msgs += [parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, gid, []) for gid in changes.delete_groups]
-    return msgs
+def messages(dp, changes: Changes) -> bytes:
+    """The changes as one buffer of OpenFlow messages (``controllers.ofwire``), in a safe order: a
+    modified group goes after the flows its new endpoints need (their hairpin flow), or a connection
+    choosing a new endpoint in between misses them; a flow goes before the group it points at."""
+    def xid() -> int:
+        return dp.set_xid(_Xid())
+
+    parts = [ofwire.group_mod(g, ofp.OFPGC_ADD, xid()) for g in changes.add_groups]
+    parts += [ofwire.flow_mod(f, ofp.OFPFC_ADD, xid()) for f in changes.add_flows]
+    parts += [ofwire.flow_mod(f, ofp.OFPFC_MODIFY_STRICT, xid()) for f in changes.modify_flows]
+    parts += [ofwire.group_mod(g, ofp.OFPGC_MODIFY, xid()) for g in changes.modify_groups]
+    parts += [ofwire.flow_mod(f, ofp.OFPFC_DELETE_STRICT, xid()) for f in changes.delete_flows]
+    parts += [ofwire.group_delete(gid, xid()) for gid in changes.delete_groups]
+    return b"".join(parts)
 
 
 def barrier(dp):

@@ -9,8 +9,11 @@ datapath holds the conntrack of every emulated node, while real nodes each have 
     5  ARP          answers for the pod gateway and local pods; the node's own host talks to the underlay
     10 CONNTRACK    ct(zone=dnat, nat): established connections get their DNAT (or its reverse) here
     20 SERVICE      new connections to nodeIP:nodePort -> select group (KUBE-SVC/KUBE-SVL: one bucket per
-                    endpoint, equal weights), or drop (Local, no local endpoint), or reject (no endpoints)
-    30 ENDPOINT     ct(commit, nat(dst=pod:port)); ct_mark=1 marks masquerade (KUBE-MARK-MASQ)
+                    endpoint, equal weights), or drop (Local, no local endpoint), or reject (no endpoints).
+                    Each bucket is the endpoint's KUBE-SEP DNAT: ct(commit, nat(dst=pod:port)), with
+                    ct_mark=1 (KUBE-MARK-MASQ) in the groups of Cluster Services
+    30 ENDPOINT     hairpin: a pod that reached itself through the Service is masqueraded too (KUBE-SEP's
+                    ``-s podIP -j KUBE-MARK-MASQ``): one flow per endpoint address
     40 SNAT         marked connections leave with the node-side source: the pod gateway address towards a
                     local pod, the node IP towards a remote one (what MASQUERADE picks by egress device)
     50 ROUTING      host-gw routing: set MACs, dec_ttl once per node that forwards, choose the port
@@ -26,13 +29,13 @@ the data plane of the cloud load balancer in front of LoadBalancer Services::
                     that crossed between nodes (cookie COOKIE_INTERNODE)
     12 LB           new connections to a Service's external address:port -> a select group over the
                     nodes the load balancer's health checks consider healthy (all nodes when none is:
-                    cloud load balancers fail open)
-    14 LB_DNAT      pass-through, as an AWS NLB with instance targets: ct(commit, nat(dst=nodeIP:nodePort)),
-                    the client's address untouched
+                    cloud load balancers fail open); each bucket passes the connection through, as an
+                    AWS NLB with instance targets: ct(commit, nat(dst=nodeIP:nodePort)), the client's
+                    address untouched
     20 ROUTE        the edge router: dec_ttl, rewrite MACs, forward to the node (its IP or its pod CIDR)
                     or the outside host
 
-Flows are plain ``Flow``/``Group`` values; ``controllers.openflow`` turns them into os-ken messages and
+Flows are plain ``Flow``/``Group`` values; ``controllers.ofwire`` writes them as OpenFlow 1.3 messages and
 ``Flow.__str__`` prints them in ``ovs-ofctl`` syntax for tests and debugging.
 """
 
@@ -59,7 +62,6 @@ T_OUTPUT = 60
 U_CLASSIFY = 0
 U_INTERNODE = 10
 U_LB = 12
-U_LB_DNAT = 14
 U_ROUTE = 20
 LB_ZONE = 3000
 
@@ -190,7 +192,7 @@ def compile_node(state: ProxyState, node: NodeInfo) -> Program:
     for sp in state.service_ports:
         _service(prog, node, sp)
     prog.add(T_SERVICE, 0, {}, [("goto", T_SNAT)], COOKIE_SERVICE)
-    _endpoints(prog, node, state.service_ports)
+    _hairpin(prog, node, state.service_ports)
     _snat(prog, node)
     _routing(prog, state, node, local_pods)
     _output(prog, [UPLINK_PORT, NODE_HOST_PORT] + [p.ofport for p in local_pods])
@@ -248,50 +250,45 @@ def _service(prog: Program, node: NodeInfo, sp: ServicePortInfo) -> None:
         # KUBE-EXTERNAL-SERVICES: REJECT "has no endpoints" (ICMP port unreachable, sent by the controller).
         prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), reject, COOKIE_REJECT)
         return
-    all_group = _select_group(prog, group_id(sp.node_port, local=False), sp.endpoints)
+    all_group = group_id(sp.node_port, local=False)
     if sp.policy == "Cluster":
         # KUBE-EXT-X: KUBE-MARK-MASQ for every external connection, then KUBE-SVC-X.
-        prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp),
-                 [("set_field", "reg1", MASQ_MARK), ("group", all_group)], COOKIE_SERVICE)
+        prog.groups[all_group] = _select_group(node, all_group, sp.endpoints, masquerade=True)
+        prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), [("group", all_group)], COOKIE_SERVICE)
         return
     # Local. Pod-sourced traffic short-circuits to all endpoints without masquerade (KUBE-EXT rule 1).
+    prog.groups[all_group] = _select_group(node, all_group, sp.endpoints, masquerade=False)
     prog.add(T_SERVICE, 110, _new_to_nodeport(node, sp, ipv4_src=(CLUSTER_CIDR_NET, CLUSTER_CIDR_MASK)),
-             [("set_field", "reg1", 0), ("group", all_group)], COOKIE_SERVICE)
+             [("group", all_group)], COOKIE_SERVICE)
     local = tuple(e for e in sp.endpoints if e.node == node.name)
     if local:
-        local_group = _select_group(prog, group_id(sp.node_port, local=True), local)
-        prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp),
-                 [("set_field", "reg1", 0), ("group", local_group)], COOKIE_SERVICE)
+        local_group = group_id(sp.node_port, local=True)
+        prog.groups[local_group] = _select_group(node, local_group, local, masquerade=False)
+        prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), [("group", local_group)], COOKIE_SERVICE)
     else:
         # "has no local endpoints": DROP, silently. The client sees nothing and times out.
         prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), [], COOKIE_DROP_LOCAL)
 
 
+def _select_group(node: NodeInfo, gid: int, endpoints, masquerade: bool) -> Group:
+    """One bucket per endpoint, each its KUBE-SEP DNAT: the choice and the NAT in one step, as OVN did
+    before ct_lb, so a Service costs one group per node however many endpoints it has."""
+    mark = MASQ_MARK if masquerade else None
+    return Group(gid, tuple(
+        (("ct", Ct(zone=dnat_zone(node), commit=True, nat=f"dst={e.ip}:{e.port}", mark=mark, table=T_ENDPOINT)),)
+        for e in endpoints))
 
-def _select_group(prog: Program, gid: int, endpoints) -> int:
-    buckets = tuple(
-        (("set_field", "reg0", ip_int(e.ip)), ("set_field", "reg2", e.port), ("resubmit", T_ENDPOINT))
-        for e in endpoints)
-    prog.groups[gid] = Group(gid, buckets)
-    return gid
 
-
-def _endpoints(prog: Program, node: NodeInfo, service_ports) -> None:
-    """KUBE-SEP-Y: one DNAT per distinct endpoint address; masquerade when marked or hairpinning."""
-    seen: set[tuple[str, int]] = set()
-    for sp in service_ports:
-        for ep in sp.endpoints:
-            if (ep.ip, ep.port) in seen:
-                continue
-            seen.add((ep.ip, ep.port))
-            base = {"eth_type": 0x0800, "reg0": ip_int(ep.ip), "reg2": ep.port}
-            dnat = f"dst={ep.ip}:{ep.port}"
-            masq = ("ct", Ct(zone=dnat_zone(node), commit=True, nat=dnat, mark=MASQ_MARK, table=T_SNAT))
-            plain = ("ct", Ct(zone=dnat_zone(node), commit=True, nat=dnat, table=T_SNAT))
-            prog.add(T_ENDPOINT, 110, {**base, "ipv4_src": ep.ip}, [masq], COOKIE_ENDPOINT)  # hairpin
-            prog.add(T_ENDPOINT, 100, {**base, "reg1": MASQ_MARK}, [masq], COOKIE_ENDPOINT)
-            prog.add(T_ENDPOINT, 90, base, [plain], COOKIE_ENDPOINT)
-    prog.add(T_ENDPOINT, 0, {}, [], COOKIE_ENDPOINT)
+def _hairpin(prog: Program, node: NodeInfo, service_ports) -> None:
+    """KUBE-SEP-Y's ``-s podIP -j KUBE-MARK-MASQ``: after DNAT a hairpin connection has its own address
+    as both source and destination. The mark is added to the connection the bucket committed, so its
+    later packets are masqueraded as well. (A pod on another node can hairpin through this one too.)"""
+    new_unmarked = {"ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_RPL), "ct_mark": (0, MASQ_MARK)}
+    mark = ("ct", Ct(zone=dnat_zone(node), commit=True, mark=MASQ_MARK, table=T_SNAT))
+    for ip in sorted({ep.ip for sp in service_ports for ep in sp.endpoints}, key=ip_int):
+        prog.add(T_ENDPOINT, 100, {"eth_type": 0x0800, **new_unmarked, "ipv4_src": ip, "ipv4_dst": ip},
+                 [mark], COOKIE_ENDPOINT)
+    prog.add(T_ENDPOINT, 0, {}, [("goto", T_SNAT)], COOKIE_ENDPOINT)
 
 
 def _snat(prog: Program, node: NodeInfo) -> None:
@@ -379,36 +376,28 @@ def compile_underlay(state: ProxyState, lb_healthy: dict[str, list[str]] | None 
         prog.add(U_ROUTE, 100, {"eth_type": 0x0800, "ipv4_dst": ext.ip},
                  [("dec_ttl",), ("set_field", "eth_src", ul.external_gateway_mac),
                   ("set_field", "eth_dst", ext.mac), ("output", ext.ofport)], COOKIE_EDGE)
-    for table in (U_CLASSIFY, U_INTERNODE, U_LB_DNAT, U_ROUTE):
+    for table in (U_CLASSIFY, U_INTERNODE, U_ROUTE):
         prog.add(table, 0, {}, [], COOKIE_EDGE)
     return prog
 
 
 def _load_balancers(prog: Program, state: ProxyState, lb_healthy: dict[str, list[str]]) -> None:
     """The cloud load balancer: per Service port, new connections to its external address are spread
-    evenly over healthy nodes (per node, not per pod: it does not know about pods) and DNATed to
-    nodeIP:nodePort; conntrack in ``LB_ZONE`` keeps each connection on its node and reverses the NAT."""
-    seen: set[tuple[str, int]] = set()
+    evenly over healthy nodes (per node, not per pod: it does not know about pods), each bucket DNATing
+    to its nodeIP:nodePort; conntrack in ``LB_ZONE`` keeps each connection on its node (a draining node
+    keeps the connections it has) and reverses the NAT."""
     for sp in state.service_ports:
         if sp.service_type != "LoadBalancer" or not sp.load_balancer_ip:
             continue
         healthy = set(lb_healthy.get(sp.service_key, ())) or {n.name for n in state.nodes}
-        backends = [n for n in state.nodes if n.name in healthy]
         buckets = tuple(
-            (("set_field", "reg0", ip_int(n.ip)), ("set_field", "reg2", sp.node_port), ("resubmit", U_LB_DNAT))
-            for n in backends)
+            (("ct", Ct(zone=LB_ZONE, commit=True, nat=f"dst={n.ip}:{sp.node_port}", table=U_ROUTE)),)
+            for n in state.nodes if n.name in healthy)
         gid = group_id(sp.node_port, local=False)
         prog.groups[gid] = Group(gid, buckets)
         prog.add(U_LB, 100, {"eth_type": 0x0800, "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_RPL),
                              "ipv4_dst": sp.load_balancer_ip, "ip_proto": 6, "tcp_dst": sp.port},
                  [("group", gid)], COOKIE_LB)
-        for n in state.nodes:  # every node, healthy or not: a draining node keeps its connections
-            if (n.ip, sp.node_port) in seen:
-                continue
-            seen.add((n.ip, sp.node_port))
-            prog.add(U_LB_DNAT, 100, {"eth_type": 0x0800, "reg0": ip_int(n.ip), "reg2": sp.node_port},
-                     [("ct", Ct(zone=LB_ZONE, commit=True, nat=f"dst={n.ip}:{sp.node_port}", table=U_ROUTE))],
-                     COOKIE_LB)
     prog.add(U_LB, 0, {}, [("goto", U_ROUTE)], COOKIE_LB)
 
 

@@ -177,6 +177,33 @@ def test_local_pod_sourced_traffic_short_circuits_with_pod_ip(lab):
     assert answer["pod"] in {"web-a1", "web-a2", "web-b1"}
 
 
+def served_from(lab, pod: str, url: str, requests: int) -> dict[str, set[str]]:
+    """Source addresses each serving pod saw for ``requests`` new connections from ``pod`` to ``url``."""
+    loop = f'for i in $(seq {requests}); do curl -s -m 3 "{url}"; echo; done'
+    out = lab.run_in(pod, ["sh", "-c", loop], timeout=10 + 4 * requests)
+    seen: dict[str, set[str]] = {}
+    for line in filter(None, out.stdout.splitlines()):
+        answer = json.loads(line)
+        seen.setdefault(answer["pod"], set()).add(answer["source"]["ip"])
+    return seen
+
+
+@pytest.mark.parametrize("entry_node, masquerade_as", [("node-b", "gateway"), ("node-a", "node")])
+def test_hairpin_through_a_local_service_is_masqueraded_only_when_the_pod_reaches_itself(
+        lab, entry_node, masquerade_as):
+    """KUBE-SEP's ``-s podIP -j KUBE-MARK-MASQ``: pod-sourced traffic to a Local nodePort keeps its
+    address, except when the endpoint chosen is the pod itself: without masquerade its replies would go
+    straight back to itself and the connection would never open. Through its own node the source
+    becomes the pod gateway; through another node, that node's IP (MASQUERADE's egress address)."""
+    entry = lab.cluster.node(entry_node)
+    seen = served_from(lab, "web-b1", f"http://{addr.node_ip(entry.index)}:30081/", 30)
+    assert len(seen) >= 2 and "web-b1" in seen, seen  # (2/3)^30: missed once in 190,000 runs
+    expected = addr.pod_gateway_ip(entry.index) if masquerade_as == "gateway" else addr.node_ip(entry.index)
+    assert seen["web-b1"] == {expected}
+    pod_ip = lab.cluster.pod("web-b1").ip
+    assert all(sources == {pod_ip} for pod, sources in seen.items() if pod != "web-b1"), seen
+
+
 def test_pod_to_pod_across_nodes_is_routed_through_both_nodes(lab):
     target = lab.cluster.pod("web-a1").ip
     out = lab.run_in("web-b1", ["curl", "-s", "-m", "3", f"http://{target}:8080/"], timeout=10)

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from controllers.diff import diff
-from controllers.pipeline import T_ROUTING, T_SERVICE, T_SNAT, Program, compile_state, group_id
+from controllers.pipeline import T_ENDPOINT, T_ROUTING, T_SERVICE, T_SNAT, Program, compile_state, group_id
 from controllers.state import EndpointInfo, ProxyState
 from lab import addressing as addr
 from lab.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
@@ -43,20 +43,23 @@ def test_cluster_policy_sends_new_nodeport_connections_to_a_group_of_all_endpoin
     flows = node_flows(build_proxy_state(make_cluster("Cluster"), 1), "node-c")
     svc = flows_matching(flows, f"table={T_SERVICE},", "tp_dst=30007")
     assert svc == [f"cookie=0x3,table={T_SERVICE},priority=100,dl_type=0x800,ct_state=+new-rpl+trk,"
-                   f"nw_dst=172.18.0.13,nw_proto=6,tp_dst=30007 actions=set_field:0x1->reg1,"
-                   f"group:{group_id(30007, local=False)}"]
+                   f"nw_dst=172.18.0.13,nw_proto=6,tp_dst=30007 actions=group:{group_id(30007, local=False)}"]
     group = flows_matching(flows, f"group_id={group_id(30007, local=False)},")
     assert len(group) == 1 and group[0].count("bucket=") == 3
+    # Each bucket is one endpoint's DNAT, committed with the masquerade mark, in node-c's own zone.
+    for pod_ip in (addr.pod_ip(1, 2), addr.pod_ip(1, 3), addr.pod_ip(2, 2)):
+        assert (f"ct(commit,zone=1003,nat(dst={pod_ip}:8080),exec(set_field:0x1->ct_mark),table={T_ENDPOINT})"
+                in group[0])
 
 
 def test_local_policy_uses_only_local_endpoints_and_keeps_the_source():
     flows = node_flows(build_proxy_state(make_cluster("Local"), 1), "node-a")
     external = flows_matching(flows, f"table={T_SERVICE},priority=100,", "tp_dst=30007")
     assert external == [f"cookie=0x3,table={T_SERVICE},priority=100,dl_type=0x800,ct_state=+new-rpl+trk,"
-                        f"nw_dst=172.18.0.11,nw_proto=6,tp_dst=30007 actions=set_field:0x0->reg1,"
-                        f"group:{group_id(30007, local=True)}"]
+                        f"nw_dst=172.18.0.11,nw_proto=6,tp_dst=30007 actions=group:{group_id(30007, local=True)}"]
     local_group = flows_matching(flows, f"group_id={group_id(30007, local=True)},")[0]
     assert local_group.count("bucket=") == 2  # web-1 and web-2, not web-3 on node-b
+    assert "ct_mark" not in local_group and f"nat(dst={addr.pod_ip(1, 2)}:8080)" in local_group
 
 
 def test_local_policy_drops_silently_on_a_node_without_local_endpoints():
@@ -75,6 +78,20 @@ def test_service_without_endpoints_rejects_through_the_controller():
     svc = flows_matching(flows, f"table={T_SERVICE},", "tp_dst=30007")
     assert len(svc) == 1 and svc[0].endswith("actions=CONTROLLER")
     assert not flows_matching(flows, "group_id=")
+
+
+def test_every_endpoint_address_gets_one_hairpin_flow_on_every_node():
+    """KUBE-SEP's ``-s podIP -j KUBE-MARK-MASQ``: after DNAT a hairpin connection goes from the pod to
+    itself; it is marked for masquerade whatever the policy and wherever the pod runs."""
+    for policy in ("Cluster", "Local"):
+        for node in ("node-a", "node-c"):
+            flows = node_flows(build_proxy_state(make_cluster(policy), 1), node)
+            hairpin = flows_matching(flows, f"table={T_ENDPOINT},priority=100,")
+            assert len(hairpin) == 3
+            ip = addr.pod_ip(2, 2)
+            [flow] = flows_matching(hairpin, f"nw_src={ip},nw_dst={ip} ")
+            assert "ct_state=+new-rpl+trk" in flow and "ct_mark=0x0/0x1" in flow
+            assert f"exec(set_field:0x1->ct_mark),table={T_SNAT})" in flow
 
 
 def test_masquerade_uses_the_pod_gateway_towards_local_pods_and_the_node_ip_otherwise():
@@ -115,7 +132,7 @@ def test_adding_a_pod_changes_only_the_groups_and_flows_it_touches():
     changes = diff(compile_state(before)[dpid], compile_state(after)[dpid])
     assert [g.group_id for g in changes.modify_groups] == [group_id(30007, local=False)]
     assert not changes.delete_flows and not changes.delete_groups and not changes.modify_flows
-    assert {f.table for f in changes.add_flows} == {30}  # the new endpoint's DNAT flows only
+    assert {f.table for f in changes.add_flows} == {T_ENDPOINT}  # the new endpoint's hairpin flow only
 
 
 def test_an_unchanged_state_compiles_to_no_changes():
