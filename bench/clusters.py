@@ -79,19 +79,41 @@ def datapath_cluster() -> Cluster:
     return Cluster(nodes=[node_a, node_b], pods=[pod])
 
 
-def datapath_services(paths: tuple[DataPath, ...] = DATAPATH_PATHS) -> list[Service]:
-    return [Service(f"bench-{p.name}", [ServicePort(p.conn_port, p.conn_node_port, p.conn_port, name="conn"),
-                                        ServicePort(p.iperf_port, p.iperf_node_port, p.iperf_port, name="iperf")],
-                    selector={"app": "bench"}, external_traffic_policy=p.policy)
-            for p in paths if p.entry_node is not None]
+# Each run measures connection rates on ports of its own (server port and nodePort + RUN_PORT_STEP x run):
+# ~20,000 connections a measurement reuse the client's source ports, and a 4-tuple that conntrack still
+# holds from an earlier run (TIME_WAIT) cannot be NATed again by Open vSwitch's userspace conntrack, so
+# runs sharing ports would measure that collision instead of the path (README, "Benchmarks").
+RUN_PORT_STEP = 100
+MAX_RUNS = 20
 
 
-def datapath_target(cluster: Cluster, path: DataPath, kind: str) -> tuple[str, int]:
+def conn_ports(path: DataPath, run: int) -> tuple[int, int | None]:
+    """(server port in the pod, nodePort or None) of ``path``'s connection-rate Service in ``run``."""
+    if not 0 <= run < MAX_RUNS:
+        raise ValueError(f"the datapath benchmark has ports for {MAX_RUNS} runs")
+    shift = RUN_PORT_STEP * run
+    return path.conn_port + shift, None if path.conn_node_port is None else path.conn_node_port + shift
+
+
+def datapath_services(paths: tuple[DataPath, ...] = DATAPATH_PATHS, runs: int = 1) -> list[Service]:
+    services = []
+    for p in paths:
+        if p.entry_node is None:
+            continue
+        ports = [ServicePort(p.iperf_port, p.iperf_node_port, p.iperf_port, name="iperf")]
+        for run in range(runs):
+            port, node_port = conn_ports(p, run)
+            ports.append(ServicePort(port, node_port, port, name=f"conn-{run}"))
+        services.append(Service(f"bench-{p.name}", ports, selector={"app": "bench"}, external_traffic_policy=p.policy))
+    return services
+
+
+def datapath_target(cluster: Cluster, path: DataPath, kind: str, run: int = 0) -> tuple[str, int]:
     """(address, port) the client connects to for ``kind`` "conn" or "iperf" on ``path``."""
+    port, node_port = conn_ports(path, run) if kind == "conn" else (path.iperf_port, path.iperf_node_port)
     if path.entry_node is None:
-        return cluster.pod(DATAPATH_POD).ip, path.conn_port if kind == "conn" else path.iperf_port
-    node_ip = addr.node_ip(cluster.node(path.entry_node).index)
-    return node_ip, path.conn_node_port if kind == "conn" else path.iperf_node_port
+        return cluster.pod(DATAPATH_POD).ip, port
+    return addr.node_ip(cluster.node(path.entry_node).index), node_port
 
 
 # --- control plane ------------------------------------------------------------------------------------

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import contextlib
 
-from bench.clusters import DATAPATH_PATHS, DATAPATH_POD, datapath_cluster, datapath_services, datapath_target
+from bench.clusters import (
+    DATAPATH_PATHS,
+    DATAPATH_POD,
+    MAX_RUNS,
+    conn_ports,
+    datapath_cluster,
+    datapath_services,
+    datapath_target,
+)
 from bench.labtools import host_process, publish, run_json, time_lock, tool_argv, wait_listening
 from bench.machine import cpu_seconds, ovs_pid
 from bench.report import BenchResult, Figure, Goal
@@ -62,8 +70,8 @@ def iperf(lab: LabNetwork, cfg, path) -> dict:
     return out
 
 
-def conn_rate(lab: LabNetwork, cfg, path) -> dict:
-    ip, port = datapath_target(lab.cluster, path, "conn")
+def conn_rate(lab: LabNetwork, cfg, path, run: int) -> dict:
+    ip, port = datapath_target(lab.cluster, path, "conn", run)
     argv = tool_argv("connrate", "client", "--target", f"{ip}:{port}", "--seconds", str(cfg.conn_seconds),
                      "--concurrency", str(cfg.conn_concurrency))
     doc, ovs_cpu = _measure(lab, argv, timeout=cfg.conn_seconds + 30)
@@ -79,6 +87,8 @@ def _base(measured: list[tuple[str, dict]], base: str, key: str = "bitsPerSecond
 
 
 def run(cfg, log) -> BenchResult:
+    if cfg.runs > MAX_RUNS:
+        raise LabError(f"datapath: at most {MAX_RUNS} runs (--runs)")
     result = BenchResult()
     paths = DATAPATH_PATHS
     base = paths[0]
@@ -87,21 +97,26 @@ def run(cfg, log) -> BenchResult:
     lab = LabNetwork(cluster)
     lock = time_lock(lab)
     with lab, contextlib.ExitStack() as servers:
-        cluster.services = datapath_services(paths)
+        cluster.services = datapath_services(paths, cfg.runs)
         publish(lab)
-        servers.enter_context(host_process(
-            lab, DATAPATH_POD, tool_argv("connrate", "server", "--ports", *[str(p.conn_port) for p in paths]),
-            "bench connection-rate server", ready_line=True))
+        ports = [str(conn_ports(p, run)[0]) for run in range(cfg.runs) for p in paths]
+        servers.enter_context(host_process(lab, DATAPATH_POD, tool_argv("connrate", "server", "--ports", *ports),
+                                           "bench connection-rate server", ready_line=True))
         for path in paths:
             servers.enter_context(host_process(lab, DATAPATH_POD, ["iperf3", "-s", "-p", str(path.iperf_port)],
                                                f"bench iperf3 server :{path.iperf_port}"))
         for path in paths:
             wait_listening(lab, DATAPATH_POD, path.iperf_port)
+        # The client's whole port range (in its own namespace only): 64,000 source ports, not 28,000,
+        # so that one measurement's ~20,000 connections never reuse one.
+        widened = lab.run_in("client", ["sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535"], timeout=10)
+        if widened.returncode != 0:
+            raise LabError(f"datapath: could not widen the client's port range: {widened.stderr.strip()}")
         for i in range(cfg.runs):
             # Every nodePort path between two measurements of the routed baseline, the others' order
             # rotated from run to run; connection rates first, then throughputs.
             order = sandwich(base, rotate(paths[1:], i))
-            conns = [(p.name, conn_rate(lab, cfg, p)) for p in order]
+            conns = [(p.name, conn_rate(lab, cfg, p, i)) for p in order]
             iperfs = [(p.name, iperf(lab, cfg, p)) for p in order]
             runs.append({"conn": conns, "iperf": iperfs,
                          "connRatios": sandwich_ratios([(n, m["rate"]) for n, m in conns], base.name),

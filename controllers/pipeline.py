@@ -13,7 +13,8 @@ datapath holds the conntrack of every emulated node, while real nodes each have 
                     Each bucket is the endpoint's KUBE-SEP DNAT: ct(commit, nat(dst=pod:port)), with
                     ct_mark=1 (KUBE-MARK-MASQ) in the groups of Cluster Services
     30 ENDPOINT     hairpin: a pod that reached itself through the Service is masqueraded too (KUBE-SEP's
-                    ``-s podIP -j KUBE-MARK-MASQ``): one flow per endpoint address
+                    ``-s podIP -j KUBE-MARK-MASQ``): one flow per endpoint address; a new connection
+                    whose DNAT failed is dropped, as netfilter drops a packet it cannot NAT
     40 SNAT         marked connections leave with the node-side source: the pod gateway address towards a
                     local pod, the node IP towards a remote one (what MASQUERADE picks by egress device)
     50 ROUTING      host-gw routing: set MACs, dec_ttl once per node that forwards, choose the port
@@ -78,6 +79,7 @@ COOKIE_INTERNODE = 0x10
 COOKIE_EDGE = 0x11
 COOKIE_DROP_LOCAL = 0x12
 COOKIE_LB = 0x13
+COOKIE_NAT_FAILED = 0x14
 
 # conntrack state bits (ovs-fields(7)).
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
@@ -193,6 +195,7 @@ def compile_node(state: ProxyState, node: NodeInfo) -> Program:
         _service(prog, node, sp)
     prog.add(T_SERVICE, 0, {}, [("goto", T_SNAT)], COOKIE_SERVICE)
     _hairpin(prog, node, state.service_ports)
+    _nat_failed(prog, node)
     _snat(prog, node)
     _routing(prog, state, node, local_pods)
     _output(prog, [UPLINK_PORT, NODE_HOST_PORT] + [p.ofport for p in local_pods])
@@ -201,9 +204,13 @@ def compile_node(state: ProxyState, node: NodeInfo) -> Program:
 
 def _node_classify(prog: Program, node: NodeInfo) -> None:
     prog.add(T_CLASSIFY, 200, {"eth_type": 0x0806}, [("goto", T_ARP)], COOKIE_CLASSIFY)
-    # Replies to masqueraded connections come back to one of the two addresses SNAT uses.
+    # Replies to masqueraded connections come back to one of the two addresses SNAT uses, and from a
+    # pod: SNAT is only applied towards endpoints. So the client's own packets to nodeIP:nodePort skip
+    # the SNAT zone, as on a real node, where one conntrack entry holds both NATs and one lookup
+    # serves both; an extra conntrack pass per packet would be a cost of the emulation, not of NodePort.
     for addr in (node.ip, node.gateway_ip):
-        prog.add(T_CLASSIFY, 100, {"eth_type": 0x0800, "ipv4_dst": addr},
+        prog.add(T_CLASSIFY, 100,
+                 {"eth_type": 0x0800, "ipv4_src": (CLUSTER_CIDR_NET, CLUSTER_CIDR_MASK), "ipv4_dst": addr},
                  [("ct", Ct(zone=snat_zone(node), nat="", table=T_CONNTRACK))], COOKIE_CLASSIFY)
     prog.add(T_CLASSIFY, 50, {"eth_type": 0x0800}, [("goto", T_CONNTRACK)], COOKIE_CLASSIFY)
     prog.add(T_CLASSIFY, 0, {}, [], COOKIE_CLASSIFY)  # IPv6 and the rest: this cluster is IPv4 only
@@ -289,6 +296,15 @@ def _hairpin(prog: Program, node: NodeInfo, service_ports) -> None:
         prog.add(T_ENDPOINT, 100, {"eth_type": 0x0800, **new_unmarked, "ipv4_src": ip, "ipv4_dst": ip},
                  [mark], COOKIE_ENDPOINT)
     prog.add(T_ENDPOINT, 0, {}, [("goto", T_SNAT)], COOKIE_ENDPOINT)
+
+
+def _nat_failed(prog: Program, node: NodeInfo) -> None:
+    """A bucket's DNAT can fail: Open vSwitch's userspace conntrack finds no free tuple when a client
+    reuses a source port whose earlier connection it still holds. The packet then comes out new and
+    still addressed to the node, and would reach the node's own stack, which answers RST ("connection
+    refused"), a failure a real node never shows. netfilter drops a packet it cannot NAT; so does this."""
+    prog.add(T_ENDPOINT, 90, {"eth_type": 0x0800, "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK), "ipv4_dst": node.ip},
+             [], COOKIE_NAT_FAILED)
 
 
 def _snat(prog: Program, node: NodeInfo) -> None:

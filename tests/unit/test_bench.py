@@ -133,21 +133,25 @@ def test_quick_is_one_run_of_small_sizes_and_options_override():
 # --- clusters -----------------------------------------------------------------------------------------
 
 
-def test_datapath_services_have_the_one_pod_on_a_backend_port_of_their_own():
+def test_datapath_services_have_the_one_pod_on_a_backend_port_of_their_own_per_run():
     cluster = datapath_cluster()
-    cluster.services = datapath_services()
-    backend_ports = []
+    cluster.services = datapath_services(runs=3)
+    backend_ports, node_ports = [], []
     for service in cluster.services:
         for sp in service.ports:
             eps = endpoints(cluster, service, sp)
             assert [e.pod for e in eps] == ["bench-pod"]
             backend_ports.append(eps[0].port)
+            node_ports.append(sp.node_port)
     routed = DATAPATH_PATHS[0]
-    backend_ports += [routed.conn_port, routed.iperf_port]
-    assert len(backend_ports) == len(set(backend_ports)) == 2 * len(DATAPATH_PATHS)
+    backend_ports += [routed.iperf_port] + [datapath_target(cluster, routed, "conn", run)[1] for run in range(3)]
+    # iperf once per path, connection rates once per path and run: no two measurements share a 4-tuple.
+    assert len(backend_ports) == len(set(backend_ports)) == 4 * len(DATAPATH_PATHS)
+    assert len(node_ports) == len(set(node_ports)) == 4 * (len(DATAPATH_PATHS) - 1)
     assert datapath_target(cluster, routed, "iperf") == (cluster.pod("bench-pod").ip, routed.iperf_port)
     remote = DATAPATH_PATHS[-1]
     assert datapath_target(cluster, remote, "conn") == (addr.node_ip(2), remote.conn_node_port)
+    assert datapath_target(cluster, remote, "conn", 2) == (addr.node_ip(2), remote.conn_node_port + 200)
     assert cluster.pod("bench-pod").node == "node-a" and remote.entry_node == "node-b"
 
 

@@ -94,6 +94,12 @@ def test_every_endpoint_address_gets_one_hairpin_flow_on_every_node():
             assert f"exec(set_field:0x1->ct_mark),table={T_SNAT})" in flow
 
 
+def test_a_new_connection_whose_dnat_failed_is_dropped_not_delivered_to_the_node():
+    flows = node_flows(build_proxy_state(make_cluster("Cluster"), 1), "node-b")
+    [flow] = flows_matching(flows, f"table={T_ENDPOINT},priority=90,")
+    assert "ct_state=+new+trk" in flow and "nw_dst=172.18.0.12 " in flow and flow.endswith("actions=drop")
+
+
 def test_masquerade_uses_the_pod_gateway_towards_local_pods_and_the_node_ip_otherwise():
     flows = node_flows(build_proxy_state(make_cluster("Cluster"), 1), "node-a")
     snat = flows_matching(flows, f"table={T_SNAT},", "ct(commit")
