@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -170,6 +171,9 @@ COMMANDS = {"run": cmd_run, "apply": cmd_apply, "cli": cmd_cli, "clean": cmd_cle
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Python leaves SIGINT alone when it starts ignored (a script's `python -m lab &`), and then
+    # `kill -INT` would not tear the network down: take it back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if getattr(args, "requests", 1) < 1:
         print("error: --requests must be at least 1", file=sys.stderr)
         return 2
