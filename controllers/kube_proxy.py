@@ -45,6 +45,10 @@ class KubeProxy(of.app_manager.OSKenApp):
         self.installed: dict[int, Program] = {}
         self.acked: dict[int, int] = {}
         self.pending: dict[tuple[int, int], int] = {}  # (dpid, barrier xid) -> generation
+        # (underlay dpid, barrier xid) -> the health verdicts its program followed; once acked, the
+        # nodes each load balancer really sends to, which can lag the verdict file by a sync.
+        self.pending_lb: dict[tuple[int, int], dict[str, list[str]]] = {}
+        self.lb_applied: dict[str, list[str]] = {}
         self.state: ProxyState | None = None
         self.programs: dict[int, Program] = {}
         self.lb_healthy: dict[str, list[str]] = {}
@@ -86,6 +90,9 @@ class KubeProxy(of.app_manager.OSKenApp):
         dp = ev.msg.datapath
         with self.lock:
             generation = self.pending.pop((dp.id, ev.msg.xid), None)
+            lb_healthy = self.pending_lb.pop((dp.id, ev.msg.xid), None)
+            if lb_healthy is not None:
+                self.lb_applied = lb_healthy
             if generation is not None and generation >= self.acked.get(dp.id, -1):
                 self.acked[dp.id] = generation
                 self.last_synced[dp.id] = datetime.now(UTC)
@@ -191,6 +198,8 @@ class KubeProxy(of.app_manager.OSKenApp):
         request = of.barrier(dp)
         dp.set_xid(request)
         self.pending[(dp.id, request.xid)] = self.state.generation
+        if dp.id == self.state.underlay.dpid:
+            self.pending_lb[(dp.id, request.xid)] = self.lb_healthy
         dp.send_msg(request)
         if len(changes):
             LOG.info("switch %016x: %d changes for generation %d", dp.id, len(changes), self.state.generation)
@@ -200,6 +209,7 @@ class KubeProxy(of.app_manager.OSKenApp):
             "pid": os.getpid(),
             "generation": self.state.generation if self.state else None,
             "datapaths": {f"{dpid:016x}": gen for dpid, gen in self.acked.items()},
+            "loadBalancers": self.lb_applied,
         })
 
 

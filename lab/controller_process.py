@@ -80,6 +80,13 @@ class ControllerProcess:
         wait_for(lambda: applied() is True, timeout=timeout,
                  what=f"all switches to hold generation {self.generation}", last=applied)
 
+    def lb_rotation(self) -> dict[str, list[str]]:
+        try:
+            with open(self.status_path) as f:
+                return json.load(f).get("loadBalancers", {})
+        except (OSError, ValueError):
+            return {}
+
     def stop(self) -> None:
         if self.proc is None:
             return

@@ -305,6 +305,12 @@ class LabNetwork:
         except FileNotFoundError:
             return {"services": {}, "events": []}
 
+    def lb_rotation(self) -> dict[str, list[str]]:
+        """The nodes each load balancer's data plane sends new connections to (``namespace/name`` ->
+        nodes), as the underlay switch has confirmed; it follows ``lb_health()`` within a sync. An
+        empty list means the checks pass nowhere, and the load balancer fails open to every node."""
+        return self.controller.lb_rotation()
+
     def load_balancer_ip(self, service: str, namespace: str = "default") -> str:
         return load_balancer_ips(self.cluster)[(namespace, service)]
 

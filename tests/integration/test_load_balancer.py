@@ -70,9 +70,13 @@ def through_lb(lab, connections: int = CONNECTIONS, rate: float | None = None) -
 
 
 def wait_rotation(lab, nodes: set[str]) -> None:
-    wait_for(lambda: set(lab.lb_health()["services"].get("default/web-lb", {}).get("healthy", [])) == nodes,
-             timeout=PROFILE.removal_bound_s * 3, what=f"load balancer rotation {sorted(nodes)}",
-             last=lambda: lab.lb_health()["services"])
+    """Until the health checks say ``nodes`` and the load balancer's data plane sends only there: a
+    connection sent to a dropped node meanwhile stays pinned to it by the load balancer's conntrack."""
+    def rotation():
+        verdict = set(lab.lb_health()["services"].get("default/web-lb", {}).get("healthy", []))
+        return verdict == nodes and set(lab.lb_rotation().get("default/web-lb", [])) == nodes
+    wait_for(rotation, timeout=PROFILE.removal_bound_s * 3, what=f"load balancer rotation {sorted(nodes)}",
+             last=lambda: (lab.lb_health()["services"], lab.lb_rotation()))
 
 
 @pytest.mark.parametrize("node,status,local", [("node-a", 200, 3), ("node-b", 200, 1), ("node-c", 503, 0)])
