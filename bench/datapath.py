@@ -11,6 +11,8 @@ Each run measures short TCP connections per second (``bench/tools/connrate.py``:
 back, close), then iperf3 throughput (one TCP stream, client to pod), each time as routed, path 1,
 routed, path 2, routed, path 3, routed (the paths' order rotated from run to run): a path's ratio is
 its figure over the mean of the routed figures measured just before and after it, seconds apart.
+Each run's connection rates use ports of their own (``bench.clusters.conn_ports``) and the client its
+whole source-port range, so no measurement reuses a 4-tuple that conntrack still holds from another.
 Figures are medians over runs. Open vSwitch's CPU time per connection and per megabyte is read for
 each path too: on a busy machine it is a steadier measure of cost than a rate.
 """
