@@ -4,7 +4,7 @@ kube-proxy must not disturb established connections when endpoints change. Estab
 never revisit the service tables (conntrack already holds their NAT), so replacing only the flows and
 groups that changed is enough; reinstalling everything would also reset counters the lab reads.
 Order matters (``controllers.openflow.messages``): a group must exist before a flow points at it, a
-modified group only after the flows its new buckets resubmit to, and a flow must be gone before its group.
+modified group only after the flows its new endpoints need, and a flow must be gone before its group.
 """
 
 from __future__ import annotations

@@ -20,16 +20,16 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from controllers.pipeline import Ct, Flow, Group
 
-OFPT_FLOW_MOD, OFPT_GROUP_MOD = ofp.OFPT_FLOW_MOD, ofp.OFPT_GROUP_MOD
 NX_CT_F_COMMIT = 1
 NX_NAT_F_SRC, NX_NAT_F_DST = 1, 2
 NX_CT_RECIRC_NONE = 0xFF
 
-# What a pipeline match or set_field value is on the wire, by field.
-_INT = {"eth_type": 2, "in_port": 4, "ip_proto": 1, "tcp_dst": 2, "arp_op": 2,
-        "ct_state": 4, "ct_mark": 4, "reg0": 4, "reg1": 4, "reg2": 4, "reg3": 4}
+# What a pipeline match or set_field value is on the wire, by field: its kind and length in bytes.
+_INT = {"eth_type": 2, "in_port": 4, "ip_proto": 1, "tcp_dst": 2, "arp_op": 2, "ct_state": 4, "ct_mark": 4,
+        "reg3": 4}
 _MAC = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
 _IPV4 = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
+_LENGTH = {**_INT, **dict.fromkeys(_MAC, 6), **dict.fromkeys(_IPV4, 4)}
 
 
 def _value(name: str, value) -> bytes:
@@ -81,7 +81,7 @@ def _nx(subtype: int, body: bytes) -> bytes:
     writes only the body, so its NAT with a port range came out 4 bytes short and the switch rejected
     anything that followed it: OFPBAC_BAD_LEN.)"""
     raw_len = 10 + len(body)
-    length = raw_len + (-raw_len % 8)
+    length = _round8(raw_len)
     return (struct.pack("!HHIH", ofp.OFPAT_EXPERIMENTER, length, ofproto_common.NX_EXPERIMENTER_ID, subtype)
             + body + bytes(length - raw_len))
 
@@ -128,13 +128,11 @@ def action(a: tuple) -> bytes:
     if kind == "set_field":
         return _set_field(a[1], a[2])
     if kind == "move":
-        body = struct.pack("!HHH", a[3], 0, 0) + _oxm_header(a[1], _field_len(a[1]), False) + \
-            _oxm_header(a[2], _field_len(a[2]), False)
+        body = struct.pack("!HHH", a[3], 0, 0) + _oxm_header(a[1], _LENGTH[a[1]], False) + \
+            _oxm_header(a[2], _LENGTH[a[2]], False)
         return _nx(nicira_ext.NXAST_REG_MOVE, body)
     if kind == "dec_ttl":
         return struct.pack("!HH4x", ofp.OFPAT_DEC_NW_TTL, 8)
-    if kind == "resubmit":
-        return _nx(nicira_ext.NXAST_RESUBMIT_TABLE, struct.pack("!HB3x", ofp.OFPP_IN_PORT & 0xFFFF, a[1]))
     if kind == "group":
         return struct.pack("!HHI", ofp.OFPAT_GROUP, 8, a[1])
     if kind == "controller":
@@ -142,10 +140,6 @@ def action(a: tuple) -> bytes:
     if kind == "ct":
         return _ct(a[1])
     raise ValueError(f"no OpenFlow action for {a!r}")
-
-
-def _field_len(name: str) -> int:
-    return len(_value(name, 0 if name in _INT else ("00:00:00:00:00:00" if name in _MAC else "0.0.0.0")))
 
 
 def instructions(actions: tuple) -> bytes:
@@ -167,7 +161,7 @@ def flow_mod(flow: Flow, command: int, xid: int) -> bytes:
     body = struct.pack("!QQBBHHHIIIH2x", flow.cookie, 0, flow.table, command, 0, 0, flow.priority,
                        ofp.OFP_NO_BUFFER, ofp.OFPP_ANY, ofp.OFPG_ANY, 0)
     body += match(flow.match) + instructions(flow.actions)
-    return _header(OFPT_FLOW_MOD, 8 + len(body), xid) + body
+    return _header(ofp.OFPT_FLOW_MOD, 8 + len(body), xid) + body
 
 
 BUCKET_WEIGHT = 100
@@ -193,8 +187,8 @@ def group_mod(group: Group, command: int, xid: int) -> bytes:
     if group.buckets:
         buckets += _bucket(group.buckets[0], GUARD_WEIGHT)
     body = struct.pack("!HBxI", command, ofp.OFPGT_SELECT, group.group_id) + buckets
-    return _header(OFPT_GROUP_MOD, 8 + len(body), xid) + body
+    return _header(ofp.OFPT_GROUP_MOD, 8 + len(body), xid) + body
 
 
 def group_delete(group_id: int, xid: int) -> bytes:
-    return _header(OFPT_GROUP_MOD, 16, xid) + struct.pack("!HBxI", ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, group_id)
+    return _header(ofp.OFPT_GROUP_MOD, 16, xid) + struct.pack("!HBxI", ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, group_id)

@@ -42,7 +42,6 @@ Flows are plain ``Flow``/``Group`` values; ``controllers.ofwire`` writes them as
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,11 +166,6 @@ def group_id(node_port: int, local: bool) -> int:
     return node_port * 2 + (1 if local else 0)
 
 
-@functools.cache  # one parse per address, not one per flow: 10,000 endpoints x 10 nodes x 2 flows
-def ip_int(ip: str) -> int:
-    return int(ipaddress.IPv4Address(ip))
-
-
 def compile_state(state: ProxyState, lb_healthy: dict[str, list[str]] | None = None) -> dict[int, Program]:
     """The program of every bridge in the lab, keyed by datapath id.
 
@@ -257,33 +251,33 @@ def _service(prog: Program, node: NodeInfo, sp: ServicePortInfo) -> None:
         # KUBE-EXTERNAL-SERVICES: REJECT "has no endpoints" (ICMP port unreachable, sent by the controller).
         prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), reject, COOKIE_REJECT)
         return
-    all_group = group_id(sp.node_port, local=False)
+    all_gid = group_id(sp.node_port, local=False)
     if sp.policy == "Cluster":
         # KUBE-EXT-X: KUBE-MARK-MASQ for every external connection, then KUBE-SVC-X.
-        prog.groups[all_group] = _select_group(node, all_group, sp.endpoints, masquerade=True)
+        all_group = _select_group(prog, node, all_gid, sp.endpoints, masquerade=True)
         prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), [("group", all_group)], COOKIE_SERVICE)
         return
     # Local. Pod-sourced traffic short-circuits to all endpoints without masquerade (KUBE-EXT rule 1).
-    prog.groups[all_group] = _select_group(node, all_group, sp.endpoints, masquerade=False)
+    all_group = _select_group(prog, node, all_gid, sp.endpoints, masquerade=False)
     prog.add(T_SERVICE, 110, _new_to_nodeport(node, sp, ipv4_src=(CLUSTER_CIDR_NET, CLUSTER_CIDR_MASK)),
              [("group", all_group)], COOKIE_SERVICE)
     local = tuple(e for e in sp.endpoints if e.node == node.name)
     if local:
-        local_group = group_id(sp.node_port, local=True)
-        prog.groups[local_group] = _select_group(node, local_group, local, masquerade=False)
+        local_group = _select_group(prog, node, group_id(sp.node_port, local=True), local, masquerade=False)
         prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), [("group", local_group)], COOKIE_SERVICE)
     else:
         # "has no local endpoints": DROP, silently. The client sees nothing and times out.
         prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), [], COOKIE_DROP_LOCAL)
 
 
-def _select_group(node: NodeInfo, gid: int, endpoints, masquerade: bool) -> Group:
+def _select_group(prog: Program, node: NodeInfo, gid: int, endpoints, masquerade: bool) -> int:
     """One bucket per endpoint, each its KUBE-SEP DNAT: the choice and the NAT in one step, as OVN did
     before ct_lb, so a Service costs one group per node however many endpoints it has."""
     mark = MASQ_MARK if masquerade else None
-    return Group(gid, tuple(
+    prog.groups[gid] = Group(gid, tuple(
         (("ct", Ct(zone=dnat_zone(node), commit=True, nat=f"dst={e.ip}:{e.port}", mark=mark, table=T_ENDPOINT)),)
         for e in endpoints))
+    return gid
 
 
 def _hairpin(prog: Program, node: NodeInfo, service_ports) -> None:
@@ -292,7 +286,7 @@ def _hairpin(prog: Program, node: NodeInfo, service_ports) -> None:
     later packets are masqueraded as well. (A pod on another node can hairpin through this one too.)"""
     new_unmarked = {"ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_RPL), "ct_mark": (0, MASQ_MARK)}
     mark = ("ct", Ct(zone=dnat_zone(node), commit=True, mark=MASQ_MARK, table=T_SNAT))
-    for ip in sorted({ep.ip for sp in service_ports for ep in sp.endpoints}, key=ip_int):
+    for ip in sorted({ep.ip for sp in service_ports for ep in sp.endpoints}, key=ipaddress.IPv4Address):
         prog.add(T_ENDPOINT, 100, {"eth_type": 0x0800, **new_unmarked, "ipv4_src": ip, "ipv4_dst": ip},
                  [mark], COOKIE_ENDPOINT)
     prog.add(T_ENDPOINT, 0, {}, [("goto", T_SNAT)], COOKIE_ENDPOINT)
@@ -443,7 +437,7 @@ def _fmt_match(key: str, value: Any) -> str:
             prefix = ipaddress.ip_network(f"{v}/{m}").prefixlen
             return f"{name}={v}/{prefix}"
         return f"{name}={v:#x}/{m:#x}"
-    if key in ("eth_type", "reg0"):
+    if key == "eth_type":
         return f"{name}={value:#x}"
     return f"{name}={value}"
 
@@ -459,8 +453,6 @@ def _fmt_action(action: Action) -> str:
         return f"move:{action[1]}->{action[2]}"
     if kind == "goto":
         return f"goto_table:{action[1]}"
-    if kind == "resubmit":
-        return f"resubmit(,{action[1]})"
     if kind == "group":
         return f"group:{action[1]}"
     if kind == "dec_ttl":

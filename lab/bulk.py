@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from lab.endpoints import real_server_ports
 from lab.errors import LabError
 from lab.polling import wait_for
-from lab.resources import RunDir
+from lab.resources import RunDir, stop_process
 
 IPERF3 = "iperf3"
 PAYLOAD_PER_FRAME = 1448 / 1514  # TCP payload per Ethernet frame at MTU 1500, timestamps on
@@ -55,19 +55,6 @@ def _own_once_exec(run: RunDir, proc: subprocess.Popen, what: str) -> None:
     wait_for(lambda: proc.poll() is not None or _runs_iperf3(proc.pid), timeout=5, what=f"{what} to start")
     if proc.poll() is None:
         run.own_process(proc.pid, what)
-
-
-def stop_process(run: RunDir | None, proc: subprocess.Popen, grace_s: float = 3.0) -> None:
-    """Stop one process we started, by its pid, and forget it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=grace_s)
-    if run is not None:
-        run.disown_process(proc.pid)
 
 
 def _listening(pid: int, port: int) -> bool:

@@ -16,7 +16,7 @@ import sys
 from controllers.state import ProxyState, write_json_atomic
 from lab.errors import LabError
 from lab.polling import wait_for
-from lab.resources import RunDir, kill_owned
+from lab.resources import RunDir, start_process, stop_process
 
 
 def free_port() -> int:
@@ -40,13 +40,10 @@ class ControllerProcess:
     def start(self, state: ProxyState) -> None:
         self.generation = state.generation
         write_json_atomic(self.state_path, state.to_dict())
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controllers", "--state", self.state_path, "--status", self.status_path,
-             "--port", str(self.port), "--lb-health", self.lb_health_path, "--log", self.log_path],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        self.run.own_process(self.proc.pid, "kube-proxy controller")
+        self.proc = start_process(
+            self.run, [sys.executable, "-m", "controllers", "--state", self.state_path, "--status", self.status_path,
+                       "--port", str(self.port), "--lb-health", self.lb_health_path, "--log", self.log_path],
+            self.log_path, "kube-proxy controller")
 
         def listening():
             if self.proc.poll() is not None:
@@ -70,34 +67,27 @@ class ControllerProcess:
         def applied():
             if self.proc is not None and self.proc.poll() is not None:
                 raise LabError(f"the controller died (code {self.proc.returncode}); see {self.log_path}")
-            try:
-                with open(self.status_path) as f:
-                    acked = json.load(f).get("datapaths", {})
-            except (OSError, ValueError):
-                return {}
+            acked = self._status().get("datapaths", {})
             missing = {d for d in wanted if acked.get(d, -1) < self.generation}
             return not missing or {"waiting for": sorted(missing), "generation": self.generation}
         wait_for(lambda: applied() is True, timeout=timeout,
                  what=f"all switches to hold generation {self.generation}", last=applied)
 
     def lb_rotation(self) -> dict[str, list[str]]:
+        return self._status().get("loadBalancers", {})
+
+    def _status(self) -> dict:
+        """What the controller last wrote to its status file; {} before it has written one."""
         try:
             with open(self.status_path) as f:
-                return json.load(f).get("loadBalancers", {})
+                return json.load(f)
         except (OSError, ValueError):
             return {}
 
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            kill_owned(self.proc.pid, "")
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.run.disown_process(self.proc.pid)
+        stop_process(self.run, self.proc)
         self.proc = None
 
     def restart(self) -> None:

@@ -21,7 +21,7 @@ from functools import partial
 
 from controllers.state import write_json_atomic
 from lab import addressing as addr
-from lab.bulk import start_iperf3_servers, stop_process
+from lab.bulk import start_iperf3_servers
 from lab.cloud import PROFILES, HealthCheckProfile, checker_config, load_balancer_ips, load_balancer_services
 from lab.controller_process import ControllerProcess
 from lab.endpoints import workload_ports
@@ -31,7 +31,7 @@ from lab.model import Cluster, ContainerPort, Pod
 from lab.names import validate_object_name
 from lab.polling import wait_for
 from lab.proxy_state import build_proxy_state
-from lab.resources import MachineLock, RunDir, clean_stale_runs, kill_owned, remove_recorded
+from lab.resources import MachineLock, RunDir, clean_stale_runs, remove_recorded, start_process, stop_process
 from topologies.cluster import ClusterTopo, LinkShape, bridge_names, pod_host_params, root_interfaces
 
 OFFLOADS_OFF = "tx off tso off gso off"
@@ -178,12 +178,8 @@ class LabNetwork:
         ready = self.run.file("workload.ready")
         write_json_atomic(config, {"listeners": listeners, "ready": ready,
                                    "control": self.run.file("workload.sock")})
-        log = open(self.run.file("workload.log"), "ab")
-        self.workload = subprocess.Popen([sys.executable, "-m", "lab.workload", "--config", config],
-                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        log.close()
-        self.run.own_process(self.workload.pid, "pod HTTP servers")
+        self.workload = start_process(self.run, [sys.executable, "-m", "lab.workload", "--config", config],
+                                      self.run.file("workload.log"), "pod HTTP servers")
 
         def up():
             if self.workload.poll() is not None:
@@ -211,22 +207,13 @@ class LabNetwork:
                 self._stop_real_servers(pod_name)
             except Exception as e:  # keep tearing down
                 errors.append(e)
-        if self.checker is not None:
-            try:
-                kill_owned(self.checker.pid, "")
-                self.checker.wait(timeout=5)
-                self.run.disown_process(self.checker.pid)
-            except Exception as e:  # keep tearing down
-                errors.append(e)
-            self.checker = None
-        if self.workload is not None:
-            try:
-                kill_owned(self.workload.pid, "")
-                self.workload.wait(timeout=5)
-                self.run.disown_process(self.workload.pid)
-            except Exception as e:  # keep tearing down
-                errors.append(e)
-            self.workload = None
+        for attr in ("checker", "workload"):
+            if getattr(self, attr) is not None:
+                try:
+                    stop_process(self.run, getattr(self, attr))
+                except Exception as e:  # keep tearing down
+                    errors.append(e)
+                setattr(self, attr, None)
         if self.net is not None:
             try:
                 self.net.stop()
@@ -286,14 +273,11 @@ class LabNetwork:
         write_json_atomic(config, checker_config(self.cluster, self.lb_profile, self.controller.lb_health_path))
         if self.checker is not None:
             return
-        log = open(self.run.file("lb-checker.log"), "ab")
         host = self.net.get(addr.LB_NAME)
-        self.checker = subprocess.Popen(
-            ["mnexec", "-a", str(host.pid), sys.executable, "-m", "lab.health_checker", "--config", config],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
+        self.checker = start_process(
+            self.run, ["mnexec", "-a", str(host.pid), sys.executable, "-m", "lab.health_checker", "--config", config],
+            self.run.file("lb-checker.log"), "load balancer health checker")
         self.checker_started_at = time.time()
-        self.run.own_process(self.checker.pid, "load balancer health checker")
         wait_for(lambda: os.path.exists(self.controller.lb_health_path), timeout=10,
                  what="the load balancer's first health verdicts")
 

@@ -145,6 +145,28 @@ def kill_owned(pid: int, cmdline: str, grace_s: float = 3.0) -> bool:
     return True
 
 
+def start_process(run: RunDir, argv: list[str], log_path: str, what: str) -> subprocess.Popen:
+    """Start one of the lab's background processes in its own session, its output appended to
+    ``log_path``, and record it in the run so a crashed run's leftovers can be found by pid."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    run.own_process(proc.pid, what)
+    return proc
+
+
+def stop_process(run: RunDir | None, proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+    """Stop one process we started, by its pid, and forget it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace_s)
+    if run is not None:
+        run.disown_process(proc.pid)
+
+
 def remove_recorded(resources: Resources) -> list[str]:
     """Kill, delete and remove what a run recorded; return what was actually found and removed."""
     removed = []

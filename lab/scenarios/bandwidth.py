@@ -56,7 +56,6 @@ from lab.bulk import (
     parse_iperf3,
     per_byte,
     start_client,
-    stop_process,
 )
 from lab.environment import has_netem
 from lab.errors import LabError
@@ -66,6 +65,7 @@ from lab.manifests import load_manifests
 from lab.model import Cluster
 from lab.network import LabNetwork
 from lab.report import format_table, new_report
+from lab.resources import stop_process
 from lab.scenarios import Outcome
 from topologies.cluster import LinkShape
 

@@ -49,8 +49,6 @@ def ref_action(a: tuple):
         return parser.NXActionRegMove(src_field=a[1], dst_field=a[2], n_bits=a[3])
     if kind == "dec_ttl":
         return parser.OFPActionDecNwTtl()
-    if kind == "resubmit":
-        return parser.NXActionResubmitTable(table_id=a[1])
     if kind == "group":
         return parser.OFPActionGroup(a[1])
     if kind == "controller":
@@ -136,11 +134,6 @@ def test_every_group_is_written_as_os_ken_writes_it(command):
 def test_a_group_delete_names_only_the_group():
     assert ofwire.group_delete(61, 9) == _serialize(parser.OFPGroupMod(None, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT,
                                                                        61, []), 9)
-
-
-def test_resubmit_is_written_as_os_ken_writes_it():
-    flow = Flow(3, 10, (("eth_type", 0x0800), ("reg0", 5)), (("resubmit", 7),), cookie=1)
-    assert ofwire.flow_mod(flow, ofp.OFPFC_ADD, 1) == ref_flow_mod(flow, ofp.OFPFC_ADD, 1)
 
 
 def test_every_action_is_a_multiple_of_8_bytes_long_as_it_declares():
