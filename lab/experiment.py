@@ -20,19 +20,24 @@ from lab.network import LabNetwork
 from lab.report import Report, entry_result
 
 
-def probe_entry(lab: LabNetwork, service: Service, sp: ServicePort, node_name: str, requests: int,
-                client_ttl: int, timeout: float = 1.0, concurrency: int = 8) -> dict:
-    node = lab.cluster.node(node_name)
-    node_ip = addr.node_ip(node.index)
+def _probe_counted(lab: LabNetwork, target: str, requests: int, **probe_args) -> tuple[dict, int, float]:
+    """The probe's answer, the bytes that crossed between nodes meanwhile, and how long it took."""
     before = lab.flow_bytes(addr.underlay_bridge(), U_INTERNODE)
     t0 = time.monotonic()
-    out = lab.probe([f"{node_ip}:{sp.node_port}"], requests, concurrency=concurrency, timeout=timeout)
-    duration = time.monotonic() - t0
-    after = lab.flow_bytes(addr.underlay_bridge(), U_INTERNODE)
+    out = lab.probe([target], requests, **probe_args)
+    duration = out.get("durationS", time.monotonic() - t0)
+    return out, lab.flow_bytes(addr.underlay_bridge(), U_INTERNODE) - before, duration
+
+
+def probe_entry(lab: LabNetwork, service: Service, sp: ServicePort, node_name: str, requests: int,
+                client_ttl: int, timeout: float = 1.0, concurrency: int = 8) -> dict:
+    node_ip = addr.node_ip(lab.cluster.node(node_name).index)
+    out, inter_node_bytes, duration = _probe_counted(lab, f"{node_ip}:{sp.node_port}", requests,
+                                                     concurrency=concurrency, timeout=timeout)
     return entry_result(out["records"], service=service.name, namespace=service.namespace,
                         policy=service.external_traffic_policy, node_port=sp.node_port, node=node_name,
-                        node_ip=node_ip, inter_node_bytes=after - before, client_ttl=client_ttl,
-                        duration_s=out.get("durationS", duration))
+                        node_ip=node_ip, inter_node_bytes=inter_node_bytes, client_ttl=client_ttl,
+                        duration_s=duration)
 
 
 def probe_load_balancer(lab: LabNetwork, service: Service, sp: ServicePort, requests: int, client_ttl: int,
@@ -42,15 +47,12 @@ def probe_load_balancer(lab: LabNetwork, service: Service, sp: ServicePort, requ
     The result has ``via`` = "loadBalancer" and ``node`` = None, plus ``nodesServed`` (the node of the pod
     that answered) and, with ``rate``, the raw ``records`` (each with its start time ``t``)."""
     vip = lab.load_balancer_ip(service.name, service.namespace)
-    before = lab.flow_bytes(addr.underlay_bridge(), U_INTERNODE)
-    t0 = time.monotonic()
-    out = lab.probe([f"{vip}:{sp.port}"], requests, concurrency=concurrency, timeout=timeout, rate=rate)
-    duration = time.monotonic() - t0
-    after = lab.flow_bytes(addr.underlay_bridge(), U_INTERNODE)
+    out, inter_node_bytes, duration = _probe_counted(lab, f"{vip}:{sp.port}", requests, concurrency=concurrency,
+                                                     timeout=timeout, rate=rate)
     result = entry_result(out["records"], service=service.name, namespace=service.namespace,
                           policy=service.external_traffic_policy, node_port=sp.node_port, node=None, node_ip=None,
-                          inter_node_bytes=after - before, client_ttl=client_ttl,
-                          duration_s=out.get("durationS", duration), via="loadBalancer")
+                          inter_node_bytes=inter_node_bytes, client_ttl=client_ttl, duration_s=duration,
+                          via="loadBalancer")
     result["loadBalancerIP"] = vip
     result["port"] = sp.port
     nodes: dict[str, int] = {}
