@@ -1,6 +1,6 @@
 """nodeport-lab: the hidden cost of Kubernetes NodePort, shown with real packets."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 NOTEBOOK = ["jupyterlab>=4", "ipykernel>=6", "nbclient>=0.7", "nbformat>=5"]
 
@@ -9,7 +9,7 @@ setup(
     version="0.1.0",
     description="Mininet + Open vSwitch + os-ken emulation of kube-proxy NodePort semantics",
     python_requires=">=3.10",
-    packages=["lab", "topologies", "controllers"],
+    packages=find_packages(include=["lab", "lab.*", "topologies", "controllers"]),
     install_requires=[
         "os-ken>=4.0",
         "networkx>=2.8",

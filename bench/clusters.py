@@ -1,4 +1,4 @@
-"""The clusters the benchmarks build, as plain ``lab.model`` data (pure: no network, no root).
+"""The clusters the benchmarks build, as plain ``lab.kube.model`` data (pure: no network, no root).
 
 - ``datapath_cluster``: two nodes, one pod on node-a; ``datapath_services`` adds one Service per
   NodePort path under test, each with exactly that one pod (so iperf3's control and data connections
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab import addressing as addr
-from lab.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
+from lab.kube import addressing as addr
+from lab.kube.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
 
 HTTP_PORT = 8080  # what the lab's pod server answers on
 

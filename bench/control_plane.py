@@ -37,10 +37,10 @@ from bench.machine import cpu_seconds, ovs_pid
 from bench.report import BenchResult, Figure, Goal
 from bench.stats import median, percentile
 from controllers.pipeline import compile_state
-from lab import addressing as addr
+from lab.cloud.network import LabNetwork
+from lab.emulation.proxy_state import build_proxy_state
 from lab.errors import LabError
-from lab.network import LabNetwork
-from lab.proxy_state import build_proxy_state
+from lab.kube import addressing as addr
 from topologies.cluster import bridge_names
 
 INSTALL_GOAL = Goal("<=", 2.0)  # for 1,000 Services

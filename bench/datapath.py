@@ -34,8 +34,8 @@ from bench.labtools import host_process, publish, run_json, time_lock, tool_argv
 from bench.machine import cpu_seconds, ovs_pid
 from bench.report import BenchResult, Figure, Goal
 from bench.stats import median, ratio, rotate, sandwich, sandwich_ratios
+from lab.cloud.network import LabNetwork
 from lab.errors import LabError
-from lab.network import LabNetwork
 
 GOAL_RATIO = 0.9
 GOALS = {"dnat": Goal(">=", GOAL_RATIO), "dnat-snat-remote": Goal(">=", GOAL_RATIO)}

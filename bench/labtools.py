@@ -15,11 +15,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from lab.cloud.network import LabNetwork
+from lab.emulation.proxy_state import build_proxy_state
+from lab.emulation.resources import kill_owned
 from lab.errors import LabError
-from lab.network import LabNetwork
 from lab.polling import wait_for
-from lab.proxy_state import build_proxy_state
-from lab.resources import kill_owned
 
 TOOLS = Path(__file__).resolve().parent / "tools"
 

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from lab.environment import datapath, has_netem
+from lab.emulation.environment import datapath, has_netem
 
 REPO = Path(__file__).resolve().parent.parent
 OVS_PIDFILE = "/var/run/openvswitch/ovs-vswitchd.pid"

@@ -1,7 +1,7 @@
 """Benchmark 5, the probe itself: how many requests per second it reaches, and what it costs.
 
 On the default scenario's cluster (``examples/seed``: three nodes, two pods, a Cluster Service), the
-lab's probe (``lab.probe``, run in the client namespace as every scenario runs it) sends N requests
+lab's probe (``lab.measure.probe``, run in the client namespace as every scenario runs it) sends N requests
 through node-a's nodePort at several concurrencies. For each, beside the rate and latency: the CPU
 time of the probe process (less what an empty probe costs to start), of the pods' HTTP server, and of
 Open vSwitch over the same requests. If the probe used a small share and Open vSwitch the most, the
@@ -16,16 +16,16 @@ from bench.labtools import run_json, time_lock
 from bench.machine import cpu_seconds, ovs_pid
 from bench.report import BenchResult, Figure
 from bench.stats import median, percentile
-from lab import addressing as addr
-from lab.manifests import load_manifests
-from lab.network import LabNetwork
+from lab.cloud.network import LabNetwork
+from lab.kube import addressing as addr
+from lab.kube.manifests import load_manifests
 from lab.scenarios.cluster_vs_local import SEED
 
-DEFAULT_CONCURRENCY = 8  # lab.probe's default, used by every scenario
+DEFAULT_CONCURRENCY = 8  # lab.measure.probe's default, used by every scenario
 
 
 def probe_argv(target: str, requests: int, concurrency: int) -> list[str]:
-    return [sys.executable, "-m", "lab.probe", "--targets", target, "--requests", str(requests),
+    return [sys.executable, "-m", "lab.measure.probe", "--targets", target, "--requests", str(requests),
             "--concurrency", str(concurrency), "--timeout", "2"]
 
 

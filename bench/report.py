@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.stats import median, spread
-from lab.report import format_table
+from lab.measure.report import format_table
 
 SCHEMA = "nodeport-lab-bench/1"
 

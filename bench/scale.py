@@ -21,8 +21,8 @@ from bench.clusters import scale_cluster, scale_targets
 from bench.labtools import bridge_counts, lab_pids, time_lock
 from bench.machine import meminfo, ovs_pid, pss_mib, rss_mib
 from bench.report import BenchResult, Figure, Goal
+from lab.cloud.network import LabNetwork
 from lab.errors import LabError
-from lab.network import LabNetwork
 from topologies.cluster import bridge_names, root_interfaces
 
 UP_GOAL = Goal("<=", 60.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 
-from lab.probe import percentiles
+from lab.measure.probe import percentiles
 
 
 def median(values: Iterable[float | None]) -> float | None:
@@ -20,7 +20,7 @@ def median(values: Iterable[float | None]) -> float | None:
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
-    """Nearest-rank percentile (a value some sample really had), as ``lab.probe.percentiles``."""
+    """Nearest-rank percentile (a value some sample really had), as ``lab.measure.probe.percentiles``."""
     return percentiles(values, (q,))[q]
 
 

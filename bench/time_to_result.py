@@ -39,7 +39,7 @@ def _child(t0: float, out: str, requests: int) -> int:
     import lab.cli
     import lab.scenarios.cluster_vs_local as scenario
     from bench.labtools import time_lock
-    from lab.network import LabNetwork
+    from lab.cloud.network import LabNetwork
 
     marks: dict = {"t0": t0, "module": T_MODULE, "imported": time.monotonic(), "calls": {}}
 

@@ -24,12 +24,12 @@ from functools import partial
 from pathlib import Path
 
 from lab import scenarios
-from lab.cloud import load_balancer_ips
-from lab.environment import datapath, has_netem
+from lab.cloud.load_balancer import load_balancer_ips
+from lab.emulation.environment import datapath, has_netem
 from lab.errors import LabError, ManifestError
-from lab.experiment import health_checks, probe_all_load_balancers
-from lab.manifests import load_manifests
-from lab.report import new_report, render_health_checks, render_table, verdict
+from lab.kube.manifests import load_manifests
+from lab.measure.experiment import health_checks, probe_all_load_balancers
+from lab.measure.report import new_report, render_health_checks, render_table, verdict
 from lab.scenarios import Outcome
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,9 +84,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from lab.api import measure_all, topology
-    from lab.drawing import plot_results
-    from lab.network import LabNetwork
+    from lab.cloud.network import LabNetwork
+    from lab.measure.drawing import plot_results
+    from lab.measure.measurements import measure_all, topology
 
     started = time.monotonic()
     cluster = _load(args.file)
@@ -114,7 +114,7 @@ def cmd_apply(args) -> int:
 
 
 def cmd_cli(args) -> int:
-    from lab.network import LabNetwork
+    from lab.cloud.network import LabNetwork
     from lab.shell import LabShell
 
     cluster = _load(args.file)
@@ -127,7 +127,7 @@ def cmd_cli(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    from lab.resources import clean_stale_runs
+    from lab.emulation.resources import clean_stale_runs
 
     if os.geteuid() != 0:
         raise LabError("cleaning removes network interfaces and bridges, so it must run as root", "use sudo")

@@ -15,9 +15,9 @@ import shlex
 
 from mininet.cli import CLI
 
-from lab import addressing as addr
-from lab.cloud import load_balancer_ips
+from lab.cloud.load_balancer import load_balancer_ips
 from lab.errors import LabError, ManifestError
+from lab.kube import addressing as addr
 
 
 class LabShell(CLI):

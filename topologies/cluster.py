@@ -16,7 +16,7 @@
           node-a  pod pod node-b pod     port 100 + last octet of the pod IP: the pod (host named after it)
 
 Hosts are named after the Kubernetes objects, so ``mininet> my-app-xxxxx curl ...`` reads as it would
-with kubectl exec. Every name and address comes from ``lab.addressing``. Links carry optional HTB
+with kubectl exec. Every name and address comes from ``lab.kube.addressing``. Links carry optional HTB
 bandwidth limits (``underlay_bw``, on the node-to-underlay links) and netem delay where the kernel has it.
 """
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from mininet.link import Link, TCLink
 from mininet.topo import Topo
 
-from lab import addressing as addr
-from lab.model import Cluster, Pod
+from lab.kube import addressing as addr
+from lab.kube.model import Cluster, Pod
 
 
 @dataclass(frozen=True)

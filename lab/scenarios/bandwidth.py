@@ -20,7 +20,7 @@ and data connections are separate connections, so with two pods they could land 
 - **Contention**: a pod-to-pod bulk flow, bystander-tx (node-a) -> bystander-rx (node-c), shares node-a's
   uplink with the nodePort flow's detour under Cluster (entering node-a, forwarded to node-b), and shares no
   shaped link with it under Local (entering node-b): what the bystander keeps, against running alone.
-- **Latency**: sequential short requests (``lab.latency``), the paths taking turns: direct to the pod IP
+- **Latency**: sequential short requests (``lab.measure.latency``), the paths taking turns: direct to the pod IP
   (the edge router routes pod CIDRs; a second pod port, so that these connections never share a 4-tuple
   with the nodePort's in conntrack), the nodePort on the pod's node, and the nodePort forwarded from node-a.
   With netem, each shaped link carries D each way; the forwarded path crosses node-a's link twice more each
@@ -44,28 +44,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controllers.pipeline import U_INTERNODE
-from lab import addressing as addr
-from lab.bulk import (
+from lab.cloud.network import LabNetwork
+from lab.emulation.environment import has_netem
+from lab.emulation.iperf3 import iperf3_client_argv, start_client
+from lab.emulation.resources import stop_process
+from lab.errors import LabError
+from lab.kube import addressing as addr
+from lab.kube.manifests import load_manifests
+from lab.kube.model import Cluster
+from lab.measure.bulk import (
     clock_ticks,
     cpu_sample,
     cpu_usage,
     expected_goodput_mbit,
     interface_bytes,
-    iperf3_client_argv,
     ovs_vswitchd_pid,
     parse_iperf3,
     per_byte,
-    start_client,
 )
-from lab.environment import has_netem
-from lab.errors import LabError
-from lab.experiment import set_policy
-from lab.latency import summarize
-from lab.manifests import load_manifests
-from lab.model import Cluster
-from lab.network import LabNetwork
-from lab.report import format_table, new_report
-from lab.resources import stop_process
+from lab.measure.experiment import set_policy
+from lab.measure.latency import summarize
+from lab.measure.report import format_table, new_report
 from lab.scenarios import Outcome
 from topologies.cluster import LinkShape
 
@@ -242,7 +241,7 @@ def latency_targets(lab) -> dict[str, str]:
 
 def measure_latency(lab, requests: int) -> dict[str, dict]:
     targets = latency_targets(lab)
-    argv = [sys.executable, "-m", "lab.latency", "--requests", str(requests),
+    argv = [sys.executable, "-m", "lab.measure.latency", "--requests", str(requests),
             "--targets", *(f"{name}={target}" for name, target in targets.items())]
     done = lab.run_in(addr.CLIENT_NAME, argv, timeout=60 + requests * len(targets) * 0.1)
     if done.returncode != 0:

@@ -10,16 +10,16 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-from lab.api import measure_all
-from lab.experiment import set_policy
-from lab.manifests import load_manifests
-from lab.network import LabNetwork
-from lab.report import new_report, render_table, verdict
+from lab.cloud.network import LabNetwork
+from lab.kube.manifests import load_manifests
+from lab.measure.experiment import set_policy
+from lab.measure.measurements import measure_all
+from lab.measure.report import new_report, render_table, verdict
 from lab.scenarios import Outcome
 
 
 def plot_results(results: list[dict], path: str) -> None:
-    from lab.drawing import plot_results as draw  # matplotlib only when a picture is asked for
+    from lab.measure.drawing import plot_results as draw  # matplotlib only when a picture is asked for
 
     draw(results, path)
 

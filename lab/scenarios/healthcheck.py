@@ -20,11 +20,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from lab.cloud import PROFILES
-from lab.experiment import probe_load_balancer, set_policy
-from lab.manifests import load_manifests
-from lab.network import LabNetwork
-from lab.report import format_table
+from lab.cloud.load_balancer import PROFILES
+from lab.cloud.network import LabNetwork
+from lab.kube.manifests import load_manifests
+from lab.measure.experiment import probe_load_balancer, set_policy
+from lab.measure.report import format_table
 from lab.scenarios import Outcome
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "healthcheck"

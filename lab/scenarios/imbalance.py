@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lab.experiment import probe_load_balancer, set_policy
-from lab.manifests import load_manifests
-from lab.network import LabNetwork
-from lab.report import format_table
+from lab.cloud.network import LabNetwork
+from lab.kube.manifests import load_manifests
+from lab.measure.experiment import probe_load_balancer, set_policy
+from lab.measure.report import format_table
+from lab.measure.stats import chi_square
 from lab.scenarios import Outcome
-from lab.stats import chi_square
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "imbalance"
 CASES = [  # (case, placement manifest, policies to measure)

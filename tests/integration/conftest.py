@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.manifests import load_manifests
-from lab.resources import RUN_ROOT, recorded_runs
+from lab.emulation.resources import RUN_ROOT, recorded_runs
+from lab.kube.manifests import load_manifests
 
 
 def _environment_problem() -> str | None:

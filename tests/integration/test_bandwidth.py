@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.bulk import expected_goodput_mbit
-from lab.environment import has_netem
+from lab.emulation.environment import has_netem
+from lab.measure.bulk import expected_goodput_mbit
 from lab.scenarios import bandwidth as bw
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.experiment import probe_load_balancer
-from lab.manifests import load_manifests
-from lab.network import LabNetwork
-from lab.stats import chi_square
+from lab.cloud.network import LabNetwork
+from lab.kube.manifests import load_manifests
+from lab.measure.experiment import probe_load_balancer
+from lab.measure.stats import chi_square
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "imbalance"
 FIT_P = 0.001

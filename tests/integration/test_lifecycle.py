@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.manifests import load_manifests
-from lab.network import LabNetwork
+from lab.cloud.network import LabNetwork
+from lab.emulation.resources import RUN_ROOT
+from lab.kube.manifests import load_manifests
 from lab.polling import wait_for
-from lab.resources import RUN_ROOT
 from tests.integration.conftest import lab_leftovers
 
 REPO = Path(__file__).resolve().parents[2]

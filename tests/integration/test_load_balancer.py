@@ -12,12 +12,12 @@ import subprocess
 
 import pytest
 
-from lab import addressing as addr
-from lab.cloud import PROFILES
-from lab.experiment import probe_load_balancer, set_policy
-from lab.network import LabNetwork
+from lab.cloud.load_balancer import PROFILES
+from lab.cloud.network import LabNetwork
+from lab.kube import addressing as addr
+from lab.measure.experiment import probe_load_balancer, set_policy
+from lab.measure.stats import chi_square
 from lab.polling import wait_for
-from lab.stats import chi_square
 from tests.integration.conftest import cluster_from_yaml
 
 POD = """

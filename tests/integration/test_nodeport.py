@@ -16,9 +16,9 @@ import subprocess
 
 import pytest
 
-from lab import addressing as addr
-from lab.experiment import probe_entry
-from lab.network import LabNetwork
+from lab.cloud.network import LabNetwork
+from lab.kube import addressing as addr
+from lab.measure.experiment import probe_entry
 from tests.integration.conftest import cluster_from_yaml
 
 MANIFESTS = """

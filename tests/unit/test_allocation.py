@@ -1,10 +1,10 @@
-"""lab.allocation: kube-apiserver's nodePort allocator (KEP-3668 bands), made deterministic."""
+"""lab.kube.allocation: kube-apiserver's nodePort allocator (KEP-3668 bands), made deterministic."""
 
 from __future__ import annotations
 
 import pytest
 
-from lab.allocation import (
+from lab.kube.allocation import (
     PortConflict,
     PortRequest,
     allocate,

@@ -11,10 +11,11 @@ import subprocess
 
 import pytest
 
-import lab.api as api
-from lab.api import Lab, link_bytes, measure_entry, results_table
+import lab.measure.measurements as measurements
+from lab.api import Lab, results_table
+from lab.cloud.network import LabNetwork
 from lab.errors import ManifestError
-from lab.network import LabNetwork
+from lab.measure.measurements import link_bytes, measure_entry
 
 MANIFESTS = """
     apiVersion: v1
@@ -123,7 +124,7 @@ def test_a_measured_entry_carries_link_bytes_paths_and_topology(lab, monkeypatch
     def fake_probe_entry(net, service, sp, node, requests, client_ttl, timeout):
         seen.update(service=service.name, port=sp.node_port, node=node, requests=requests)
         return dict(answer)
-    monkeypatch.setattr(api, "probe_entry", fake_probe_entry)
+    monkeypatch.setattr(measurements, "probe_entry", fake_probe_entry)
 
     result = measure_entry(FakeNet(lab.cluster), lab.cluster.service("web"), "node-a", 5, 64, port="http")
     assert seen == {"service": "web", "port": 30080, "node": "node-a", "requests": 5}
@@ -135,10 +136,11 @@ def test_a_measured_entry_carries_link_bytes_paths_and_topology(lab, monkeypatch
 
 def test_service_ports_are_chosen_by_port_nodeport_or_name(lab):
     svc = lab.cluster.service("web")
-    assert api._service_port(svc, None).node_port == 30080
-    assert api._service_port(svc, 80) is api._service_port(svc, 30080) is api._service_port(svc, "http")
+    assert measurements.service_port(svc, None).node_port == 30080
+    port = measurements.service_port
+    assert port(svc, 80) is port(svc, 30080) is port(svc, "http")
     with pytest.raises(ValueError, match="no port 81"):
-        api._service_port(svc, 81)
+        measurements.service_port(svc, 81)
 
 
 def test_the_table_reads_in_a_terminal_and_in_a_notebook(lab):
@@ -157,7 +159,8 @@ def test_the_table_reads_in_a_terminal_and_in_a_notebook(lab):
 def test_through_the_load_balancer_the_paths_start_at_the_pods_nodes(lab, monkeypatch):
     answer = {"service": "web", "policy": "Local", "node": None, "via": "loadBalancer",
               "servedBy": {"web-1": 2, "web-2": 2}, "failed": 0, "errors": {}}
-    monkeypatch.setattr(api, "probe_load_balancer", lambda net, svc, sp, n, ttl, timeout, rate=None: dict(answer))
-    result = api.measure_load_balancer(FakeNet(lab.cluster), lab.cluster.service("web"), 4, 64)
+    monkeypatch.setattr(measurements, "probe_load_balancer",
+                        lambda net, svc, sp, n, ttl, timeout, rate=None: dict(answer))
+    result = measurements.measure_load_balancer(FakeNet(lab.cluster), lab.cluster.service("web"), 4, 64)
     assert [(p["pod"], p["nodes"]) for p in result["paths"]] == [("web-1", ["node-a"]), ("web-2", ["node-b"])]
     assert set(result["linkBytes"]) == {"client", "node-a", "node-b", "web-1", "web-2"}

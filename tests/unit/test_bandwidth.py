@@ -11,18 +11,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab.bulk import (
+from lab.emulation.iperf3 import _listening, iperf3_client_argv
+from lab.kube.endpoints import endpoints, real_server_ports, workload_ports
+from lab.kube.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
+from lab.measure.bulk import (
     CpuSample,
-    _listening,
     cpu_usage,
     expected_goodput_mbit,
-    iperf3_client_argv,
     parse_iperf3,
     per_byte,
 )
-from lab.endpoints import endpoints, real_server_ports, workload_ports
-from lab.latency import measure, summarize
-from lab.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
+from lab.measure.latency import measure, summarize
 from lab.scenarios import bandwidth as bw
 
 # --- iperf3 and counters -------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from bench.report import BenchResult, Figure, Goal, busy_warning, format_value, 
 from bench.stats import median, paired_ratios, percentile, ratio, rotate, sandwich, sandwich_ratios, spread
 from bench.time_to_result import phases
 from controllers.pipeline import compile_state
-from lab import addressing as addr
-from lab.endpoints import endpoints, workload_ports
-from lab.proxy_state import build_proxy_state
+from lab.emulation.proxy_state import build_proxy_state
+from lab.kube import addressing as addr
+from lab.kube.endpoints import endpoints, workload_ports
 
 # --- statistics ---------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The cluster drawing, from data alone: a small cluster and a probe result made of fake pod answers.
 
-No network: the result is what ``lab.report.entry_result`` makes of the records a probe would return,
+No network: the result is what ``lab.measure.report.entry_result`` makes of the records a probe would return,
 with the link bytes and paths ``lab.api.measure_entry`` adds. The pictures are rendered to real PNG
 files and checked to exist, to be PNGs, and to hold a drawing rather than a blank canvas.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from lab.drawing import (
+from lab.measure.drawing import (
     Picture,
     cluster_graph,
     draw_cluster,
@@ -26,7 +26,7 @@ from lab.drawing import (
     request_paths,
     save,
 )
-from lab.report import entry_result
+from lab.measure.report import entry_result
 
 CLIENT_TTL = 64
 TOPOLOGY = {

@@ -1,9 +1,9 @@
-"""lab.endpoints: selector matching, targetPort resolution, and the ports the lab serves in each pod."""
+"""lab.kube.endpoints: selector matching, targetPort resolution, and the ports the lab serves in each pod."""
 
 from __future__ import annotations
 
-from lab.endpoints import endpoints, selects, workload_ports
-from lab.model import Cluster, ContainerPort, Endpoint, Node, Pod, Service, ServicePort
+from lab.kube.endpoints import endpoints, selects, workload_ports
+from lab.kube.model import Cluster, ContainerPort, Endpoint, Node, Pod, Service, ServicePort
 
 HTTP = ContainerPort(8080, "http")
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from lab import environment
+from lab.emulation import environment
 from lab.errors import LabError
 
 

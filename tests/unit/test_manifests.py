@@ -1,4 +1,4 @@
-"""lab.manifests: YAML in, a scheduled and allocated Cluster out, or one line that says what to fix."""
+"""lab.kube.manifests: YAML in, a scheduled and allocated Cluster out, or one line that says what to fix."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import addressing
-from lab.endpoints import endpoints
 from lab.errors import ManifestError
-from lab.manifests import load_manifests, pod_template_hash, replica_pod_name
-from lab.model import Cluster, ContainerPort
+from lab.kube import addressing
+from lab.kube.endpoints import endpoints
+from lab.kube.manifests import load_manifests, pod_template_hash, replica_pod_name
+from lab.kube.model import Cluster, ContainerPort
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "fixtures" / "cluster.yaml"

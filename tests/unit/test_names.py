@@ -1,11 +1,11 @@
-"""lab.names: the Kubernetes name grammars and the lab's own reserved and shell-safe rules."""
+"""lab.kube.names: the Kubernetes name grammars and the lab's own reserved and shell-safe rules."""
 
 from __future__ import annotations
 
 import pytest
 
-from lab import names
 from lab.errors import LabError, ManifestError, Origin
+from lab.kube import names
 
 ORIGIN = Origin("Pod", "web", "pod.yaml")
 

@@ -13,9 +13,9 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controllers import ofwire
 from controllers.pipeline import Ct, Flow, Group, compile_state
-from lab import addressing as addr
-from lab.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
-from lab.proxy_state import build_proxy_state
+from lab.emulation.proxy_state import build_proxy_state
+from lab.kube import addressing as addr
+from lab.kube.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
 
 # --- the reference: os-ken message objects -------------------------------------------------------------
 

@@ -13,9 +13,9 @@ import pytest
 from controllers.diff import diff
 from controllers.pipeline import T_ENDPOINT, T_ROUTING, T_SERVICE, T_SNAT, Program, compile_state, group_id
 from controllers.state import EndpointInfo, ProxyState
-from lab import addressing as addr
-from lab.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
-from lab.proxy_state import build_proxy_state
+from lab.emulation.proxy_state import build_proxy_state
+from lab.kube import addressing as addr
+from lab.kube.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
 
 
 def make_cluster(policy: str = "Cluster", with_service: bool = True) -> Cluster:

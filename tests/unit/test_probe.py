@@ -1,4 +1,4 @@
-"""lab.probe against small servers in the test's own event loop, on 127.0.0.1 only."""
+"""lab.measure.probe against small servers in the test's own event loop, on 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.probe import parse_target, percentiles, run_probe
+from lab.measure.probe import parse_target, percentiles, run_probe
 
 REPO = Path(__file__).resolve().parents[2]
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -160,7 +160,7 @@ def test_cli_prints_one_json_document() -> None:
     with closed_port() as sock:
         target = f"127.0.0.1:{sock.getsockname()[1]}"
         done = subprocess.run(
-            [sys.executable, "-m", "lab.probe", "--targets", target, "--requests", "2", "--timeout", "0.5"],
+            [sys.executable, "-m", "lab.measure.probe", "--targets", target, "--requests", "2", "--timeout", "0.5"],
             cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -168,6 +168,6 @@ def test_cli_prints_one_json_document() -> None:
 
 
 def test_cli_rejects_a_malformed_target() -> None:
-    done = subprocess.run([sys.executable, "-m", "lab.probe", "--targets", "nowhere"],
+    done = subprocess.run([sys.executable, "-m", "lab.measure.probe", "--targets", "nowhere"],
                           cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2 and "ip:port" in done.stderr

@@ -1,4 +1,4 @@
-"""lab.scheduler: nodeName, nodeSelector, node affinity, capacity, topology spread and inter-pod
+"""lab.kube.scheduler: nodeName, nodeSelector, node affinity, capacity, topology spread and inter-pod
 (anti-)affinity, as kube-scheduler filters them; then preferences and least-loaded in node order."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from lab import addressing
-from lab.model import Node, Pod
-from lab.scheduler import (
+from lab.kube import addressing
+from lab.kube.model import Node, Pod
+from lab.kube.scheduler import (
     DO_NOT_SCHEDULE,
     HOSTNAME_LABEL,
     NODE_NAME_FIELD,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lab.stats import chi2_sf, chi_square
+from lab.measure.stats import chi2_sf, chi_square
 
 
 @pytest.mark.parametrize("x,df,p", [(3.841, 1, 0.05), (6.635, 1, 0.01), (13.816, 2, 0.001),

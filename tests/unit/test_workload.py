@@ -1,4 +1,4 @@
-"""lab.workload as a real process on 127.0.0.1, probed with lab.probe; one root-only netns test."""
+"""lab.emulation.workload as a real process on 127.0.0.1, probed with lab.measure.probe; one root-only netns test."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lab.probe import run_probe
-from lab.workload import parse_saved_syn, render_response
+from lab.emulation.workload import parse_saved_syn, render_response
+from lab.measure.probe import run_probe
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TTL = int(Path("/proc/sys/net/ipv4/ip_default_ttl").read_text())
@@ -73,12 +73,12 @@ class Workload:
 
 @contextlib.contextmanager
 def workload(tmp_path: Path, listeners: list[dict]) -> Iterator[Workload]:
-    """Run ``python -m lab.workload`` until the block ends; always stop exactly that process."""
+    """Run ``python -m lab.emulation.workload`` until the block ends; always stop exactly that process."""
     ready, control, stderr = tmp_path / "ready.json", tmp_path / "control.sock", tmp_path / "stderr"
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"listeners": listeners, "ready": str(ready), "control": str(control)}))
     with stderr.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "lab.workload", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "lab.emulation.workload", "--config", str(config)],
                                 cwd=REPO, stderr=err)
     try:
         handle = Workload(proc, ready, control, stderr)
@@ -112,7 +112,7 @@ def test_each_pod_answers_with_what_it_saw(tmp_path: Path) -> None:
     with workload(tmp_path, [listener("web-a"), listener("web-b")]) as wl:
         ports = wl.ports()
         done = subprocess.run(
-            [sys.executable, "-m", "lab.probe", "--targets", f"127.0.0.1:{ports['web-a']}",
+            [sys.executable, "-m", "lab.measure.probe", "--targets", f"127.0.0.1:{ports['web-a']}",
              f"127.0.0.1:{ports['web-b']}", "--requests", "6", "--path", "/hello?x=1"],
             cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
@@ -223,7 +223,7 @@ def test_listener_lives_in_the_pods_namespace(tmp_path: Path) -> None:
         with workload(tmp_path, [listener("web-ns", netns_pid=pod.pid, bind="0.0.0.0")]) as wl:
             port = wl.ports()["web-ns"]
             inside = subprocess.run(
-                ["nsenter", f"--net=/proc/{pod.pid}/ns/net", sys.executable, "-m", "lab.probe",
+                ["nsenter", f"--net=/proc/{pod.pid}/ns/net", sys.executable, "-m", "lab.measure.probe",
                  "--targets", f"127.0.0.1:{port}", "--requests", "1"],
                 cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
             listening = subprocess.run(["nsenter", f"--net=/proc/{pod.pid}/ns/net", "ss", "-Htln"],

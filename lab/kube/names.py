@@ -26,8 +26,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from lab import addressing
 from lab.errors import LabError, Origin
+from lab.kube import addressing
 
 DNS1123_LABEL_MAX = 63
 DNS1123_SUBDOMAIN_MAX = 253
@@ -35,7 +35,7 @@ IANA_SVC_NAME_MAX = 15
 LABEL_NAME_MAX = 63
 
 # Mininet keeps hosts, switches and controllers in one name space: the outside client and the
-# controller (lab.network names it "kube-proxy") are taken.
+# controller (lab.emulation.network names it "kube-proxy") are taken.
 RESERVED_NAMES = frozenset({addressing.CLIENT_NAME, addressing.LB_NAME, "kube-proxy"})
 RESERVED_PREFIX = addressing.PREFIX
 

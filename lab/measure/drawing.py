@@ -30,8 +30,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from lab.addressing import UNDERLAY_CIDR
-from lab.report import request_paths
+from lab.kube.addressing import UNDERLAY_CIDR
+from lab.measure.report import request_paths
 
 ROUTER = "edge router"
 ENTRY, LOCAL, FORWARD, DROP = "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728"

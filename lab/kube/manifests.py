@@ -5,9 +5,9 @@ YAML, ``kind: List``) and does what the control plane would do with them, once a
 
 - validate like the API server (names, required fields, ports, one-line errors naming object, field and
   fix), plus the lab's own limits (every Node and Pod becomes a Mininet host);
-- Node: ``metadata.name`` and ``labels``; its index (addresses, ``lab.addressing``) is its order of
+- Node: ``metadata.name`` and ``labels``; its index (addresses, ``lab.kube.addressing``) is its order of
   appearance, 1-based. At least one Node is required: the lab does not invent machines;
-- Pod: placed by ``lab.scheduler`` (``spec.nodeName`` honoured, otherwise scheduled like a replica),
+- Pod: placed by ``lab.kube.scheduler`` (``spec.nodeName`` honoured, otherwise scheduled like a replica),
   which honours ``nodeSelector``, ``affinity`` (nodeAffinity, podAffinity, podAntiAffinity) and
   ``topologySpreadConstraints``. A pod that spread or pod (anti-)affinity keeps off every node is
   Pending in Kubernetes: the lab does not create it, lists it in ``Cluster.pending`` and says why in a
@@ -16,7 +16,7 @@ YAML, ``kind: List``) and does what the control plane would do with them, once a
   ``<deployment>-<pod-template-hash>-<suffix>`` like real ones, but derived from sha256 instead of random
   so every run builds the same network;
 - Service of type NodePort or LoadBalancer: nodePorts (and, for LoadBalancer + Local, the
-  healthCheckNodePort) allocated by ``lab.allocation``; ClusterIP and ExternalName Services are ignored
+  healthCheckNodePort) allocated by ``lab.kube.allocation``; ClusterIP and ExternalName Services are ignored
   with a warning, and so is any other kind.
 
 Pods are created in manifest order (``Pod.serial``) and get ``10.244.<node>.2`` upwards in the order
@@ -34,11 +34,11 @@ from typing import Any
 
 import yaml
 
-from lab import addressing, names
-from lab.allocation import PortConflict, PortRange, PortRequest, allocate
-from lab.endpoints import selected_pods
 from lab.errors import ManifestError, Origin
-from lab.model import (
+from lab.kube import addressing, names
+from lab.kube.allocation import PortConflict, PortRange, PortRequest, allocate
+from lab.kube.endpoints import selected_pods
+from lab.kube.model import (
     NODE_PORT_RANGE,
     Cluster,
     ContainerPort,
@@ -47,7 +47,7 @@ from lab.model import (
     Service,
     ServicePort,
 )
-from lab.scheduler import (
+from lab.kube.scheduler import (
     DO_NOT_SCHEDULE,
     FIELD_OPERATORS,
     HOSTNAME_LABEL,
@@ -495,7 +495,7 @@ def _container_ports(container: dict, origin: Origin, c_field: str) -> list[Cont
 
 # --- scheduling rules: selectors, affinity, topology spread --------------------------------------------
 #
-# Validated as the API server validates them (one line naming the field), then handed to lab.scheduler.
+# Validated as the API server validates them (one line naming the field), then handed to lab.kube.scheduler.
 # A labelSelector that is left out selects no pods, as the API's nil selector does; the lab warns, since
 # the rule then never does anything.
 
@@ -849,7 +849,7 @@ def _create_pod(
     node = _place(builder, spec, origin, prefix)
     if node is None:
         return
-    # Addresses follow placement order on the node: the first pod there is .2 (lab.addressing).
+    # Addresses follow placement order on the node: the first pod there is .2 (lab.kube.addressing).
     host_number = 2 + sum(1 for pod in builder.pods if pod.node == node.name)
     builder.pods.append(
         Pod(

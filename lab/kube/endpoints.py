@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lab.model import Cluster, Endpoint, Pod, Service, ServicePort
+from lab.kube.model import Cluster, Endpoint, Pod, Service, ServicePort
 
 
 def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -65,7 +65,7 @@ def workload_ports(cluster: Cluster, pod: Pod) -> list[int]:
     entry: they resolve to a declared containerPort.
 
     The exception: a container port named ``iperf3`` (``REAL_SERVER_PORT_NAMES``) is served by a real
-    ``iperf3 -s`` that ``lab.network`` starts in the pod (bulk transfers need a real TCP sender), so the
+    ``iperf3 -s`` that ``lab.emulation.network`` starts in the pod (bulk transfers need a real TCP sender), so the
     HTTP server must leave that port free, however it is reached.
     """
     ports = {port.port for port in pod.ports if port.protocol == "TCP"}

@@ -59,8 +59,8 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lab import addressing
-from lab.model import Node, Pod
+from lab.kube import addressing
+from lab.kube.model import Node, Pod
 
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 NODE_NAME_FIELD = "metadata.name"  # the one field nodeSelectorTerms[].matchFields may name

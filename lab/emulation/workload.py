@@ -12,7 +12,7 @@ node's after SNAT) and ``synTTL``, the IP TTL of the SYN on arrival as the kerne
     {"pod": "web-1", "namespace": "default", "node": "node1", "podIP": "10.244.1.2", "port": 8080,
      "source": {"ip": "203.0.113.10", "port": 40512}, "synTTL": 62, "path": "/"}
 
-``python -m lab.workload --config FILE``, FILE being ``{"listeners": [{"pod", "namespace", "node",
+``python -m lab.emulation.workload --config FILE``, FILE being ``{"listeners": [{"pod", "namespace", "node",
 "podIP", "port", "netnsPid", "bind"}], "ready": PATH, "control": PATH}`` (``netnsPid`` null: this
 process's namespace; ``port`` 0: ephemeral; ``bind`` defaults to 0.0.0.0). Once all listen, the ready
 file is written atomically: ``{"pid", "listeners": [{"pod", "namespace", "podIP", "port"}]}`` with the
@@ -307,7 +307,7 @@ async def serve(config: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.workload", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.emulation.workload", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="JSON file: listeners, ready file, control socket")
     args = parser.parse_args(argv)
     try:

@@ -14,9 +14,9 @@ import subprocess
 import sys
 
 from controllers.state import ProxyState, write_json_atomic
+from lab.emulation.resources import RunDir, start_process, stop_process
 from lab.errors import LabError
 from lab.polling import wait_for
-from lab.resources import RunDir, start_process, stop_process
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 """The external client's load generator: many short HTTP requests to NodePort targets, reported as data.
 
 It runs inside the client's namespace. Every request is a new TCP connection, as a new client would
-make, so every request is a fresh kube-proxy balancing decision; the pods' answers (``lab.workload``)
+make, so every request is a fresh kube-proxy balancing decision; the pods' answers (``lab.emulation.workload``)
 say which pod served it and which source address it saw.
 
 Requests go to the targets round-robin (request ``i`` to ``targets[i % len(targets)]``). Per target,
@@ -10,7 +10,7 @@ releases all of that target's remaining requests at once. A node that silently d
 costs about two timeouts, not ``requests / concurrency`` of them, while a healthy one is never flooded.
 Each request, from connect to the end of the response, has ``timeout`` seconds.
 
-``python -m lab.probe --targets 172.18.0.11:30007 [...] --requests N --concurrency C --timeout T
+``python -m lab.measure.probe --targets 172.18.0.11:30007 [...] --requests N --concurrency C --timeout T
 [--path /]`` prints one JSON document::
 
     {"startedAt": "2025-01-01T00:00:00.000+00:00", "durationS": 1.23, "records": [
@@ -208,7 +208,7 @@ def _target_arg(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.probe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.measure.probe", description=__doc__.splitlines()[0])
     parser.add_argument("--targets", nargs="+", required=True, type=_target_arg, metavar="IP:PORT")
     parser.add_argument("--requests", type=int, default=100, help="total, spread round-robin (100)")
     parser.add_argument("--concurrency", type=int, default=8, help="in flight per target (8)")

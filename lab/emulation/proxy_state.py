@@ -1,7 +1,7 @@
 """The lab as API server: turn a placed ``Cluster`` into the ``ProxyState`` that kube-proxy watches.
 
-This is where Services become EndpointSlices (``lab.endpoints``) and where every address and port
-number comes from ``lab.addressing``; the controller receives finished facts.
+This is where Services become EndpointSlices (``lab.kube.endpoints``) and where every address and port
+number comes from ``lab.kube.addressing``; the controller receives finished facts.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from controllers.state import (
     ServicePortInfo,
     UnderlayInfo,
 )
-from lab import addressing as addr
-from lab.cloud import load_balancer_ips
-from lab.endpoints import endpoints
-from lab.model import Cluster
+from lab.kube import addressing as addr
+from lab.kube.endpoints import endpoints
+from lab.kube.load_balancers import load_balancer_ips
+from lab.kube.model import Cluster
 
 
 def node_info(node, netns_pid: int | None = None) -> NodeInfo:

@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 
 from controllers.pipeline import U_INTERNODE
-from lab import addressing as addr
-from lab.allocation import next_free
-from lab.cloud import health_check_target, load_balancer_services
-from lab.model import Service, ServicePort
-from lab.network import LabNetwork
-from lab.report import Report, entry_result
+from lab.cloud.load_balancer import health_check_target, load_balancer_services
+from lab.cloud.network import LabNetwork
+from lab.kube import addressing as addr
+from lab.kube.allocation import next_free
+from lab.kube.model import Service, ServicePort
+from lab.measure.report import Report, entry_result
 
 
 def _probe_counted(lab: LabNetwork, target: str, requests: int, **probe_args) -> tuple[dict, int, float]:

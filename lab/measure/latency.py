@@ -12,7 +12,7 @@ falls on every path alike. Each request is a new TCP connection (a new nodePort 
 Both hold exactly one round trip of the path, so a path that is longer by some delay shows it in both.
 The first ``--warmup`` requests per target are not recorded (ARP, and Open vSwitch's first-packet upcalls).
 
-``python -m lab.latency --targets NAME=IP:PORT [...] --requests N [--warmup W] [--timeout T] [--path /]``
+``python -m lab.measure.latency --targets NAME=IP:PORT [...] --requests N [--warmup W] [--timeout T] [--path /]``
 prints one JSON document: ``{"durationS": 1.2, "records": {NAME: [{"ok": true, "error": null,
 "connectMs": 0.31, "ttfbMs": 0.52}, ...]}}``; ``error`` is ``timeout``, ``refused`` or ``other:<text>``.
 """
@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 
-from lab.probe import parse_target, percentiles
+from lab.measure.probe import parse_target, percentiles
 
 QUANTILES = (50, 90, 99)
 
@@ -99,7 +99,7 @@ def _named_target(text: str) -> tuple[str, tuple[str, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.latency", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.measure.latency", description=__doc__.splitlines()[0])
     parser.add_argument("--targets", nargs="+", required=True, type=_named_target, metavar="NAME=IP:PORT")
     parser.add_argument("--requests", type=int, default=200, help="timed requests per target (200)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed requests per target first (5)")

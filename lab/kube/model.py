@@ -1,7 +1,7 @@
 """The cluster as the lab understands it: what the manifests asked for, after scheduling and allocation.
 
-These are plain dataclasses with no side effects. ``lab.manifests`` builds a ``Cluster`` from YAML,
-``lab.scheduler`` places pods, ``lab.endpoints`` turns Services into endpoint lists (what the
+These are plain dataclasses with no side effects. ``lab.kube.manifests`` builds a ``Cluster`` from YAML,
+``lab.kube.scheduler`` places pods, ``lab.kube.endpoints`` turns Services into endpoint lists (what the
 EndpointSlice controller does), and ``lab.runner`` brings it up as a Mininet network.
 """
 
@@ -22,7 +22,7 @@ class ContainerPort:
 @dataclass
 class Node:
     name: str
-    index: int  # 1-based, in manifest order; addresses derive from it (lab.addressing)
+    index: int  # 1-based, in manifest order; addresses derive from it (lab.kube.addressing)
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -35,7 +35,7 @@ class Pod:
     ports: tuple[ContainerPort, ...] = ()
     owner: str | None = None  # Deployment name, when the pod came from one
     ip: str | None = None  # set when the lab places the pod on its node
-    serial: int = 0  # creation order, names the pod's interface (lab.addressing.pod_intf)
+    serial: int = 0  # creation order, names the pod's interface (lab.kube.addressing.pod_intf)
 
 
 @dataclass(frozen=True)

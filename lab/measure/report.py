@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from lab import addressing as addr
-from lab.model import Cluster
-from lab.probe import percentiles
+from lab.kube import addressing as addr
+from lab.kube.model import Cluster
+from lab.measure.probe import percentiles
 
 EDGE_ROUTER_HOPS = 1  # client -> edge router -> node: the router decrements the TTL once
 

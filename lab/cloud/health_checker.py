@@ -1,6 +1,6 @@
 """The cloud load balancer's health checker: real HTTP GETs from outside the cluster to every node.
 
-``python -m lab.health_checker --config FILE`` runs in the ``lb`` host's network namespace. For every
+``python -m lab.cloud.health_checker --config FILE`` runs in the ``lb`` host's network namespace. For every
 (Service, node) it sends ``GET path`` to ``nodeIP:port`` every ``interval_s`` (timeout ``timeout_s``); a
 200 is a pass, anything else (503, refused, timeout) a failure. A node in rotation leaves it after
 ``unhealthy_threshold`` consecutive failures and comes back after ``healthy_threshold`` passes, as
@@ -146,7 +146,7 @@ async def main_async(config_path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lab.health_checker", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m lab.cloud.health_checker", description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
     args = ap.parse_args(argv)
     asyncio.run(main_async(args.config))

@@ -1,5 +1,5 @@
 """The cloud around the cluster: external addresses for LoadBalancer Services and how their load balancer
-health-checks the nodes (pure data; ``lab.health_checker`` runs the checks).
+health-checks the nodes (pure data; ``lab.cloud.health_checker`` runs the checks).
 
 The emulated load balancer is pass-through, like an AWS NLB with instance targets or a GCP network load
 balancer: the client's address reaches the node unchanged, new connections are split evenly over the
@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from lab import addressing as addr
-from lab.model import Cluster, Service
+from lab.kube import addressing as addr
+from lab.kube.load_balancers import load_balancer_ips, load_balancer_services
+from lab.kube.model import Cluster, Service
+
+__all__ = ["PROFILES", "HealthCheckProfile", "checker_config", "health_check_target", "load_balancer_ips",
+           "load_balancer_services"]
 
 PROXY_HEALTH_PORT = 10256
 
@@ -50,15 +54,6 @@ PROFILES = {
     "fast": HealthCheckProfile("fast", 0.5, 0.4, 1, 2,
                                "not a cloud's: every 0.5 s, timeout 0.4 s, 1/2, for quick demos and tests"),
 }
-
-
-def load_balancer_services(cluster: Cluster) -> list[Service]:
-    return [s for s in cluster.services if s.type == "LoadBalancer"]
-
-
-def load_balancer_ips(cluster: Cluster) -> dict[tuple[str, str], str]:
-    """(namespace, name) -> external address, from the pool in manifest order."""
-    return {(s.namespace, s.name): addr.load_balancer_ip(i) for i, s in enumerate(load_balancer_services(cluster))}
 
 
 def health_check_target(service: Service) -> tuple[int, str]:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from lab.model import NODE_PORT_RANGE
+from lab.kube.model import NODE_PORT_RANGE
 
 PortRange = tuple[int, int]  # inclusive, as in --service-node-port-range
 

@@ -1,10 +1,13 @@
 """Bring a placed ``Cluster`` up as a real network, and always take it down again.
 
-``LabNetwork`` is a context manager: on enter it checks the machine, takes the machine lock, starts
+``ClusterNetwork`` is a context manager: on enter it checks the machine, takes the machine lock, starts
 kube-proxy (the os-ken controller process), builds the Mininet network (one Open vSwitch bridge per
 node, one host per pod and per node, the client and the underlay), waits until every switch holds the
 cluster's flows, and starts the pods' HTTP servers. On exit, also after an error or Ctrl-C, it stops
-them in reverse order and removes exactly what it recorded (``lab.resources``).
+them in reverse order and removes exactly what it recorded (``lab.emulation.resources``).
+
+The cloud around the cluster (the load balancer's health checker in the ``lb`` host) is added on top by
+``lab.cloud.network.LabNetwork``, which is what the lab runs; this module knows nothing of clouds.
 """
 
 from __future__ import annotations
@@ -20,45 +23,41 @@ import time
 from functools import partial
 
 from controllers.state import write_json_atomic
-from lab import addressing as addr
-from lab.bulk import start_iperf3_servers
-from lab.cloud import PROFILES, HealthCheckProfile, checker_config, load_balancer_ips, load_balancer_services
-from lab.controller_process import ControllerProcess
-from lab.endpoints import workload_ports
-from lab.environment import datapath, has_netem, preflight
+from lab.emulation.controller_process import ControllerProcess
+from lab.emulation.environment import datapath, has_netem, preflight
+from lab.emulation.iperf3 import start_iperf3_servers
+from lab.emulation.proxy_state import build_proxy_state
+from lab.emulation.resources import MachineLock, RunDir, clean_stale_runs, remove_recorded, start_process, stop_process
 from lab.errors import LabError, Origin
-from lab.model import Cluster, ContainerPort, Pod
-from lab.names import validate_object_name
+from lab.kube import addressing as addr
+from lab.kube.endpoints import workload_ports
+from lab.kube.model import Cluster, ContainerPort, Pod
+from lab.kube.names import validate_object_name
 from lab.polling import wait_for
-from lab.proxy_state import build_proxy_state
-from lab.resources import MachineLock, RunDir, clean_stale_runs, remove_recorded, start_process, stop_process
 from topologies.cluster import ClusterTopo, LinkShape, bridge_names, pod_host_params, root_interfaces
 
 OFFLOADS_OFF = "tx off tso off gso off"
 
 
-class LabNetwork:
+class ClusterNetwork:
     def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
-                 log=lambda msg: None, lb_profile: str | HealthCheckProfile = "gce"):
+                 log=lambda msg: None):
         self.cluster = cluster
         self.underlay = underlay
         self.log = log
-        self.lb_profile = PROFILES[lb_profile] if isinstance(lb_profile, str) else lb_profile
-        self.checker: subprocess.Popen | None = None
-        self.checker_started_at: float | None = None
         self.lock = MachineLock()
         self.run: RunDir | None = None
         self.controller: ControllerProcess | None = None
         self.net = None
         self.workload: subprocess.Popen | None = None
-        self.real_servers: dict[str, list[subprocess.Popen]] = {}  # pod -> its iperf3 servers (lab.bulk)
+        self.real_servers: dict[str, list[subprocess.Popen]] = {}  # pod -> its iperf3 servers (lab.measure.bulk)
         self.generation = 0
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
-    def __enter__(self) -> LabNetwork:
+    def __enter__(self) -> ClusterNetwork:
         self.start()
         return self
 
@@ -106,7 +105,7 @@ class LabNetwork:
         self._start_workload()
         self._start_real_servers(self.cluster.pods)
         self.timings["servers"] = time.monotonic() - t3
-        self._sync_health_checker()
+        self._started()
         self.log(f"cluster up in {time.monotonic() - t0:.1f} s ({datapath()} datapath, "
                  f"{len(self.cluster.nodes)} nodes, {len(self.cluster.pods)} pods)")
 
@@ -117,7 +116,7 @@ class LabNetwork:
         from mininet.node import OVSSwitch, RemoteController
 
         class KubeProxyController(RemoteController):
-            """The controller runs on its own (lab.controller_process); Mininet only points switches at it."""
+            """The controller runs on its own (lab.emulation.controller_process); Mininet only points switches at it."""
 
             def checkListening(self):
                 return None
@@ -139,6 +138,15 @@ class LabNetwork:
             self.run.own_process(node.pid, f"mininet {node.name}")
         self._tune_interfaces(self.net.hosts)
         self.net.start()
+
+    def _started(self) -> None:
+        """Called once the cluster is up: what runs beside it (``lab.cloud.network``) starts here."""
+
+    def _published(self) -> None:
+        """Called after every state kube-proxy has applied: what runs beside it follows here."""
+
+    def _stop_beside(self, errors: list[Exception]) -> None:
+        """Called first at teardown: stop what ``_started`` started, adding failures to ``errors``."""
 
     def _tune_interfaces(self, hosts, root_names: list[str] | None = None) -> None:
         """Offloads off (the userspace datapath drops TCP otherwise) and IPv6 off (its chatter costs CPU)."""
@@ -178,7 +186,7 @@ class LabNetwork:
         ready = self.run.file("workload.ready")
         write_json_atomic(config, {"listeners": listeners, "ready": ready,
                                    "control": self.run.file("workload.sock")})
-        self.workload = start_process(self.run, [sys.executable, "-m", "lab.workload", "--config", config],
+        self.workload = start_process(self.run, [sys.executable, "-m", "lab.emulation.workload", "--config", config],
                                       self.run.file("workload.log"), "pod HTTP servers")
 
         def up():
@@ -189,7 +197,7 @@ class LabNetwork:
         wait_for(up, timeout=30, what="the pods' HTTP servers")
 
     def _start_real_servers(self, pods: list[Pod]) -> None:
-        """Ports named iperf3 get a real, foreground iperf3 server (lab.bulk), owned by this run."""
+        """Ports named iperf3 get a real, foreground iperf3 server (lab.emulation.iperf3), owned by this run."""
         for pod in pods:
             procs = start_iperf3_servers(self.run, self.net.get(pod.name), pod)
             if procs:
@@ -207,13 +215,13 @@ class LabNetwork:
                 self._stop_real_servers(pod_name)
             except Exception as e:  # keep tearing down
                 errors.append(e)
-        for attr in ("checker", "workload"):
-            if getattr(self, attr) is not None:
-                try:
-                    stop_process(self.run, getattr(self, attr))
-                except Exception as e:  # keep tearing down
-                    errors.append(e)
-                setattr(self, attr, None)
+        self._stop_beside(errors)
+        if self.workload is not None:
+            try:
+                stop_process(self.run, self.workload)
+            except Exception as e:  # keep tearing down
+                errors.append(e)
+            self.workload = None
         if self.net is not None:
             try:
                 self.net.stop()
@@ -248,8 +256,7 @@ class LabNetwork:
         self.generation += 1
         self.controller.publish(build_proxy_state(self.cluster, self.generation, netns_pids=self._node_pids()),
                                 self.dpids, timeout=self._flow_budget_s())
-        if self.checker is not None:
-            self._sync_health_checker()
+        self._published()
 
     def _flow_budget_s(self) -> float:
         """How long switches may take to hold a state: every node holds about three flows per endpoint
@@ -262,41 +269,6 @@ class LabNetwork:
         if self.net is None:
             return {}
         return {n.name: self.net.get(n.name).pid for n in self.cluster.nodes}
-
-    # --- the cloud load balancer ----------------------------------------------------------------------
-
-    def _sync_health_checker(self) -> None:
-        """Tell the load balancer's health checker what to check; start it when the first LB Service exists."""
-        if not load_balancer_services(self.cluster):
-            return
-        config = self.run.file("lb-checker.json")
-        write_json_atomic(config, checker_config(self.cluster, self.lb_profile, self.controller.lb_health_path))
-        if self.checker is not None:
-            return
-        host = self.net.get(addr.LB_NAME)
-        self.checker = start_process(
-            self.run, ["mnexec", "-a", str(host.pid), sys.executable, "-m", "lab.health_checker", "--config", config],
-            self.run.file("lb-checker.log"), "load balancer health checker")
-        self.checker_started_at = time.time()
-        wait_for(lambda: os.path.exists(self.controller.lb_health_path), timeout=10,
-                 what="the load balancer's first health verdicts")
-
-    def lb_health(self) -> dict:
-        """The health checker's current verdicts and its history of changes (see lab.health_checker)."""
-        try:
-            with open(self.controller.lb_health_path) as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return {"services": {}, "events": []}
-
-    def lb_rotation(self) -> dict[str, list[str]]:
-        """The nodes each load balancer's data plane sends new connections to (``namespace/name`` ->
-        nodes), as the underlay switch has confirmed; it follows ``lb_health()`` within a sync. An
-        empty list means the checks pass nowhere, and the load balancer fails open to every node."""
-        return self.controller.lb_rotation()
-
-    def load_balancer_ip(self, service: str, namespace: str = "default") -> str:
-        return load_balancer_ips(self.cluster)[(namespace, service)]
 
     def add_pod(self, name: str, node: str, labels: dict[str, str] | None = None,
                 ports: tuple[int, ...] = (8080,), namespace: str = "default") -> Pod:
@@ -373,7 +345,7 @@ class LabNetwork:
 
     def probe(self, targets: list[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
               path: str = "/", rate: float | None = None) -> dict:
-        argv = [sys.executable, "-m", "lab.probe", "--targets", *targets, "--requests", str(requests),
+        argv = [sys.executable, "-m", "lab.measure.probe", "--targets", *targets, "--requests", str(requests),
                 "--concurrency", str(concurrency), "--timeout", str(timeout), "--path", path]
         if rate is not None:
             argv += ["--rate", str(rate)]

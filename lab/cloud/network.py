@@ -1,0 +1,83 @@
+"""The lab's network: the cluster (``lab.emulation.network``) and the cloud load balancer around it.
+
+The load balancer's data plane is the edge router, which kube-proxy's controller programs with the
+rotation the health checker decides; the health checker is a real HTTP client, ``lab.cloud.health_checker``,
+run in the ``lb`` host outside the cluster once the first LoadBalancer Service exists, and told of every
+change the cluster goes through. ``LabNetwork`` is what the API, the CLI and the scenarios run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from controllers.state import write_json_atomic
+from lab.cloud.load_balancer import PROFILES, HealthCheckProfile, checker_config
+from lab.emulation.network import ClusterNetwork
+from lab.emulation.resources import start_process, stop_process
+from lab.kube import addressing as addr
+from lab.kube.load_balancers import load_balancer_ips, load_balancer_services
+from lab.kube.model import Cluster
+from lab.polling import wait_for
+from topologies.cluster import LinkShape
+
+
+class LabNetwork(ClusterNetwork):
+    def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
+                 log=lambda msg: None, lb_profile: str | HealthCheckProfile = "gce"):
+        super().__init__(cluster, underlay=underlay, log=log)
+        self.lb_profile = PROFILES[lb_profile] if isinstance(lb_profile, str) else lb_profile
+        self.checker: subprocess.Popen | None = None
+        self.checker_started_at: float | None = None
+
+    def _started(self) -> None:
+        self._sync_health_checker()
+
+    def _published(self) -> None:
+        if self.checker is not None:
+            self._sync_health_checker()
+
+    def _stop_beside(self, errors: list[Exception]) -> None:
+        if self.checker is not None:
+            try:
+                stop_process(self.run, self.checker)
+            except Exception as e:  # keep tearing down
+                errors.append(e)
+            self.checker = None
+
+    def _sync_health_checker(self) -> None:
+        """Tell the load balancer's health checker what to check; start it when the first LB Service exists."""
+        if not load_balancer_services(self.cluster):
+            return
+        config = self.run.file("lb-checker.json")
+        write_json_atomic(config, checker_config(self.cluster, self.lb_profile, self.controller.lb_health_path))
+        if self.checker is not None:
+            return
+        host = self.net.get(addr.LB_NAME)
+        self.checker = start_process(
+            self.run,
+            ["mnexec", "-a", str(host.pid), sys.executable, "-m", "lab.cloud.health_checker", "--config", config],
+            self.run.file("lb-checker.log"), "load balancer health checker")
+        self.checker_started_at = time.time()
+        wait_for(lambda: os.path.exists(self.controller.lb_health_path), timeout=10,
+                 what="the load balancer's first health verdicts")
+
+    def lb_health(self) -> dict:
+        """The health checker's current verdicts and its history of changes (see lab.cloud.health_checker)."""
+        try:
+            with open(self.controller.lb_health_path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {"services": {}, "events": []}
+
+    def lb_rotation(self) -> dict[str, list[str]]:
+        """The nodes each load balancer's data plane sends new connections to (``namespace/name`` ->
+        nodes), as the underlay switch has confirmed; it follows ``lb_health()`` within a sync. An
+        empty list means the checks pass nowhere, and the load balancer fails open to every node."""
+        return self.controller.lb_rotation()
+
+    def load_balancer_ip(self, service: str, namespace: str = "default") -> str:
+        return load_balancer_ips(self.cluster)[(namespace, service)]
