@@ -9,7 +9,9 @@ Service port's ``targetPort``:
 - a name is looked up among the pod's container ports with the Service port's protocol, so each pod
   may map the name to a different number, and a pod without that name is not an endpoint.
 
-Pods that have no IP yet (not placed) are not endpoints, as pods that are not running are not.
+Pods that have no IP yet (not placed) are not endpoints, as pods that are not running are not. Each
+endpoint carries its EndpointSlice conditions: ``ready`` (the pod is Ready and not terminating),
+``serving`` (its readiness passes, terminating or not) and ``terminating`` (the pod is being deleted).
 Endpoints are ordered by pod creation order, so flows, reports and tests see a stable list.
 """
 
@@ -51,7 +53,9 @@ def endpoints(cluster: Cluster, service: Service, service_port: ServicePort) -> 
         port = target_port(pod, service_port)
         if port is None or pod.ip is None:
             continue
-        result.append(Endpoint(pod=pod.name, node=pod.node, ip=pod.ip, port=port))
+        result.append(Endpoint(pod=pod.name, node=pod.node, ip=pod.ip, port=port,
+                               ready=pod.ready and not pod.terminating, serving=pod.ready,
+                               terminating=pod.terminating))
     return result
 
 
