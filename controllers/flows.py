@@ -19,6 +19,7 @@ T_FIREWALL = 15  # KUBE-FW / KUBE-PROXY-FIREWALL: loadBalancerSourceRanges
 T_SERVICE = 20  # KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXT: which chain, masquerade or not
 T_AFFINITY = 21  # learned sessionAffinity flows (iptables' ``recent`` lists), looked up by resubmit
 T_STICKY = 22  # the endpoint a learned flow named, if the chain still has it; else the chain's group
+T_REMEMBER = 25  # after an affinity chain's DNAT: learn (or refresh) client -> endpoint
 T_ENDPOINT = 30
 T_SNAT = 40
 T_ROUTING = 50
@@ -86,7 +87,7 @@ class Ct:
 class Learn:
     """The ``learn`` action: add (or refresh) a flow in ``table``. ``specs`` are ``("match", field)``
     (the new flow matches this packet's value of the field), ``("match", field, value)`` and
-    ``("load", field, value)`` (the new flow loads a constant into a register)."""
+    ``("load", register, field)`` (the new flow loads this packet's value of ``field`` into the register)."""
 
     table: int
     specs: tuple[tuple, ...]
@@ -207,7 +208,7 @@ def _fmt_learn(learn: Learn) -> str:
         elif spec[0] == "match":
             parts.append(f"{spec[1]}={spec[2]:#x}")
         else:
-            parts.append(f"load:{spec[2]:#x}->{spec[1]}")
+            parts.append(f"load:{spec[2]}->{spec[1]}")
     return f"learn({','.join(parts)})"
 
 

@@ -133,14 +133,19 @@ def _learn(learn: Learn) -> bytes:
     specs = b""
     for spec in learn.specs:
         kind, name = spec[0], spec[1]
+        if kind == "load":  # the new flow loads this packet's field ``spec[2]`` into register ``name``
+            src = spec[2]
+            n_bits = _LENGTH[src] * 8
+            specs += (struct.pack("!H", 1 << 11 | n_bits) + _oxm_header(src, _LENGTH[src], False)
+                      + struct.pack("!H", 0) + _oxm_header(name, _LENGTH[name], False) + struct.pack("!H", 0))
+            continue
         n_bits = _LENGTH[name] * 8
         dst = _oxm_header(name, _LENGTH[name], False) + struct.pack("!H", 0)
-        dst_type = 0 if kind == "match" else 1 << 11
-        if len(spec) == 2:  # copy from the packet's own field
-            specs += struct.pack("!H", dst_type | n_bits) + dst + dst
+        if len(spec) == 2:  # match this packet's own value of the field
+            specs += struct.pack("!H", n_bits) + dst + dst
         else:
             value = spec[2].to_bytes(_round2(n_bits // 8), "big")
-            specs += struct.pack("!H", 1 << 13 | dst_type | n_bits) + value + dst
+            specs += struct.pack("!H", 1 << 13 | n_bits) + value + dst
     head = struct.pack("!HHHQHBxHH", learn.idle_timeout, learn.hard_timeout, learn.priority, learn.cookie, 0,
                        learn.table, 0, 0)
     return _nx(nicira_ext.NXAST_LEARN, head + specs)

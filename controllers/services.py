@@ -20,8 +20,9 @@ controller may cache them per (node, Service port) and recompile only what chang
 - The choice is a select group with one bucket per endpoint (its ``KUBE-SEP`` DNAT); the KUBE-MARK-MASQ
   decision travels in reg0 and is committed into ct_mark by the bucket. With ``sessionAffinity:
   ClientIP`` every choice also ``learn``s a flow keyed on (Service port, client IP) naming the endpoint,
-  with ``idle_timeout = timeoutSeconds``: the next new connection from that client finds it (by
-  resubmit to ``T_AFFINITY``) and goes to the same endpoint while the chain still has it. Only new
+  with ``idle_timeout = timeoutSeconds`` (in ``T_REMEMBER``, after the DNAT, from the packet's new
+  destination): the next new connection from that client finds it (by resubmit to ``T_AFFINITY``) and
+  goes to the same endpoint while the chain still has it (``T_STICKY``). Only new
   connections walk these tables, so the timeout runs from the client's last new connection: iptables'
   ``recent --rcheck --seconds T`` with ``--set`` on each, a sliding window. The key is the Service port,
   not the entry, as kube-proxy's ``recent`` lists are per endpoint: a client keeps its endpoint whether
@@ -52,6 +53,7 @@ from controllers.flows import (
     T_AFFINITY,
     T_ENDPOINT,
     T_FIREWALL,
+    T_REMEMBER,
     T_SERVICE,
     T_STICKY,
     Action,
@@ -174,6 +176,7 @@ class _Chooser:
 
     def __init__(self, prog: Program, node: NodeInfo, sp: ServicePortInfo, cluster, local):
         self.prog, self.node, self.sp, self.cluster, self.local = prog, node, sp, cluster, local
+        self.remembered: set[tuple[int, int]] = set()
 
     def choose(self, endpoints, is_local: bool, masquerade: bool) -> list[Action]:
         gid = group_id(self.sp.id, is_local)
@@ -190,18 +193,27 @@ class _Chooser:
         if self.sp.affinity_timeout is None:
             return
         for e in endpoints:
-            self.prog.add(T_STICKY, 100, {REG_CHAIN: gid, REG_EP_IP: ip_int(e.ip), REG_EP_PORT: e.port},
+            # (ct nat in a flow needs the IP prerequisite; in a group bucket it does not)
+            self.prog.add(T_STICKY, 100, {"eth_type": 0x0800, REG_CHAIN: gid, REG_EP_IP: ip_int(e.ip),
+                                          REG_EP_PORT: e.port},
                           self._to(e), COOKIE_AFFINITY)
         self.prog.add(T_STICKY, 10, {REG_CHAIN: gid}, [("group", gid)], COOKIE_AFFINITY)
+        if (T_REMEMBER, self.sp.id) not in self.remembered:
+            self.remembered.add((T_REMEMBER, self.sp.id))
+            self.prog.add(T_REMEMBER, 100, {"eth_type": 0x0800, "ip_proto": IP_PROTO[self.sp.protocol],
+                                            REG_SVC: self.sp.id}, [("learn", self.learn()), ("goto", T_ENDPOINT)],
+                          COOKIE_AFFINITY)
+
+    def learn(self) -> Learn:
+        """``recent --set``: after the DNAT, remember (Service port, client IP) -> the endpoint it got."""
+        return Learn(table=T_AFFINITY, idle_timeout=min(self.sp.affinity_timeout, AFFINITY_MAX_TIMEOUT),
+                     priority=100, cookie=COOKIE_AFFINITY,
+                     specs=(("match", REG_SVC), ("match", "eth_type", 0x0800), ("match", "ipv4_src"),
+                            ("load", REG_EP_IP, "ipv4_dst"), ("load", REG_EP_PORT, L4_DST[self.sp.protocol])))
 
     def _to(self, e: EndpointInfo) -> list[Action]:
-        """KUBE-SEP-Y: (remember the choice,) DNAT to the endpoint, committing the masquerade decision."""
-        dnat = ("ct", Ct(zone=dnat_zone(self.node), commit=True, nat=f"dst={e.ip}:{e.port}",
-                         mark_from=REG_MASQ, table=T_ENDPOINT))
-        if self.sp.affinity_timeout is None:
-            return [dnat]
-        learn = Learn(table=T_AFFINITY, idle_timeout=min(self.sp.affinity_timeout, AFFINITY_MAX_TIMEOUT),
-                      priority=100, cookie=COOKIE_AFFINITY,
-                      specs=(("match", REG_SVC), ("match", "eth_type", 0x0800), ("match", "ipv4_src"),
-                             ("load", REG_EP_IP, ip_int(e.ip)), ("load", REG_EP_PORT, e.port)))
-        return [("learn", learn), dnat]
+        """KUBE-SEP-Y: DNAT to the endpoint, committing the masquerade decision (then, with affinity,
+        remember the choice)."""
+        table = T_ENDPOINT if self.sp.affinity_timeout is None else T_REMEMBER
+        return [("ct", Ct(zone=dnat_zone(self.node), commit=True, nat=f"dst={e.ip}:{e.port}",
+                          mark_from=REG_MASQ, table=table))]

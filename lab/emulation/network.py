@@ -30,8 +30,9 @@ from lab.emulation.proxy_state import build_proxy_state
 from lab.emulation.resources import MachineLock, RunDir, clean_stale_runs, remove_recorded, start_process, stop_process
 from lab.errors import LabError, Origin
 from lab.kube import addressing as addr
+from lab.kube.cluster_ips import cluster_ips
 from lab.kube.endpoints import workload_ports
-from lab.kube.model import Cluster, ContainerPort, Pod
+from lab.kube.model import NODE_PORT_RANGE, Cluster, ContainerPort, Pod
 from lab.kube.names import validate_object_name
 from lab.polling import wait_for
 from topologies.cluster import ClusterTopo, LinkShape, bridge_names, pod_host_params, root_interfaces
@@ -154,7 +155,7 @@ class ClusterNetwork:
             extra = ""
             if host.name in self._node_names:
                 index = self.cluster.node(host.name).index
-                extra = f"; ip route add {addr.pod_cidr(index)} dev eth0"
+                extra = f"; ip route add {addr.pod_cidr(index)} dev eth0; {node_port_routing(index)}"
             host.cmd(f"sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; "
                      f"ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}")
         names = root_interfaces(self.cluster) if root_names is None else root_names
@@ -337,6 +338,10 @@ class ClusterNetwork:
     def host(self, name: str):
         return self.net.get(name)
 
+    def cluster_ip(self, service: str, namespace: str = "default") -> str:
+        """The Service's clusterIP (``spec.clusterIP``); KeyError for a headless Service."""
+        return cluster_ips(self.cluster)[(namespace, service)]
+
     def run_in(self, host_name: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         """Run a program inside a host's network namespace (mnexec -a: attach to the host's namespaces)."""
         host = self.net.get(host_name)
@@ -344,13 +349,17 @@ class ClusterNetwork:
                               timeout=timeout)
 
     def probe(self, targets: list[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
-              path: str = "/", rate: float | None = None) -> dict:
+              path: str = "/", rate: float | None = None, source: str = addr.CLIENT_NAME,
+              protocol: str = "TCP") -> dict:
+        """Run ``lab.measure.probe`` in ``source`` (the client, a pod or a node) and return its report."""
         argv = [sys.executable, "-m", "lab.measure.probe", "--targets", *targets, "--requests", str(requests),
                 "--concurrency", str(concurrency), "--timeout", str(timeout), "--path", path]
         if rate is not None:
             argv += ["--rate", str(rate)]
+        if protocol != "TCP":
+            argv += ["--protocol", protocol.lower()]
         budget = 30 + requests * timeout + (requests / rate if rate else 0)
-        result = self.run_in(addr.CLIENT_NAME, argv, timeout=budget)
+        result = self.run_in(source, argv, timeout=budget)
         if result.returncode != 0:
             raise LabError(f"the probe failed (code {result.returncode}): {result.stderr.strip()[-300:]}")
         return json.loads(result.stdout)
@@ -380,6 +389,30 @@ class ClusterNetwork:
     def client_ttl(self) -> int:
         out = self.run_in(addr.CLIENT_NAME, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)
         return int(out.stdout.strip())
+
+
+NODE_PORT_TABLE = 100
+
+
+def node_port_routing(index: int) -> str:
+    """Shell commands that send a node's own connections to its NodePorts into its bridge.
+
+    In iptables mode kube-proxy's nat OUTPUT rule (``KUBE-SERVICES`` -> ``KUBE-NODEPORTS``, ``addrtype
+    LOCAL``, with ``route_localnet=1`` for 127.0.0.1) DNATs a node process's connection to its own IP or
+    127.0.0.1 before routing, so it never takes the loopback. Here kube-proxy lives in Open vSwitch, so the
+    node's routing must hand such connections to the bridge instead: policy rules, ahead of the local
+    table, route its own IP and 127.0.0.1 in the NodePort range out of eth0 (``accept_local`` and
+    ``route_localnet`` let the replies, which carry those addresses, back in). The bridge then does what
+    the OUTPUT chain does: DNAT, masquerade (the source is LOCAL). Everything else stays on the loopback.
+    """
+    low, high = NODE_PORT_RANGE
+    ip = addr.node_ip(index)
+    rules = "; ".join(f"ip rule add pref 10 to {dst} ipproto {proto} dport {low}-{high} lookup {NODE_PORT_TABLE}"
+                      for dst in (ip, "127.0.0.1") for proto in ("tcp", "udp"))
+    return (f"ip rule add pref 100 lookup local; ip rule del pref 0 lookup local; "
+            f"ip route add default via {addr.ROUTER_UNDERLAY_IP} dev eth0 src {ip} table {NODE_PORT_TABLE}; "
+            f"{rules}; sysctl -qw net.ipv4.conf.eth0.accept_local=1 net.ipv4.conf.eth0.route_localnet=1 "
+            "net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0")
 
 
 def _raise_interrupt(signum, frame):

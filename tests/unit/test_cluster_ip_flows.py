@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
-from controllers.flows import T_AFFINITY, T_FIREWALL, T_SERVICE, T_STICKY, U_LB, ip_int
+from controllers.flows import T_AFFINITY, T_FIREWALL, T_REMEMBER, T_SERVICE, T_STICKY, U_LB
 from controllers.pipeline import compile_state, group_id
 from controllers.services import usable
 from controllers.state import EndpointInfo
@@ -109,13 +109,16 @@ def test_session_affinity_learns_client_to_endpoint_with_an_idle_timeout():
                           f"resubmit(,{T_AFFINITY}),goto_table:{T_STICKY}")
     [group] = matching(lines, f"group_id={g},")
     for ep in sp.endpoints:
-        learn = (f"learn(table={T_AFFINITY},idle_timeout=7,priority=100,cookie=0x16,reg7,eth_type=0x800,ipv4_src,"
-                 f"load:{ip_int(ep.ip):#x}->reg5,load:{ep.port:#x}->reg6)")
-        assert learn + f",ct(commit,zone=1003,nat(dst={ep.ip}:8080)" in group
+        dnat = f"ct(commit,zone=1003,nat(dst={ep.ip}:8080),exec(move:reg0[0]->ct_mark[0]),table={T_REMEMBER})"
+        assert dnat in group
         [sticky] = matching(lines, f"table={T_STICKY},priority=100", f"reg5={ep.ip},")
-        assert f"reg4={g}," in sticky and learn in sticky
+        assert f"reg4={g}," in sticky and sticky.endswith(f"actions={dnat}")
     [fallback] = matching(lines, f"table={T_STICKY},priority=10,")
     assert fallback.endswith(f"actions=group:{g}")
+    assert matching(lines, f"table={T_REMEMBER},") == [
+        f"cookie=0x16,table={T_REMEMBER},priority=100,dl_type=0x800,nw_proto=6,reg7={sp.id} actions="
+        f"learn(table={T_AFFINITY},idle_timeout=7,priority=100,cookie=0x16,reg7,eth_type=0x800,ipv4_src,"
+        f"load:ipv4_dst->reg5,load:tcp_dst->reg6),goto_table:30"]
     _, plain = flows(cluster(cluster_ip="10.96.0.50"))
     assert not matching(plain, "learn(") and not matching(plain, f"table={T_STICKY},")
 

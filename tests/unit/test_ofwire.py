@@ -67,16 +67,19 @@ def ref_action(a: tuple):
                              recirc_table=0xFF if ct.table is None else ct.table, alg=0, actions=inner)
 
 
-_BITS = {"reg4": 32, "reg5": 32, "reg6": 32, "reg7": 32, "eth_type": 16, "ipv4_src": 32}
+_BITS = {"reg4": 32, "reg5": 32, "reg6": 32, "reg7": 32, "eth_type": 16, "ipv4_src": 32, "ipv4_dst": 32,
+         "tcp_dst": 16, "udp_dst": 16}
 
 
 def ref_learn(learn: Learn):
     specs = []
     for spec in learn.specs:
         kind, name = spec[0], spec[1]
-        cls = parser.NXFlowSpecMatch if kind == "match" else parser.NXFlowSpecLoad
+        if kind == "load":
+            specs.append(parser.NXFlowSpecLoad(src=(spec[2], 0), dst=(name, 0), n_bits=_BITS[spec[2]]))
+            continue
         src = (name, 0) if len(spec) == 2 else spec[2]
-        specs.append(cls(src=src, dst=(name, 0), n_bits=_BITS[name]))
+        specs.append(parser.NXFlowSpecMatch(src=src, dst=(name, 0), n_bits=_BITS[name]))
     return parser.NXActionLearn(table_id=learn.table, specs=specs, idle_timeout=learn.idle_timeout,
                                 hard_timeout=learn.hard_timeout, priority=learn.priority, cookie=learn.cookie)
 
