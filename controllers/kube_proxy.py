@@ -177,7 +177,8 @@ class KubeProxy(of.app_manager.OSKenApp):
         healthy = self._node_healthy(node)
         if port == PROXY_HEALTH_PORT:
             info = next((n for n in state.nodes if n.name == node), None)
-            return proxy_answer(path, self.last_synced.get(info.dpid) if info else None, healthy)
+            return proxy_answer(path, self.last_synced.get(info.dpid) if info else None, healthy,
+                                node_eligible=not (info and info.deleting))
         service = health_ports(state).get(port)
         if service is None:
             return 503, {"error": f"no Service uses health check port {port}"}, {}

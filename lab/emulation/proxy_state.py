@@ -30,7 +30,7 @@ def node_info(node, netns_pid: int | None = None) -> NodeInfo:
     ip = addr.node_ip(node.index)
     return NodeInfo(name=node.name, index=node.index, ip=ip, mac=addr.mac_for(ip),
                     pod_cidr=addr.pod_cidr(node.index), gateway_ip=gw, gateway_mac=addr.mac_for(gw),
-                    dpid=addr.node_dpid(node.index), netns_pid=netns_pid)
+                    dpid=addr.node_dpid(node.index), netns_pid=netns_pid, deleting=node.deleting)
 
 
 def external_hosts() -> tuple[ExternalHost, ...]:

@@ -17,7 +17,9 @@ node's after SNAT) and ``synTTL``, the IP TTL of the SYN on arrival as the kerne
 process's namespace; ``port`` 0: ephemeral; ``bind`` defaults to 0.0.0.0). Once all listen, the ready
 file is written atomically: ``{"pid", "listeners": [{"pod", "namespace", "podIP", "port"}]}`` with the
 actual ports. The control socket takes lines of JSON, ``{"op": "add", "listener": {...}}`` or ``{"op":
-"remove", "pod": name}`` (its listening sockets close, its connections finish), and answers a line
+"remove", "pod": name}`` (its listening sockets close, its connections finish) or ``{"op": "readiness",
+"pod": name, "path": "/ready", "failing": true}`` (that path answers 503 while failing: how the lab
+makes a pod fail its httpGet readinessProbe on its real server), and answers a line
 each, ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``. SIGTERM or SIGINT closes everything,
 removes the ready file and the control socket, and exits 0.
 """
@@ -151,8 +153,9 @@ def _syn_ttl(writer: asyncio.StreamWriter) -> int | None:
         return None
 
 
-async def answer(listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Read one request head and answer it as ``listener``'s pod."""
+async def answer(listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 failing: dict[str, set[str]] | None = None) -> None:
+    """Read one request head and answer it as ``listener``'s pod (503 on a path whose readiness fails)."""
     syn_ttl = _syn_ttl(writer)
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
@@ -167,6 +170,9 @@ async def answer(listener: Listener, reader: asyncio.StreamReader, writer: async
         writer.write(_error(400, "malformed request line"))
         return
     url = urlsplit(target)
+    if failing and url.path in failing.get(listener.pod, ()):
+        writer.write(_error(503, "readiness failing"))
+        return
     if url.path == "/bulk":
         await _send_bulk(writer, parse_qs(url.query).get("bytes", ["0"])[0])
         return
@@ -199,11 +205,12 @@ class Workload:
         self._servers: dict[str, list[asyncio.Server]] = {}
         self._control: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failing: dict[str, set[str]] = {}  # pod -> paths that answer 503
 
     async def add(self, listener: Listener) -> int:
         """Start serving ``listener``; returns the port it actually listens on."""
         sock = listen_socket(listener)
-        handler = functools.partial(self._track, functools.partial(answer, listener))
+        handler = functools.partial(self._track, functools.partial(answer, listener, failing=self._failing))
         try:
             server = await asyncio.start_server(handler, sock=sock, limit=HEAD_LIMIT)
         except BaseException:
@@ -236,7 +243,11 @@ class Workload:
                 return {"ok": True, "port": await self.add(Listener.from_json(cmd.get("listener")))}
             if op == "remove":
                 return {"ok": True, "closed": self.remove(str(cmd.get("pod")))}
-            return {"ok": False, "error": f"unknown op {op!r}; expected 'add' or 'remove'"}
+            if op == "readiness":
+                paths = self._failing.setdefault(str(cmd.get("pod")), set())
+                (paths.add if cmd.get("failing") else paths.discard)(str(cmd.get("path", "/")))
+                return {"ok": True}
+            return {"ok": False, "error": f"unknown op {op!r}; expected 'add', 'remove' or 'readiness'"}
         except (ValueError, LookupError, TypeError, OSError) as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 

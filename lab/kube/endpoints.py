@@ -73,10 +73,14 @@ def workload_ports(cluster: Cluster, pod: Pod) -> list[int]:
     HTTP server must leave that port free, however it is reached.
     """
     ports = {port.port for port in pod.ports if port.protocol == "TCP"}
+    probe = pod.readiness_probe
+    if probe is not None and isinstance(probe.port, int):
+        ports.add(probe.port)  # the application answers its probe wherever it is declared
     for service in cluster.services:
         if service.namespace != pod.namespace or not selects(service.selector, pod.labels):
             continue
-        ports.update(sp.target_port for sp in service.ports if isinstance(sp.target_port, int))
+        ports.update(sp.target_port for sp in service.ports
+                     if isinstance(sp.target_port, int) and sp.protocol == "TCP")
     return sorted(ports - set(real_server_ports(pod).values()))
 
 

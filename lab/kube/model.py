@@ -24,6 +24,8 @@ class Node:
     name: str
     index: int  # 1-based, in manifest order; addresses derive from it (lab.kube.addressing)
     labels: dict[str, str] = field(default_factory=dict)
+    unschedulable: bool = False  # kubectl cordon
+    deleting: bool = False  # the Node has a deletionTimestamp (kubectl delete node, still draining)
 
 
 @dataclass(frozen=True)
