@@ -19,6 +19,7 @@ T_FIREWALL = 15  # KUBE-FW / KUBE-PROXY-FIREWALL: loadBalancerSourceRanges
 T_SERVICE = 20  # KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXT: which chain, masquerade or not
 T_AFFINITY = 21  # learned sessionAffinity flows (iptables' ``recent`` lists), looked up by resubmit
 T_STICKY = 22  # the endpoint a learned flow named, if the chain still has it; else the chain's group
+T_UDP_PICK = 23  # UDP chains: the endpoint by the client's source port (see controllers.services)
 T_REMEMBER = 25  # after an affinity chain's DNAT: learn (or refresh) client -> endpoint
 T_ENDPOINT = 30
 T_SNAT = 40
@@ -170,7 +171,8 @@ def ip_int(ip: str) -> int:
 # --- ovs-ofctl text -------------------------------------------------------------------------------------
 
 _OFCTL_FIELDS = {"eth_type": "dl_type", "ipv4_dst": "nw_dst", "ipv4_src": "nw_src", "ip_proto": "nw_proto",
-                 "tcp_dst": "tp_dst", "udp_dst": "tp_dst", "eth_dst": "dl_dst", "eth_src": "dl_src"}
+                 "tcp_dst": "tp_dst", "udp_dst": "tp_dst", "udp_src": "tp_src", "eth_dst": "dl_dst",
+                 "eth_src": "dl_src"}
 
 
 def _fmt_ct_state(value: int, mask: int) -> str:

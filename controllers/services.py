@@ -27,6 +27,11 @@ controller may cache them per (node, Service port) and recompile only what chang
   ``recent --rcheck --seconds T`` with ``--set`` on each, a sliding window. The key is the Service port,
   not the entry, as kube-proxy's ``recent`` lists are per endpoint: a client keeps its endpoint whether
   it comes by clusterIP, nodePort or load balancer address, on one node.
+- UDP: Open vSwitch's select groups hash UDP by addresses only (its symmetric L3/L4 hash leaves UDP
+  ports out), which would send every datagram of one client to one endpoint. kube-proxy's choice is
+  random per new conntrack entry, i.e. per client socket, so UDP chains choose by the low bits of the
+  client's source port instead (random for ephemeral ports): ``udp_slots(n)`` slots, one flow each, in
+  ``T_UDP_PICK``, dealt round-robin to the endpoints (at most 1/16 of a share of bias).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from controllers.flows import (
     T_REMEMBER,
     T_SERVICE,
     T_STICKY,
+    T_UDP_PICK,
     Action,
     Ct,
     Group,
@@ -81,6 +87,14 @@ def snat_zone(node: NodeInfo) -> int:
 def group_id(sp_id: int, local: bool) -> int:
     """Stable ids per Service port: its KUBE-SVC group (all endpoints) and its KUBE-SVL group (local ones)."""
     return sp_id * 2 + (1 if local else 0)
+
+
+def udp_slots(endpoints: int) -> int:
+    """How many source-port slots a UDP chain deals out: a power of two, 16 or more per endpoint."""
+    slots = 16
+    while slots < 16 * endpoints and slots < 4096:
+        slots *= 2
+    return slots
 
 
 def usable(endpoints, node: str | None = None) -> tuple[EndpointInfo, ...]:
@@ -177,19 +191,33 @@ class _Chooser:
     def __init__(self, prog: Program, node: NodeInfo, sp: ServicePortInfo, cluster, local):
         self.prog, self.node, self.sp, self.cluster, self.local = prog, node, sp, cluster, local
         self.remembered: set[tuple[int, int]] = set()
+        self.chains: set[int] = set()
 
     def choose(self, endpoints, is_local: bool, masquerade: bool) -> list[Action]:
         gid = group_id(self.sp.id, is_local)
-        if gid not in self.prog.groups:
+        if gid not in self.chains:
+            self.chains.add(gid)
             self._chain(gid, endpoints)
         actions: list[Action] = [("set_field", REG_MASQ, 1)] if masquerade else []
         if self.sp.affinity_timeout is None:
-            return actions + [("group", gid)]
+            return actions + self._pick(gid)
         return actions + [("set_field", REG_CHAIN, gid), ("set_field", REG_SVC, self.sp.id),
                           ("resubmit", T_AFFINITY), ("goto", T_STICKY)]
 
+    def _pick(self, gid: int) -> list[Action]:
+        if self.sp.protocol == "UDP":
+            return [("set_field", REG_CHAIN, gid), ("goto", T_UDP_PICK)]
+        return [("group", gid)]
+
     def _chain(self, gid: int, endpoints) -> None:
-        self.prog.groups[gid] = Group(gid, tuple(tuple(self._to(e)) for e in endpoints))
+        if self.sp.protocol == "UDP":
+            slots = udp_slots(len(endpoints))
+            for slot in range(slots):
+                self.prog.add(T_UDP_PICK, 100, {"eth_type": 0x0800, "ip_proto": 17, REG_CHAIN: gid,
+                                                "udp_src": (slot, slots - 1)},
+                              self._to(endpoints[slot % len(endpoints)]), COOKIE_SERVICE)
+        else:
+            self.prog.groups[gid] = Group(gid, tuple(tuple(self._to(e)) for e in endpoints))
         if self.sp.affinity_timeout is None:
             return
         for e in endpoints:
@@ -197,7 +225,7 @@ class _Chooser:
             self.prog.add(T_STICKY, 100, {"eth_type": 0x0800, REG_CHAIN: gid, REG_EP_IP: ip_int(e.ip),
                                           REG_EP_PORT: e.port},
                           self._to(e), COOKIE_AFFINITY)
-        self.prog.add(T_STICKY, 10, {REG_CHAIN: gid}, [("group", gid)], COOKIE_AFFINITY)
+        self.prog.add(T_STICKY, 10, {REG_CHAIN: gid}, self._pick(gid), COOKIE_AFFINITY)
         if (T_REMEMBER, self.sp.id) not in self.remembered:
             self.remembered.add((T_REMEMBER, self.sp.id))
             self.prog.add(T_REMEMBER, 100, {"eth_type": 0x0800, "ip_proto": IP_PROTO[self.sp.protocol],

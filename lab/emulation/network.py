@@ -33,7 +33,7 @@ from lab.emulation.resources import MachineLock, RunDir, clean_stale_runs, remov
 from lab.errors import LabError, Origin
 from lab.kube import addressing as addr
 from lab.kube.cluster_ips import cluster_ips
-from lab.kube.endpoints import workload_ports
+from lab.kube.endpoints import workload_ports, workload_udp_ports
 from lab.kube.model import NODE_PORT_RANGE, Cluster, ContainerPort, Pod
 from lab.kube.names import validate_object_name
 from lab.polling import wait_for
@@ -188,7 +188,10 @@ class ClusterNetwork:
     def _listeners(self, pod: Pod) -> list[dict]:
         host = self.net.get(pod.name)
         return [{"pod": pod.name, "namespace": pod.namespace, "node": pod.node, "podIP": pod.ip, "port": port,
-                 "netnsPid": host.pid, "bind": "0.0.0.0"} for port in workload_ports(self.cluster, pod)]
+                 "netnsPid": host.pid, "bind": "0.0.0.0", "protocol": protocol}
+                for protocol, ports in (("TCP", workload_ports(self.cluster, pod)),
+                                        ("UDP", workload_udp_ports(self.cluster, pod)))
+                for port in ports]
 
     def _start_workload(self) -> None:
         listeners = [item for pod in self.cluster.pods for item in self._listeners(pod)]

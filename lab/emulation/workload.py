@@ -12,8 +12,12 @@ node's after SNAT) and ``synTTL``, the IP TTL of the SYN on arrival as the kerne
     {"pod": "web-1", "namespace": "default", "node": "node1", "podIP": "10.244.1.2", "port": 8080,
      "source": {"ip": "203.0.113.10", "port": 40512}, "synTTL": 62, "path": "/"}
 
+UDP ports (``"protocol": "UDP"`` in a listener) answer every datagram with a datagram holding the same
+JSON (``path`` is the datagram's text; ``synTTL`` is the TTL the datagram arrived with, ``IP_RECVTTL``):
+a UDP Service is measured the same way, one new source port per request.
+
 ``python -m lab.emulation.workload --config FILE``, FILE being ``{"listeners": [{"pod", "namespace", "node",
-"podIP", "port", "netnsPid", "bind"}], "ready": PATH, "control": PATH}`` (``netnsPid`` null: this
+"podIP", "port", "netnsPid", "bind", "protocol"}], "ready": PATH, "control": PATH}`` (``netnsPid`` null: this
 process's namespace; ``port`` 0: ephemeral; ``bind`` defaults to 0.0.0.0). Once all listen, the ready
 file is written atomically: ``{"pid", "listeners": [{"pod", "namespace", "podIP", "port"}]}`` with the
 actual ports. The control socket takes lines of JSON, ``{"op": "add", "listener": {...}}`` or ``{"op":
@@ -47,6 +51,7 @@ from urllib.parse import parse_qs, urlsplit
 CLONE_NEWNET = 0x40000000
 TCP_SAVE_SYN = 27  # not exported by the socket module
 TCP_SAVED_SYN = 28
+IP_RECVTTL = 12  # linux/in.h; not exported by the socket module
 SAVED_SYN_BUFFER = 512  # IPv4 (<= 60) or IPv6 (40) header plus TCP (<= 60)
 HEAD_LIMIT = 8 * 1024
 READ_TIMEOUT_S = 5.0
@@ -69,6 +74,7 @@ class Listener:
     pod_ip: str = ""
     netns_pid: int | None = None
     bind: str = "0.0.0.0"
+    protocol: str = "TCP"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Listener:
@@ -76,7 +82,8 @@ class Listener:
             raise ValueError(f"a listener needs at least 'pod' and 'port', got {data!r}")
         return cls(pod=str(data["pod"]), port=int(data["port"]), namespace=data.get("namespace", "default"),
                    node=data.get("node", ""), pod_ip=data.get("podIP", ""),
-                   netns_pid=data.get("netnsPid"), bind=data.get("bind", "0.0.0.0"))
+                   netns_pid=data.get("netnsPid"), bind=data.get("bind", "0.0.0.0"),
+                   protocol=data.get("protocol", "TCP"))
 
 
 def parse_saved_syn(raw: bytes) -> int | None:
@@ -198,17 +205,64 @@ async def _send_bulk(writer: asyncio.StreamWriter, count: str) -> None:
         await writer.drain()  # waits for a slow reader instead of buffering 100 MB
 
 
+def udp_socket(listener: Listener) -> socket.socket:
+    """A bound UDP socket in the pod's namespace that reports each datagram's TTL."""
+    with netns(listener.netns_pid):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            sock.bind((listener.bind, listener.port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+    return sock
+
+
+def udp_answer(listener: Listener, port: int, data: bytes, ancillary, peer) -> bytes:
+    ttl = next((int.from_bytes(d[:4], sys.byteorder) for level, kind, d in ancillary
+                if level == socket.IPPROTO_IP and kind == socket.IP_TTL), None)
+    return _json_line({"pod": listener.pod, "namespace": listener.namespace, "node": listener.node,
+                       "podIP": listener.pod_ip, "port": port, "source": {"ip": peer[0], "port": peer[1]},
+                       "synTTL": ttl, "path": data[:200].decode("latin-1").strip()})
+
+
+class UdpServer:
+    """One pod's UDP port: every datagram gets one answer, sent from the port it arrived on."""
+
+    def __init__(self, listener: Listener, loop: asyncio.AbstractEventLoop) -> None:
+        self.listener, self.loop = listener, loop
+        self.sock = udp_socket(listener)
+        self.port = self.sock.getsockname()[1]
+        loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _flags, peer = self.sock.recvmsg(2048, socket.CMSG_SPACE(4))
+            self.sock.sendto(udp_answer(self.listener, self.port, data, ancillary, peer), peer)
+        except OSError:
+            pass  # a datagram is not a connection: nothing to clean up
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
 class Workload:
     """The running server: each pod's listening sockets, the control socket, and live connections."""
 
     def __init__(self) -> None:
-        self._servers: dict[str, list[asyncio.Server]] = {}
+        self._servers: dict[str, list[asyncio.Server | UdpServer]] = {}
         self._control: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._failing: dict[str, set[str]] = {}  # pod -> paths that answer 503
 
     async def add(self, listener: Listener) -> int:
         """Start serving ``listener``; returns the port it actually listens on."""
+        if listener.protocol == "UDP":
+            udp = UdpServer(listener, asyncio.get_running_loop())
+            self._servers.setdefault(listener.pod, []).append(udp)
+            return udp.port
         sock = listen_socket(listener)
         handler = functools.partial(self._track, functools.partial(answer, listener, failing=self._failing))
         try:

@@ -91,3 +91,15 @@ def real_server_ports(pod: Pod) -> dict[str, int]:
     """The pod's TCP container ports served by a real program instead of the lab's HTTP server: name -> port."""
     return {port.name: port.port for port in pod.ports
             if port.protocol == "TCP" and port.name in REAL_SERVER_PORT_NAMES}
+
+
+def workload_udp_ports(cluster: Cluster, pod: Pod) -> list[int]:
+    """The UDP ports the lab's server answers in ``pod``: its UDP containerPorts and the numeric UDP
+    targetPorts of Services that select it (the same rule as ``workload_ports`` for TCP)."""
+    ports = {port.port for port in pod.ports if port.protocol == "UDP"}
+    for service in cluster.services:
+        if service.namespace != pod.namespace or not selects(service.selector, pod.labels):
+            continue
+        ports.update(sp.target_port for sp in service.ports
+                     if isinstance(sp.target_port, int) and sp.protocol == "UDP")
+    return sorted(ports)

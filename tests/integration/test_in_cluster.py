@@ -10,11 +10,14 @@ Cluster::
     Service web-np     NodePort 30090, Cluster
     Service web-lb     LoadBalancer 30091, Local                (no source ranges)
     Service web-fw     LoadBalancer 30092, Cluster, loadBalancerSourceRanges 192.0.2.0/24
+    Service dns        NodePort 30053/UDP -> dns-a (node-a), dns-b (node-b) on UDP 5353
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -43,7 +46,7 @@ MANIFESTS = "---".join(
     [f"\napiVersion: v1\nkind: Node\nmetadata: {{name: node-{n}}}\n" for n in "abc"]
     + [POD.format(name=n, app=a, node=node) for n, a, node in
        [("web-a1", "web", "node-a"), ("web-b1", "web", "node-b"), ("tool-a", "tool", "node-a"),
-        ("toolbox", "tool", "node-c")]]
+        ("toolbox", "tool", "node-c"), ("dns-a", "dns", "node-a"), ("dns-b", "dns", "node-b")]]
     + [SERVICE.format(name=name, spec=spec) for name, spec in [
         ("web", "  clusterIP: 10.96.0.80\n  ports: [{port: 80, targetPort: 8080}]"),
         ("web-itl", "  internalTrafficPolicy: Local\n  ports: [{port: 80, targetPort: 8080}]"),
@@ -54,7 +57,16 @@ MANIFESTS = "---".join(
                    "  ports: [{port: 80, targetPort: 8080, nodePort: 30091}]"),
         ("web-fw", "  type: LoadBalancer\n  loadBalancerSourceRanges: [192.0.2.0/24]\n"
                    "  ports: [{port: 80, targetPort: 8080, nodePort: 30092}]"),
-    ]])
+    ]]
+    + ["""
+apiVersion: v1
+kind: Service
+metadata: {name: dns}
+spec:
+  type: NodePort
+  selector: {app: dns}
+  ports: [{name: dns, port: 53, targetPort: 5353, protocol: UDP, nodePort: 30053}]
+"""])
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +180,52 @@ def lb_flow_packets(lab, lb_ip: str) -> int:
     out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", addr.underlay_bridge(),
                           f"table={U_LB},ip,nw_dst={lb_ip}"], capture_output=True, text=True, check=True).stdout
     return sum(int(f.split("n_packets=")[1].split(",")[0]) for f in out.splitlines() if "n_packets=" in f)
+
+
+def udp(lab, source: str, target: str, requests: int = 40) -> dict:
+    out = lab.probe([target], requests, concurrency=4, timeout=1.0, source=source, protocol="UDP")
+    return entry_result(out["records"], service="", namespace="default", policy="", node_port=0, node=None,
+                        node_ip=None, inter_node_bytes=0, client_ttl=64, duration_s=out["durationS"])
+
+
+def test_udp_through_cluster_ip_and_node_port(lab):
+    inside = udp(lab, "toolbox", f"{vip(lab, 'dns')}:53")
+    assert inside["ok"] == 40 and set(inside["servedBy"]) == {"dns-a", "dns-b"}, inside["errors"]
+    assert inside["sourcesSeen"] == {lab.cluster.pod("toolbox").ip: 40}
+    outside = udp(lab, addr.CLIENT_NAME, f"{node_ip(lab, 'node-c')}:30053")
+    assert outside["ok"] == 40 and set(outside["servedBy"]) == {"dns-a", "dns-b"}
+    assert outside["sourcesSeen"] == {node_ip(lab, "node-c"): 40}  # Cluster: masqueraded by the entry node
+
+
+SAME_PORT_CLIENT = """
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 40053))
+s.settimeout(1)
+seen = []
+for _ in range(5):
+    s.sendto(b"/", (sys.argv[1], 53))
+    try:
+        seen.append(json.loads(s.recv(2048))["pod"])
+    except OSError:
+        seen.append(None)
+    time.sleep(0.05)
+print(json.dumps(seen))
+"""
+
+
+def same_port(lab, target: str) -> list:
+    out = lab.run_in("toolbox", [sys.executable, "-c", SAME_PORT_CLIENT, target], timeout=20)
+    return json.loads(out.stdout)
+
+
+def test_udp_conntrack_of_a_removed_endpoint_is_flushed(lab):
+    """One client socket keeps one conntrack entry, so one endpoint; when that endpoint goes, kube-proxy
+    deletes the entry and the same socket's next datagrams reach the other endpoint (no black hole)."""
+    target = vip(lab, "dns")
+    first = same_port(lab, target)
+    assert len(set(first)) == 1 and first[0] in {"dns-a", "dns-b"}, first
+    lab.delete_pod(first[0], grace_s=0)
+    after = same_port(lab, target)
+    survivor = ({"dns-a", "dns-b"} - {first[0]}).pop()
+    assert after == [survivor] * 5, after

@@ -7,9 +7,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
-from controllers.flows import T_AFFINITY, T_FIREWALL, T_REMEMBER, T_SERVICE, T_STICKY, U_LB
+from controllers.flows import T_AFFINITY, T_FIREWALL, T_REMEMBER, T_SERVICE, T_STICKY, T_UDP_PICK, U_LB
 from controllers.pipeline import compile_state, group_id
-from controllers.services import usable
+from controllers.services import udp_slots, usable
 from controllers.state import EndpointInfo
 from lab.emulation.proxy_state import build_proxy_state
 from lab.kube import addressing as addr
@@ -167,6 +167,11 @@ def test_udp_service_ports_match_udp():
     vip = matching(lines, "nw_dst=10.96.0.53")
     assert vip and all("nw_proto=17,tp_dst=53" in f for f in vip)
     assert matching(lines, "nw_dst=172.18.0.13,", "nw_proto=17,tp_dst=30053")
+    # The endpoint is chosen by the client's source port (OVS hashes UDP by addresses only), 16 slots each.
+    picks = matching(lines, f"table={T_UDP_PICK},")
+    assert len(picks) == udp_slots(2) == 32 and not matching(lines, "group_id=")
+    for ip in (addr.pod_ip(1, 2), addr.pod_ip(2, 2)):
+        assert len(matching(picks, f"nat(dst={ip}:5353)")) == 16
 
 
 def test_removing_an_endpoint_changes_only_its_service_groups():
