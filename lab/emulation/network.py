@@ -474,7 +474,11 @@ class ClusterNetwork:
         return totals
 
     def client_ttl(self) -> int:
-        out = self.run_in(addr.CLIENT_NAME, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)
+        return self.pod_ttl(addr.CLIENT_NAME)
+
+    def pod_ttl(self, host: str) -> int:
+        """The TTL a host's packets start with (its ``ip_default_ttl``)."""
+        out = self.run_in(host, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)
         return int(out.stdout.strip())
 
 

@@ -229,3 +229,19 @@ def test_udp_conntrack_of_a_removed_endpoint_is_flushed(lab):
     after = same_port(lab, target)
     survivor = ({"dns-a", "dns-b"} - {first[0]}).pop()
     assert after == [survivor] * 5, after
+
+
+def test_apply_probes_a_cluster_ip_from_a_client_pod_on_each_node(lab):
+    """``lab apply``'s clusterIP results: a lab-made client pod per node, the same keys as the other
+    results, and the east-west bill: requests served on another node cost bytes between nodes."""
+    from lab.measure.measurements import in_cluster_clients, measure_cluster_ip
+    clients = in_cluster_clients(lab)
+    assert set(clients) == {"node-a", "node-b", "node-c"}
+    results = [measure_cluster_ip(lab, lab.cluster.service("web"), pod, 20) for pod in clients.values()]
+    for r in results:
+        assert r["via"] == "clusterIP" and r["ok"] == 20 and r["clientPod"] == clients[r["node"]]
+        assert {"servedBy", "sourcesSeen", "nodeHops", "interNodeBytes", "latencyMs", "linkBytes"} <= r.keys()
+    on_c = next(r for r in results if r["node"] == "node-c")
+    assert on_c["nodeHops"] == {"2": 20} and on_c["interNodeBytes"] > 20 * 300  # both pods are elsewhere
+    on_a = next(r for r in results if r["node"] == "node-a")
+    assert on_a["nodeHops"].get("1") == on_a["servedBy"].get("web-a1")  # the local pod: one hop
