@@ -68,6 +68,7 @@ UNDERLAY_NODE_PORT_BASE = 100
 CLUSTER_CIDR_NET, CLUSTER_CIDR_MASK = "10.244.0.0", "255.255.0.0"  # --cluster-cidr
 LOCALHOST = "127.0.0.1"
 L4_DST = {"TCP": "tcp_dst", "UDP": "udp_dst"}
+L4_SRC = {"TCP": "tcp_src", "UDP": "udp_src"}
 IP_PROTO = {"TCP": 6, "UDP": 17}
 
 
@@ -171,8 +172,8 @@ def ip_int(ip: str) -> int:
 # --- ovs-ofctl text -------------------------------------------------------------------------------------
 
 _OFCTL_FIELDS = {"eth_type": "dl_type", "ipv4_dst": "nw_dst", "ipv4_src": "nw_src", "ip_proto": "nw_proto",
-                 "tcp_dst": "tp_dst", "udp_dst": "tp_dst", "udp_src": "tp_src", "eth_dst": "dl_dst",
-                 "eth_src": "dl_src"}
+                 "tcp_dst": "tp_dst", "udp_dst": "tp_dst", "udp_src": "tp_src", "tcp_src": "tp_src",
+                 "eth_dst": "dl_dst", "eth_src": "dl_src"}
 
 
 def _fmt_ct_state(value: int, mask: int) -> str:

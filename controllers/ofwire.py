@@ -25,7 +25,7 @@ NX_NAT_F_SRC, NX_NAT_F_DST = 1, 2
 NX_CT_RECIRC_NONE = 0xFF
 
 # What a pipeline match or set_field value is on the wire, by field: its kind and length in bytes.
-_INT = {"eth_type": 2, "in_port": 4, "ip_proto": 1, "tcp_dst": 2, "udp_dst": 2, "udp_src": 2, "arp_op": 2,
+_INT = {"eth_type": 2, "in_port": 4, "ip_proto": 1, "tcp_dst": 2, "tcp_src": 2, "udp_dst": 2, "udp_src": 2, "arp_op": 2,
         "ct_state": 4, "ct_mark": 4, "reg0": 4, "reg3": 4, "reg4": 4, "reg5": 4, "reg6": 4, "reg7": 4}
 _MAC = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
 _IPV4 = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}

@@ -47,6 +47,7 @@ from controllers.flows import (
     COOKIE_SERVICE,
     IP_PROTO,
     L4_DST,
+    L4_SRC,
     LOCALHOST,
     NEW,
     NODE_HOST_PORT,
@@ -228,9 +229,15 @@ class _Chooser:
         self.prog.add(T_STICKY, 10, {REG_CHAIN: gid}, self._pick(gid), COOKIE_AFFINITY)
         if (T_REMEMBER, self.sp.id) not in self.remembered:
             self.remembered.add((T_REMEMBER, self.sp.id))
-            self.prog.add(T_REMEMBER, 100, {"eth_type": 0x0800, "ip_proto": IP_PROTO[self.sp.protocol],
-                                            REG_SVC: self.sp.id}, [("learn", self.learn()), ("goto", T_ENDPOINT)],
-                          COOKIE_AFFINITY)
+            proto = {"eth_type": 0x0800, "ip_proto": IP_PROTO[self.sp.protocol], REG_SVC: self.sp.id}
+            self.prog.add(T_REMEMBER, 100, proto, [("learn", self.learn()), ("goto", T_ENDPOINT)], COOKIE_AFFINITY)
+            # These never match (source port 0) but make the lookups depend on the client's source port,
+            # so each new connection gets datapath flows of its own, translated afresh: the learn then
+            # runs at once (a cached datapath flow runs it only when its statistics are next pushed,
+            # up to a second later) and the next connection sees what the last one learned.
+            never = {**proto, L4_SRC[self.sp.protocol]: 0}
+            self.prog.add(T_AFFINITY, 1, never, [], COOKIE_AFFINITY)
+            self.prog.add(T_REMEMBER, 200, never, [("goto", T_ENDPOINT)], COOKIE_AFFINITY)
 
     def learn(self) -> Learn:
         """``recent --set``: after the DNAT, remember (Service port, client IP) -> the endpoint it got."""

@@ -115,10 +115,12 @@ def test_session_affinity_learns_client_to_endpoint_with_an_idle_timeout():
         assert f"reg4={g}," in sticky and sticky.endswith(f"actions={dnat}")
     [fallback] = matching(lines, f"table={T_STICKY},priority=10,")
     assert fallback.endswith(f"actions=group:{g}")
-    assert matching(lines, f"table={T_REMEMBER},") == [
+    assert matching(lines, f"table={T_REMEMBER},priority=100") == [
         f"cookie=0x16,table={T_REMEMBER},priority=100,dl_type=0x800,nw_proto=6,reg7={sp.id} actions="
         f"learn(table={T_AFFINITY},idle_timeout=7,priority=100,cookie=0x16,reg7,eth_type=0x800,ipv4_src,"
         f"load:ipv4_dst->reg5,load:tcp_dst->reg6),goto_table:30"]
+    # Lookups that depend on the source port (never matching port 0): a fresh translation per connection.
+    assert len(matching(lines, "tp_src=0 ")) == 2
     _, plain = flows(cluster(cluster_ip="10.96.0.50"))
     assert not matching(plain, "learn(") and not matching(plain, f"table={T_STICKY},")
 
