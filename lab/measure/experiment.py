@@ -102,7 +102,7 @@ def set_policy(lab: LabNetwork, service: Service, policy: str) -> None:
     A LoadBalancer Service switched to Local gets a healthCheckNodePort, as the API server allocates one."""
     service.external_traffic_policy = policy
     if service.type == "LoadBalancer" and policy == "Local" and not service.health_check_node_port:
-        used = {p.node_port for s in lab.cluster.services for p in s.ports}
+        used = {p.node_port for s in lab.cluster.services for p in s.node_ports}
         used |= {s.health_check_node_port for s in lab.cluster.services if s.health_check_node_port}
         service.health_check_node_port = next_free(used, f"{service.namespace}/{service.name}:healthCheckNodePort")
     lab.publish()
