@@ -91,6 +91,7 @@ class Cluster:
     ignored: list[dict] = field(default_factory=list)  # objects of kinds the lab does not model
     strict_problems: list[str] = field(default_factory=list)  # the warnings --strict makes errors
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # Namespace objects: name -> labels
+    nodes_made: bool = False  # the manifests had no Node objects, so the lab made the nodes
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

@@ -37,7 +37,7 @@ def probe_entry(lab: LabNetwork, service: Service, sp: ServicePort, node_name: s
     return entry_result(out["records"], service=service.name, namespace=service.namespace,
                         policy=service.external_traffic_policy, node_port=sp.node_port, node=node_name,
                         node_ip=node_ip, inter_node_bytes=inter_node_bytes, client_ttl=client_ttl,
-                        duration_s=duration)
+                        duration_s=duration, port=sp.port, port_name=sp.name)
 
 
 def probe_load_balancer(lab: LabNetwork, service: Service, sp: ServicePort, requests: int, client_ttl: int,
@@ -52,7 +52,7 @@ def probe_load_balancer(lab: LabNetwork, service: Service, sp: ServicePort, requ
     result = entry_result(out["records"], service=service.name, namespace=service.namespace,
                           policy=service.external_traffic_policy, node_port=sp.node_port, node=None, node_ip=None,
                           inter_node_bytes=inter_node_bytes, client_ttl=client_ttl, duration_s=duration,
-                          via="loadBalancer")
+                          via="loadBalancer", port=sp.port, port_name=sp.name)
     result["loadBalancerIP"] = vip
     result["port"] = sp.port
     nodes: dict[str, int] = {}

@@ -89,7 +89,8 @@ def build_cluster(
     docs = without_owned(docs, warnings)
     ignored = ignored_objects(docs, warnings, strict)
     namespaces = _namespaces([doc for doc in docs if doc.kind == "Namespace"])
-    node_list, hosts = read_nodes([doc for doc in docs if doc.kind == "Node"], nodes)
+    node_docs = [doc for doc in docs if doc.kind == "Node"]
+    node_list, hosts = read_nodes(node_docs, nodes)
     builder = Builder(nodes=node_list, hosts=hosts, warnings=warnings, strict=strict)
     targets = {workload_key(doc.kind, *_namespaced_name(doc)) for doc in docs if doc.kind in WORKLOAD_KINDS}
     scaled = scale_targets([doc for doc in docs if doc.kind == "HorizontalPodAutoscaler"], targets, warnings)
@@ -108,7 +109,8 @@ def build_cluster(
     check_unique_services(drafts)
     services = allocate_node_ports(drafts, node_port_range)
     cluster = Cluster(nodes=node_list, pods=builder.pods, services=services, warnings=warnings,
-                      pending=builder.pending, ignored=ignored, strict_problems=strict, namespaces=namespaces)
+                      pending=builder.pending, ignored=ignored, strict_problems=strict, namespaces=namespaces,
+                      nodes_made=not node_docs)
     for draft, service in zip(drafts, services, strict=True):
         check_endpoints(cluster, draft, service, warnings)
     return cluster

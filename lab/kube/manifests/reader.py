@@ -262,7 +262,7 @@ def check_yaml(text: str, source: str) -> None:
         if parent[2] is not None:
             if parent[3] and key is not None:
                 if key in parent[2]:
-                    raise fail(event, f'key "{shown(key, 40)}" is defined twice in one mapping',
+                    raise fail(event, f"key {shown(key, 40)} is defined twice in one mapping",
                                "keep one of them (the API server refuses duplicate keys)")
                 parent[2].add(key)
             parent[3] = not parent[3]
