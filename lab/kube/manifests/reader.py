@@ -44,7 +44,7 @@ MAX_DEPTH = 100  # the deepest real manifests (CRD schemas) nest about 35 levels
 MAX_EXPANDED_NODES = 2_000_000  # a 2 MB install manifest has about 80,000
 MAX_NUMBER_DIGITS = 40  # nothing in Kubernetes is a number this long; Python refuses ints past 4,300 digits
 KIND_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
-NUMBER = re.compile(r"[-+]?(0[xob])?[0-9_.:a-fA-F]+([eE][-+]?[0-9]+)?")
+NUMBER = re.compile(r"[-+]?(0x[0-9a-fA-F_]+|0o[0-7_]+|[0-9][0-9_.:]*([eE][-+]?[0-9]+)?)")  # YAML 1.1 ints, floats
 KUBECTL_ADVICE = (
     "install kubectl (https://kubernetes.io/docs/tasks/tools/, or your distribution's kubectl package), "
     "or render it yourself: kustomize build DIR | python -m lab apply -f -"
@@ -271,7 +271,8 @@ def check_yaml(text: str, source: str) -> None:
         for event in yaml.parse(text, Loader=Loader):
             if isinstance(event, yaml.ScalarEvent):
                 value = event.value
-                if event.style is None and len(value) > MAX_NUMBER_DIGITS and NUMBER.fullmatch(value):
+                plain = event.style in (None, "") and event.implicit[0]
+                if plain and len(value) > MAX_NUMBER_DIGITS and NUMBER.fullmatch(value):
                     raise fail(event, f"a number of {len(value)} characters ({shown(value, 20)})",
                                "no Kubernetes field holds such a number: quote it if it is text")
                 if event.anchor:
