@@ -156,7 +156,8 @@ def test_replicaset_and_replication_controller_name_pods_like_their_controllers(
 
 
 def test_replication_controller_selector_must_match(tmp_path):
-    rc = workload("ReplicationController", "legacy", 1, api="v1", labels="app: legacy", selector="  selector: {app: x}\n")
+    rc = workload("ReplicationController", "legacy", 1, api="v1", labels="app: legacy",
+                  selector="  selector: {app: x}\n")
     assert "do not match spec.selector {app=x}" in error(tmp_path, rc)
 
 
@@ -219,7 +220,8 @@ spec:
     assert len(capped.pods) == 10
     stray = hpa.replace("name: web}\n  minReplicas", "name: gone}\n  minReplicas")
     warned = load(tmp_path, workload("Deployment", replicas=2), stray)
-    assert len(warned.pods) == 2 and any("Deployment/gone, which is not in these manifests" in w for w in warned.warnings)
+    assert len(warned.pods) == 2
+    assert any("Deployment/gone, which is not in these manifests" in w for w in warned.warnings)
 
 
 def test_jobs_warn_once_and_make_no_pods(tmp_path):
@@ -379,7 +381,8 @@ def test_cluster_ip_services_are_modelled_without_node_ports(tmp_path):
 
 
 def test_external_name_is_warned_and_left_out(tmp_path):
-    alias = "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {type: ExternalName, externalName: db.example.com}"
+    alias = ("apiVersion: v1\nkind: Service\nmetadata: {name: db}\n"
+             "spec: {type: ExternalName, externalName: db.example.com}")
     cluster = load(tmp_path, alias)
     assert cluster.services == []
     assert any('of type ExternalName is a DNS alias (to "db.example.com")' in w for w in cluster.warnings)
