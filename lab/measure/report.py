@@ -225,11 +225,17 @@ def verdict(report: Report, cluster: Cluster) -> list[str]:
         if ok:
             lines.append(f"Local instead: the pods saw the client's own address in {client_seen} of {ok} answered "
                          f"requests, {one} took a single node hop, and {nbytes:,} bytes crossed between nodes.")
-        for r in [r for r in local_rs if r["ok"] == 0 and r["requests"]]:
-            timeouts = set(r["errors"]) == {"timeout"}
+        dead: dict[tuple[str, str, str], list[dict]] = {}
+        for r in local_rs:
+            if r["ok"] == 0 and r["requests"]:
+                dead.setdefault((r.get("namespace", "default"), r["service"], r["node"]), []).append(r)
+        for (namespace, name, node), rs in dead.items():
+            timeouts = all(set(r["errors"]) == {"timeout"} for r in rs)
             how = "dropped every connection silently" if timeouts else "answered none of its requests"
-            lines.append(f"Price of Local: node {r['node']} has no pod of {r['service']}, so it {how} "
-                         f"({_errors([r])}); a client or load balancer sending there gets nothing.")
+            ports = " and ".join(str(r.get("port") or r["nodePort"]) for r in rs)
+            lines.append(f"Price of Local: node {node} has no pod of {service_label(name, namespace)}, so it {how} "
+                         f"on port{'s' if len(rs) > 1 else ''} {ports} ({_errors(rs)}); a client or load balancer "
+                         "sending there gets nothing.")
     for (namespace, name), rs in silent.items():
         why = no_endpoints(cluster, namespace, name, rs[0].get("port")) or "no endpoints"
         sent = sum(r["requests"] for r in rs)
