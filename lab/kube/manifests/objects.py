@@ -57,8 +57,10 @@ def ignored_objects(docs: list[Doc], warnings: list[str], strict: list[str]) -> 
     if jobs:
         names = ", ".join(f"{doc.kind}/{display(*meta_of(doc))}" for doc in jobs[:5])
         more = f" +{len(jobs) - 5} more" if len(jobs) > 5 else ""
-        message = (f"{len(jobs)} Job/CronJob object{'s' if len(jobs) != 1 else ''} ({names}{more}): their pods run "
-                   "to completion and serve nothing, so the lab makes no pods for them")
+        several = len(jobs) != 1
+        message = (f"{len(jobs)} Job/CronJob object{'s' if several else ''} ({names}{more}): "
+                   f"{'their' if several else 'its'} pods run to completion and serve nothing, so the lab makes no "
+                   "pods for them")
         warnings.append(message)
         strict.append(message)
     return [listing(doc) for doc in ignored]
