@@ -42,8 +42,13 @@ def shown(value: object, limit: int = SHOWN_MAX) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _part(text: str, limit: int = PART_MAX) -> str:
-    text = "".join(c if c.isprintable() or c in " \t\n" else f"\\x{ord(c):02x}" for c in text[: limit * 4])
+def _part(text: str, limit: int = PART_MAX, *, spaces: bool = True) -> str:
+    """``text`` cut to ``limit`` with unprintable characters escaped; ``spaces=False`` escapes newlines and
+    tabs too (names and paths, where a newline would forge a second message)."""
+    def keep(c: str) -> bool:
+        return c.isprintable() or (spaces and c in " \t\n")
+
+    text = "".join(c if keep(c) else json.dumps(c)[1:-1] for c in text[: limit * 4])
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -72,8 +77,8 @@ class ManifestError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        kind, field, source = (_part(x) for x in (self.kind, self.field, self.source or ""))
-        name = _part(self.name, NAME_MAX)
+        kind, field, source = (_part(x, spaces=False) for x in (self.kind, self.field, self.source or ""))
+        name = _part(self.name, NAME_MAX, spaces=False)
         if kind:
             subject = f'{kind} "{name}"' if name else kind
             head = f"{subject} ({source})" if source else subject

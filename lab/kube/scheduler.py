@@ -299,6 +299,11 @@ class Snapshot:
             self._memo[key] = compute()
         return self._memo[key]
 
+    def pods_on(self, node: Node) -> int:
+        """Pods placed on ``node``, counted once per placement rather than once per node."""
+        counts = self.memo("pods per node", lambda: Counter(pod.node for pod in self.pods))
+        return counts.get(node.name, 0)
+
     def labels_of(self, node_name: str) -> Mapping[str, str]:
         """The scheduler's labels of the node a placed pod runs on ({} if it is not among ``nodes``)."""
         by_name = self.memo("labels", lambda: {node.name: node_labels(node) for node in self.nodes})
@@ -419,7 +424,7 @@ def _explain_node_affinity(spec: PodSpec, nodes: Sequence[Node]) -> tuple[str, s
 
 
 def _check_room(node: Node, spec: PodSpec, snapshot: Snapshot) -> str | None:
-    return None if pods_on(node, snapshot.pods) < addressing.MAX_PODS_PER_NODE else REASON_TOO_MANY_PODS
+    return None if snapshot.pods_on(node) < addressing.MAX_PODS_PER_NODE else REASON_TOO_MANY_PODS
 
 
 def _explain_room(spec: PodSpec, nodes: Sequence[Node]) -> tuple[str, str, str]:
@@ -638,7 +643,7 @@ def _pod_preference(node: Node, spec: PodSpec, snapshot: Snapshot) -> float:
 
 
 def _pod_count(node: Node, spec: PodSpec, snapshot: Snapshot) -> float:
-    return pods_on(node, snapshot.pods)
+    return snapshot.pods_on(node)
 
 
 def _taint_preference(node: Node, spec: PodSpec, snapshot: Snapshot) -> float:

@@ -174,6 +174,13 @@ def test_oversized_file(tmp_path, monkeypatch):
     assert message.endswith("is larger than 1 MiB: split it into smaller files")
 
 
+def test_the_most_pods_on_the_most_nodes_is_still_quick(tmp_path):
+    nodes = "\n---\n".join(f"apiVersion: v1\nkind: Node\nmetadata: {{name: n{i}}}" for i in range(200))
+    message = refused(write(tmp_path / "big.yaml", nodes + "\n---\n" + deploy(replicas="600") + "\n---\n"
+                            + deploy(name="api", replicas="600", labels="{app: api}")))
+    assert "would make pod number 1001, but the lab runs at most 1000 pods" in message
+
+
 def test_many_empty_documents_are_quick(tmp_path):
     assert "no NodePort" not in refused(write(tmp_path / "docs.yaml", "---\n" * 200_000 + "- x\n"))
 
@@ -207,6 +214,7 @@ spec:
     (deploy(replicas="1.5"), "spec.replicas is a number, not an integer"),
     (deploy(replicas="[1]"), "spec.replicas is a list, not an integer"),
     (deploy(replicas="-1"), "spec.replicas -1 is negative"),
+    (deploy(replicas="1000000000"), "spec.replicas 1000000000 is more than the lab runs (1000 pods in all"),
     (deploy(port="99999"), "containers[0].ports[0].containerPort 99999 is outside 1-65535"),
     (deploy(port="9" * 30), "containerPort 999999999999999999999999999999 is outside 1-65535"),
     (deploy(port='"http"'), "containerPort is a string, not an integer"),
@@ -226,6 +234,11 @@ def test_hostile_objects_are_refused_naming_object_and_field(tmp_path, doc, expe
     message = refused(write(tmp_path / "evil.yaml", doc))
     assert expected in message, message
     assert "\x1b" not in message
+
+
+def test_names_in_a_message_head_cannot_forge_a_line(tmp_path):
+    message = refused(write(tmp_path / "evil.yaml", deploy(name='"web\\nerror: all good \\e[0m"')))
+    assert message.startswith('Deployment "web\\nerror: all good \\u001b[0m" (')
 
 
 def test_an_aliased_structure_is_never_expanded_into_a_message(tmp_path):

@@ -42,6 +42,9 @@ from lab.kube.scheduler import (
 )
 
 CONTAINER_PROTOCOLS = ("TCP", "UDP", "SCTP")
+# Every pod is a Mininet host with its own processes, and scheduling one looks at every node and pod: past
+# this the lab would take minutes to build, so it refuses at once (bench/ builds larger clusters directly).
+MAX_PODS = 1000
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,9 @@ def create_pod(
     prefix: str,
 ) -> None:
     """Place the pod and add it; ``owner`` is the (kind, name) of the workload that made it."""
+    if len(builder.pods) >= MAX_PODS:
+        raise origin.error("", f"would make pod number {MAX_PODS + 1}, but the lab runs at most {MAX_PODS} pods "
+                           "(each is a Mininet host)", "run fewer replicas")
     spec = PodSpec(
         name,
         namespace,

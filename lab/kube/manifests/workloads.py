@@ -32,7 +32,7 @@ from lab.kube.manifests.fields import (
     string,
     string_map,
 )
-from lab.kube.manifests.pods import Builder, Template, claim_host, create_pod, pod_template
+from lab.kube.manifests.pods import MAX_PODS, Builder, Template, claim_host, create_pod, pod_template
 from lab.kube.manifests.reader import Doc
 from lab.kube.scheduler import PodSpec, Toleration, fits_node_selection, untolerated
 
@@ -120,6 +120,9 @@ def read_workload(builder: Builder, doc: Doc) -> Workload:
     replicas = 1 if replicas is None else replicas
     if replicas < 0:
         raise origin.error("spec.replicas", f"{replicas} is negative", "use 0 or more replicas")
+    if replicas > MAX_PODS:
+        raise origin.error("spec.replicas", f"{shown(replicas)} is more than the lab runs ({MAX_PODS} pods in all, "
+                           "each a Mininet host)", "use fewer replicas")
     template_doc = mapping(spec, "template", origin, "spec.template", required=True)
     template_meta = mapping(template_doc, "metadata", origin, "spec.template.metadata")
     labels = string_map(template_meta, "labels", origin, "spec.template.metadata.labels")
