@@ -176,8 +176,8 @@ def render_table(report: Report, cluster: Cluster) -> str:
 
 
 def render_health_checks(checks: list[dict]) -> str:
-    rows = [[c["service"], c["node"], f"{c['port']}{c['path']}", str(c["status"]), str(c["localEndpoints"])]
-            for c in checks]
+    rows = [[service_label(c["service"], c.get("namespace", "default")), c["node"], f"{c['port']}{c['path']}",
+             str(c["status"]), str(c["localEndpoints"])] for c in checks]
     return format_table(["service", "node", "health check", "HTTP status", "localEndpoints"], rows)
 
 
