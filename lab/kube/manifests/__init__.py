@@ -29,7 +29,7 @@ from lab.kube import names
 from lab.kube.allocation import PortRange
 from lab.kube.manifests.fields import object_metadata, string_map
 from lab.kube.manifests.nodes import DEFAULT_NODES, default_node_name, read_nodes
-from lab.kube.manifests.objects import MODELLED_KINDS, WORKLOAD_KINDS, ignored_objects, without_owned
+from lab.kube.manifests.objects import MODELLED_KINDS, WORKLOAD_KINDS, ignored_objects, meta_of, without_owned
 from lab.kube.manifests.pods import Builder, add_pod
 from lab.kube.manifests.reader import Doc, Inputs, parse, read_inputs
 from lab.kube.manifests.services import (
@@ -92,7 +92,8 @@ def build_cluster(
     node_docs = [doc for doc in docs if doc.kind == "Node"]
     node_list, hosts = read_nodes(node_docs, nodes)
     builder = Builder(nodes=node_list, hosts=hosts, warnings=warnings, strict=strict)
-    targets = {workload_key(doc.kind, *_namespaced_name(doc)) for doc in docs if doc.kind in WORKLOAD_KINDS}
+    targets = {workload_key(doc.kind, meta_of(doc)[1] or "default", meta_of(doc)[0])
+               for doc in docs if doc.kind in WORKLOAD_KINDS}
     scaled = scale_targets([doc for doc in docs if doc.kind == "HorizontalPodAutoscaler"], targets, warnings)
     for doc in docs:
         if doc.kind == "Pod":
@@ -114,13 +115,6 @@ def build_cluster(
     for draft, service in zip(drafts, services, strict=True):
         check_endpoints(cluster, draft, service, warnings)
     return cluster
-
-
-def _namespaced_name(doc: Doc) -> tuple[str, str]:
-    meta = doc.body.get("metadata")
-    meta = meta if isinstance(meta, dict) else {}
-    namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) and meta.get("namespace") else "default"
-    return namespace, meta.get("name") if isinstance(meta.get("name"), str) else ""
 
 
 def _namespaces(docs: list[Doc]) -> dict[str, dict[str, str]]:
