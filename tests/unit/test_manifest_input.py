@@ -99,6 +99,16 @@ def test_a_kustomization_in_a_folder_is_skipped_with_advice(tmp_path):
            f"use -k {tmp_path / 'base'}" in cluster.warnings
 
 
+def test_helm_charts_and_templates_say_to_render_them(tmp_path):
+    write(tmp_path / "chart" / "Chart.yaml", "apiVersion: v2\nname: store\nversion: 1.0.0\n")
+    write(tmp_path / "chart" / "templates" / "svc.yaml", "metadata:\n  name: {{ .Release.Name }}\n")
+    assert refused(str(tmp_path / "chart")).endswith(
+        f"is a Helm chart, not rendered manifests: render it first: helm template NAME {tmp_path / 'chart'} | "
+        "python -m lab apply -f -")
+    message = refused(str(tmp_path / "chart" / "templates" / "svc.yaml"))
+    assert "YAML syntax error" in message and "this looks like a Helm template" in message
+
+
 def test_standard_input(tmp_path):
     cluster = load_manifests(["-"], stdin=io.StringIO(DEPLOYMENT + "\n---\n" + SERVICE))
     assert len(cluster.pods) == 2

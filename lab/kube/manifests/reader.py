@@ -112,6 +112,9 @@ def _folder_files(folder: str, recursive: bool, warnings: list[str]) -> list[str
         entries = sorted(os.listdir(folder))
     except OSError as exc:
         raise ManifestError("", "", "", f"cannot be listed ({exc.strerror})", "check the permissions", folder) from exc
+    if "Chart.yaml" in entries:
+        raise ManifestError("", "", "", "is a Helm chart, not rendered manifests", f"render it first: helm template "
+                            f"NAME {folder} | python -m lab apply -f -", folder)
     files: list[str] = []
     folders: list[str] = []
     for name in entries:
@@ -200,11 +203,15 @@ def parse(text: str, source: str) -> list[Doc]:
     if text.lstrip().startswith("{"):  # kubectl's rule: a stream that opens with '{' is JSON
         bodies = [_parse_json(text, source)]
     else:
-        check_yaml(text, source)
         try:
+            check_yaml(text, source)
             bodies = list(yaml.load_all(text, Loader=Loader))
         except yaml.YAMLError as exc:
-            raise _yaml_error(exc, source) from exc
+            raise _yaml_error(exc, source, templated="{{" in text) from exc
+        except ManifestError as exc:
+            if "{{" in text and "YAML syntax error" in exc.problem:
+                raise _helm_template(exc) from exc
+            raise
         except (ValueError, OverflowError, TypeError, RecursionError) as exc:
             # e.g. a timestamp that is no date (2024-13-45): the constructor raises, not the parser
             raise ManifestError("", "", "", f"YAML value cannot be read: {shown(str(exc), 80)}",
@@ -304,14 +311,21 @@ def check_yaml(text: str, source: str) -> None:
         raise _yaml_error(exc, source) from exc
 
 
-def _yaml_error(exc: yaml.YAMLError, source: str) -> ManifestError:
+def _yaml_error(exc: yaml.YAMLError, source: str, *, templated: bool = False) -> ManifestError:
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
     detail = getattr(exc, "problem", None) or str(exc)
-    return ManifestError(
+    error = ManifestError(
         "", "", "", f"{where}YAML syntax error: {shown(detail, 120)}", "fix the YAML there (indentation, ':' or '-')",
         source,
     )
+    return _helm_template(error) if templated else error
+
+
+def _helm_template(error: ManifestError) -> ManifestError:
+    """A YAML error in text with ``{{ }}`` is almost always an unrendered Helm template."""
+    return ManifestError("", "", "", error.problem, "this looks like a Helm template ({{ ... }}): render it first, "
+                         "helm template NAME CHART | python -m lab apply -f -", error.source)
 
 
 def _unpack(body: Any, what: str, source: str) -> Iterator[Doc]:
