@@ -122,8 +122,10 @@ def test_json_and_json_errors(tmp_path):
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
             {"name": "c", "image": "i"}]}}))]}
     assert [p.name for p in load_manifests([write(tmp_path / "l.json", json.dumps(doc, indent=1))]).pods] == ["p"]
-    message = refused(write(tmp_path / "bad.json", '{"kind": "Pod",\n "metadata": }'))
-    assert message.startswith(f"{tmp_path / 'bad.json'}: line 2, column 14: JSON syntax error")
+    flow = "{apiVersion: v1, kind: Pod, metadata: {name: flow}, spec: {containers: [{name: c, image: i}]}}"
+    assert [p.name for p in load_manifests([write(tmp_path / "flow.yaml", flow)]).pods] == ["flow"]  # YAML, not JSON
+    message = refused(write(tmp_path / "bad.json", '{"kind": "Pod",\n "metadata": {"name": "x"}'))
+    assert message.startswith(f"{tmp_path / 'bad.json'}: line 2, column 27: JSON syntax error")
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders kustomizations")

@@ -200,27 +200,40 @@ def render_kustomization(folder: str) -> str:
 
 def parse(text: str, source: str) -> list[Doc]:
     """The objects of one YAML or JSON stream."""
+    bodies: list[Any] | None = None
     if text.lstrip().startswith("{"):  # kubectl's rule: a stream that opens with '{' is JSON
-        bodies = [_parse_json(text, source)]
-    else:
         try:
-            check_yaml(text, source)
-            bodies = list(yaml.load_all(text, Loader=Loader))
-        except yaml.YAMLError as exc:
-            raise _yaml_error(exc, source, templated="{{" in text) from exc
-        except ManifestError as exc:
-            if "{{" in text and "YAML syntax error" in exc.problem:
-                raise _helm_template(exc) from exc
-            raise
-        except (ValueError, OverflowError, TypeError, RecursionError) as exc:
-            # e.g. a timestamp that is no date (2024-13-45): the constructor raises, not the parser
-            raise ManifestError("", "", "", f"YAML value cannot be read: {shown(str(exc), 80)}",
-                                "quote the value to make it a string", source) from exc
+            bodies = [_parse_json(text, source)]
+        except ManifestError as json_error:
+            # Not JSON after all? A YAML flow mapping ({kind: Pod, ...}) opens the same way.
+            try:
+                bodies = _parse_yaml(text, source)
+            except ManifestError:
+                raise json_error from None
+    else:
+        bodies = _parse_yaml(text, source)
     docs: list[Doc] = []
     for number, body in enumerate(bodies, start=1):
         if body is not None:
             docs.extend(_unpack(body, f"document {number}", source))
     return docs
+
+
+def _parse_yaml(text: str, source: str) -> list[Any]:
+    try:
+        check_yaml(text, source)
+        bodies = list(yaml.load_all(text, Loader=Loader))
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source, templated="{{" in text) from exc
+    except ManifestError as exc:
+        if "{{" in text and "YAML syntax error" in exc.problem:
+            raise _helm_template(exc) from exc
+        raise
+    except (ValueError, OverflowError, TypeError, RecursionError) as exc:
+        # e.g. a timestamp that is no date (2024-13-45): the constructor raises, not the parser
+        raise ManifestError("", "", "", f"YAML value cannot be read: {shown(str(exc), 80)}",
+                            "quote the value to make it a string", source) from exc
+    return bodies
 
 
 def _parse_json(text: str, source: str) -> Any:
