@@ -65,12 +65,24 @@ class KubeProxy(of.app_manager.OSKenApp):
     def switch_features_handler(self, ev):
         dp = ev.msg.datapath
         with self.lock:
+            if self._refuse_second_connection(dp):
+                return
             self.datapaths[dp.id] = dp
             for msg in of.clear_all(dp):
                 dp.send_msg(msg)
             self.installed[dp.id] = Program()
             LOG.info("switch %016x connected", dp.id)
             self._sync(dp)
+
+    def _refuse_second_connection(self, dp) -> bool:
+        """A second connection claiming a datapath this app already holds is refused, not believed: a
+        switch reconnects only after its old connection is gone (then the DEAD event has released it)."""
+        held = self.datapaths.get(dp.id)
+        if held is None or held is dp or not held.is_active:
+            return False
+        LOG.warning("switch %016x: refused a second connection claiming it (the first is still open)", dp.id)
+        dp.close()
+        return True
 
     @of.set_ev_cls(of.ofp_event.EventOFPStateChange, of.DEAD_DISPATCHER)
     def state_change_handler(self, ev):

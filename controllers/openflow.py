@@ -7,6 +7,8 @@ thin app class, nothing else.
 
 from __future__ import annotations
 
+import socket
+
 from os_ken.base import app_manager  # noqa: F401  (re-exported for the app and the entry point)
 from os_ken.controller import ofp_event  # noqa: F401
 from os_ken.controller.handler import (  # noqa: F401
@@ -34,6 +36,36 @@ class _Xid:
 
     def set_xid(self, xid: int) -> None:
         self.xid = xid
+
+
+class _UnixConnection:
+    """A switch's connection on a Unix socket, as os-ken's datapath wants it: os-ken sets TCP_NODELAY
+    on every connection, which a Unix socket refuses (and has no need of)."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def setsockopt(self, level, option, value):
+        if level != socket.IPPROTO_TCP:
+            self._sock.setsockopt(level, option, value)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def listen_on_unix_socket(path: str) -> None:
+    """Have os-ken's OpenFlow listener accept switches on the Unix socket ``path`` instead of TCP.
+
+    os-ken binds a Unix socket when its listen host is a path in an existing directory; only its
+    per-connection socket options need the wrapper above."""
+    from os_ken import cfg
+    from os_ken.controller import controller
+
+    cfg.CONF.set_override("ofp_listen_host", path)
+    # Unset, os-ken would also serve its old port 6633, which for a path means binding it twice.
+    cfg.CONF.set_override("ofp_tcp_listen_port", 6653)
+    factory = controller.datapath_connection_factory
+    controller.datapath_connection_factory = lambda sock, address: factory(_UnixConnection(sock), address)
 
 
 def clear_all(dp) -> list:

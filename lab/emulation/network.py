@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -25,9 +24,18 @@ from functools import partial
 from controllers.state import write_json_atomic
 from lab.emulation.controller_process import ControllerProcess
 from lab.emulation.environment import datapath, has_netem, preflight
+from lab.emulation.interrupts import InterruptGuard
 from lab.emulation.iperf3 import start_iperf3_servers
 from lab.emulation.proxy_state import build_proxy_state
-from lab.emulation.resources import MachineLock, RunDir, clean_stale_runs, remove_recorded, start_process, stop_process
+from lab.emulation.resources import (
+    MachineLock,
+    RunDir,
+    clean_stale_runs,
+    remove_recorded,
+    start_process,
+    still_present,
+    stop_process,
+)
 from lab.errors import LabError, Origin
 from lab.kube import addressing as addr
 from lab.kube.endpoints import workload_ports
@@ -54,6 +62,7 @@ class ClusterNetwork:
         self.generation = 0
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
+        self.interrupts = InterruptGuard()
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -66,12 +75,9 @@ class ClusterNetwork:
 
     def start(self) -> None:
         preflight()
-        self.lock.acquire()
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
-        self._previous_handlers = previous
-        for sig in previous:
-            signal.signal(sig, _raise_interrupt)
+        self.interrupts.install()  # Ctrl-C, SIGTERM, SIGHUP: stop at once, then a teardown without a break
         try:
+            self.lock.acquire()
             self._start()
         except BaseException:
             self.stop()
@@ -113,16 +119,7 @@ class ClusterNetwork:
         from mininet.link import Link
         from mininet.log import setLogLevel
         from mininet.net import Mininet
-        from mininet.node import OVSSwitch, RemoteController
-
-        class KubeProxyController(RemoteController):
-            """The controller runs on its own (lab.emulation.controller_process); Mininet only points switches at it."""
-
-            def checkListening(self):
-                return None
-
-            def stop(self):  # RemoteController.stop() leaves the node's shell running
-                self.terminate()
+        from mininet.node import OVSSwitch
 
         setLogLevel("error")
         self.run.own_bridges(bridge_names(self.cluster))
@@ -132,12 +129,22 @@ class ClusterNetwork:
         self.net = Mininet(topo=ClusterTopo(self.cluster, underlay=self.underlay), switch=switch,
                            link=Link, controller=None, build=False, autoSetMacs=False,
                            autoStaticArp=False, waitConnected=False)
-        self.net.addController(KubeProxyController("kube-proxy", ip="127.0.0.1", port=self.controller.port))
         self.net.build()
-        for node in self.net.hosts + self.net.switches + self.net.controllers:
+        for node in self.net.hosts + self.net.switches:
             self.run.own_process(node.pid, f"mininet {node.name}")
         self._tune_interfaces(self.net.hosts)
         self.net.start()
+        self._connect_switches()
+
+    def _connect_switches(self) -> None:
+        """Point every bridge at kube-proxy's Unix socket (Mininet only knows TCP controllers); they are
+        fail-secure, so until then, and whenever the controller is away, they keep the flows they hold.
+        ``max_backoff`` 1 s: a restarted controller gets its switches back within a second."""
+        args = ["ovs-vsctl", "--timeout=10"]
+        for i, switch in enumerate(self.net.switches):
+            args += ["--", f"--id=@c{i}", "create", "Controller", f'target="{self.controller.target}"',
+                     "max_backoff=1000", "--", "set", "Bridge", switch.name, f"controller=@c{i}"]
+        subprocess.run(args, check=True, capture_output=True)
 
     def _started(self) -> None:
         """Called once the cluster is up: what runs beside it (``lab.cloud.network``) starts here."""
@@ -208,46 +215,68 @@ class ClusterNetwork:
             stop_process(self.run, proc)
 
     def stop(self) -> None:
-        """Idempotent, and tolerant: each step runs even if an earlier one failed."""
-        errors = []
-        for pod_name in list(self.real_servers):
+        """Idempotent, and tolerant: each step runs even if an earlier one failed, and none can be
+        interrupted (signals wait, ``lab.emulation.interrupts``). Raises if anything recorded is left."""
+        self.interrupts.begin_teardown()
+        errors: list[BaseException] = []
+        if self.run is not None:
+            self.log("tearing down")
+        for step in self._teardown_steps():
             try:
-                self._stop_real_servers(pod_name)
-            except Exception as e:  # keep tearing down
+                step()
+            except BaseException as e:  # keep tearing down; reported below
                 errors.append(e)
-        self._stop_beside(errors)
-        if self.workload is not None:
-            try:
-                stop_process(self.run, self.workload)
-            except Exception as e:  # keep tearing down
-                errors.append(e)
-            self.workload = None
-        if self.net is not None:
-            try:
-                self.net.stop()
-            except Exception as e:
-                errors.append(e)
-            self.net = None
-        if self.controller is not None:
-            try:
-                self.controller.stop()
-            except Exception as e:
-                errors.append(e)
-            self.controller = None
+        left: list[str] = []
         if self.run is not None:
             remove_recorded(self.run.resources)  # whatever Mininet did not remove
-            if os.environ.get("NPL_KEEP_RUN_DIR"):
+            left = still_present(self.run.resources)
+            if left:
+                self.log(f"kept {self.run.path}: its record lists what is left, for `python -m lab clean`")
+            elif os.environ.get("NPL_KEEP_RUN_DIR"):
                 self.log(f"kept {self.run.path}")
             else:
                 subprocess.run(["rm", "-rf", self.run.path], check=False)
             self.run = None
-        if getattr(self, "_previous_handlers", None):
-            for sig, handler in self._previous_handlers.items():
-                signal.signal(sig, handler)
-            self._previous_handlers = None
         self.lock.release()
-        if errors:
-            raise LabError(f"teardown: {errors[0]}")
+        try:
+            self.interrupts.restore()
+        finally:
+            if left:
+                raise LabError(f"teardown left {len(left)} things behind ({', '.join(left[:3])}"
+                               f"{', ...' if len(left) > 3 else ''})", "run `python -m lab clean` as root")
+            if errors:
+                raise LabError(f"teardown: {errors[0]!r}" if not str(errors[0]) else f"teardown: {errors[0]}")
+
+    def _teardown_steps(self) -> list:
+        """The teardown in order: what runs beside the cluster, servers, the network, the controller."""
+        def stop_real_servers():
+            for pod_name in list(self.real_servers):
+                self._stop_real_servers(pod_name)
+
+        def stop_beside():
+            errors: list[Exception] = []
+            self._stop_beside(errors)
+            if errors:
+                raise errors[0]
+
+        def stop_workload():
+            if self.workload is not None:
+                workload, self.workload = self.workload, None
+                stop_process(self.run, workload)
+
+        def stop_net():
+            if self.net is not None:
+                net, self.net = self.net, None
+                net.stop()
+
+        def stop_controller():
+            if self.controller is not None:
+                controller, self.controller = self.controller, None
+                controller.stop()
+        return [self._stop_supervisor, stop_real_servers, stop_beside, stop_workload, stop_net, stop_controller]
+
+    def _stop_supervisor(self) -> None:
+        """Called first at teardown: from here on a process that ends is being stopped, not dying."""
 
     # --- operations -----------------------------------------------------------------------------------
 
@@ -381,6 +410,3 @@ class ClusterNetwork:
         out = self.run_in(addr.CLIENT_NAME, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)
         return int(out.stdout.strip())
 
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
