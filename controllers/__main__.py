@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(filename=args.log, level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     listener = os.path.abspath(args.socket) if args.socket else args.port
-    where = f"Unix socket {listener}" if args.socket else f"127.0.0.1:{args.port}"
+    where = f"Unix socket {listener}" if args.socket else f"port {args.port} on 127.0.0.1"
     if _listening(listener):
         print(f"error: {where} is already in use: choose another --{'socket' if args.socket else 'port'}",
               file=sys.stderr)

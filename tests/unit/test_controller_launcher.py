@@ -54,3 +54,28 @@ def test_a_taken_port_is_a_one_line_error(tmp_path):
                               capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert f"port {port}" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_controller_listens_on_a_unix_socket_and_exits_cleanly(tmp_path):
+    """The lab's channel: a Unix socket (only root reaches it in the lab's 0700 folder); no TCP port."""
+    path = tmp_path / "of.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "controllers", "--state", str(tmp_path / "state.json"),
+                             "--status", str(tmp_path / "status.json"), "--socket", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def accepts():
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(path))
+                return True
+            except OSError:
+                return False
+    try:
+        wait_for(accepts, timeout=20, what="the controller to listen on its socket")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
