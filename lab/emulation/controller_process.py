@@ -36,6 +36,7 @@ class ControllerProcess:
         self.lb_health_path = run.file("lb-health.json")
         self.proc: subprocess.Popen | None = None
         self.generation = 0
+        self.supervised = False  # once a supervisor restarts it, a death is a wait, not an error
 
     @property
     def target(self) -> str:
@@ -76,7 +77,7 @@ class ControllerProcess:
         wanted = {f"{d:016x}" for d in dpids}
 
         def applied():
-            if self.proc is not None and self.proc.poll() is not None:
+            if self.proc is not None and self.proc.poll() is not None and not self.supervised:
                 raise LabError(f"the controller died (code {self.proc.returncode}); see {self.log_path}")
             acked = self._status().get("datapaths", {})
             missing = {d for d in wanted if acked.get(d, -1) < self.generation}

@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 
@@ -36,6 +37,7 @@ from lab.emulation.resources import (
     still_present,
     stop_process,
 )
+from lab.emulation.supervisor import Daemon, Supervisor
 from lab.errors import LabError, Origin
 from lab.kube import addressing as addr
 from lab.kube.endpoints import workload_ports
@@ -45,6 +47,13 @@ from lab.polling import wait_for
 from topologies.cluster import ClusterTopo, LinkShape, bridge_names, pod_host_params, root_interfaces
 
 OFFLOADS_OFF = "tx off tso off gso off"
+
+
+def check_pod_ports(ports) -> None:
+    """A pod's container ports as the API server checks them: integers 1-65535, one line if not."""
+    for port in ports:
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise LabError(f"containerPort {str(port)[:20]!r} is not a port number", "use a number from 1 to 65535")
 
 
 class ClusterNetwork:
@@ -63,6 +72,8 @@ class ClusterNetwork:
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
         self.interrupts = InterruptGuard()
+        self.ops_lock = threading.RLock()  # one change at a time: the caller's, or a supervisor's restart
+        self.supervisor: Supervisor | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -112,6 +123,7 @@ class ClusterNetwork:
         self._start_real_servers(self.cluster.pods)
         self.timings["servers"] = time.monotonic() - t3
         self._started()
+        self._supervise()
         self.log(f"cluster up in {time.monotonic() - t0:.1f} s ({datapath()} datapath, "
                  f"{len(self.cluster.nodes)} nodes, {len(self.cluster.pods)} pods)")
 
@@ -275,13 +287,56 @@ class ClusterNetwork:
                 controller.stop()
         return [self._stop_supervisor, stop_real_servers, stop_beside, stop_workload, stop_net, stop_controller]
 
+    # --- supervision (lab.emulation.supervisor) ---------------------------------------------------------
+
+    def _supervise(self) -> None:
+        self.supervisor = Supervisor(self.log, self.ops_lock)
+        self.controller.supervised = True
+        self.supervisor.watch(Daemon("kube-proxy controller", lambda: self.controller and self.controller.proc,
+                                     self._restart_controller, self._forget, needs_lock=False))
+        self.supervisor.watch(Daemon("pod servers", lambda: self.workload, self._restart_workload, self._forget))
+        self._supervised(self.supervisor)
+        self.supervisor.start()
+
+    def _supervised(self, supervisor: Supervisor) -> None:
+        """Called once the cluster is up: what runs beside it adds its daemons here."""
+
+    def _forget(self, proc: subprocess.Popen) -> None:
+        self.run.disown_process(proc.pid)
+
+    def _restart_controller(self) -> None:
+        """A new kube-proxy on the same state; switches reconnect within a second and it resyncs them.
+        Until then they keep their flows (fail-secure), so traffic keeps flowing."""
+        if os.path.exists(self.controller.status_path):
+            os.unlink(self.controller.status_path)
+        self.controller.respawn()
+
+    def _restart_workload(self) -> None:
+        """Every pod's listeners again, from the cluster as it is now (pods added since included)."""
+        ready = self.run.file("workload.ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        self._start_workload()
+
+    @property
+    def restarts(self) -> list[dict]:
+        """Every death of a supervised daemon in this run: process, pid, how it ended, when it was
+        noticed, how long its restart took (``lab.emulation.supervisor``)."""
+        return list(self.supervisor.restarts) if self.supervisor else []
+
     def _stop_supervisor(self) -> None:
         """Called first at teardown: from here on a process that ends is being stopped, not dying."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
 
     # --- operations -----------------------------------------------------------------------------------
 
     def publish(self) -> None:
         """Tell kube-proxy about the current cluster state and wait until every switch obeys it."""
+        with self.ops_lock:
+            self._publish()
+
+    def _publish(self) -> None:
         self.generation += 1
         self.controller.publish(build_proxy_state(self.cluster, self.generation, netns_pids=self._node_pids()),
                                 self.dpids, timeout=self._flow_budget_s())
@@ -301,7 +356,14 @@ class ClusterNetwork:
 
     def add_pod(self, name: str, node: str, labels: dict[str, str] | None = None,
                 ports: tuple[int, ...] = (8080,), namespace: str = "default") -> Pod:
-        """Start a pod on a node while traffic flows: host, link, server first, then its endpoints."""
+        """Start a pod on a node while traffic flows: host, link, server first, then its endpoints.
+        Everything is checked before anything is made, so a refused pod leaves nothing behind."""
+        check_pod_ports(ports)
+        with self.ops_lock:
+            return self._add_pod(name, node, labels, ports, namespace)
+
+    def _add_pod(self, name: str, node: str, labels: dict[str, str] | None, ports: tuple[int, ...],
+                 namespace: str) -> Pod:
         validate_object_name("Pod", name, Origin("Pod", name))
         taken = {p.name for p in self.cluster.pods} | {n.name for n in self.cluster.nodes}
         if name in taken:
@@ -331,6 +393,10 @@ class ClusterNetwork:
 
     def delete_pod(self, name: str) -> None:
         """Delete a pod: its endpoints go first (kube-proxy stops choosing it), then its server and host."""
+        with self.ops_lock:
+            self._delete_pod(name)
+
+    def _delete_pod(self, name: str) -> None:
         pod = self.cluster.pod(name)
         self.cluster.pods.remove(pod)
         self.publish()
@@ -349,6 +415,7 @@ class ClusterNetwork:
     def move_pod(self, name: str, node: str) -> Pod:
         """Reschedule a pod to another node (a new pod with the same name, labels and ports, new IP)."""
         old = self.cluster.pod(name)
+        self.cluster.node(node)  # an unknown node is refused before the pod is touched
         self.delete_pod(name)
         return self.add_pod(name, node, labels=old.labels, ports=tuple(p.port for p in old.ports),
                             namespace=old.namespace)
