@@ -433,6 +433,13 @@ class ClusterNetwork:
     def host(self, name: str):
         return self.net.get(name)
 
+    def set_uplink(self, node: str, up: bool) -> None:
+        """Take a node's link to the underlay down or up (both ends, as a pulled cable): a data-plane
+        fault kube-proxy knows nothing of, only the load balancer's health checks notice it."""
+        index = self.cluster.node(node).index
+        self.net.configLinkStatus(addr.node_bridge(index), addr.underlay_bridge(), "up" if up else "down")
+        self.log(f"{node}: uplink {'up' if up else 'down'}")
+
     def run_in(self, host_name: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         """Run a program inside a host's network namespace (mnexec -a: attach to the host's namespaces)."""
         host = self.net.get(host_name)
@@ -440,13 +447,14 @@ class ClusterNetwork:
                               timeout=timeout)
 
     def probe(self, targets: list[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
-              path: str = "/", rate: float | None = None) -> dict:
+              path: str = "/", rate: float | None = None, host: str = addr.CLIENT_NAME) -> dict:
+        """Requests from ``host`` (the outside client, or a pod for in-cluster requests)."""
         argv = [sys.executable, "-m", "lab.measure.probe", "--targets", *targets, "--requests", str(requests),
                 "--concurrency", str(concurrency), "--timeout", str(timeout), "--path", path]
         if rate is not None:
             argv += ["--rate", str(rate)]
         budget = 30 + requests * timeout + (requests / rate if rate else 0)
-        result = self.run_in(addr.CLIENT_NAME, argv, timeout=budget)
+        result = self.run_in(host, argv, timeout=budget)
         if result.returncode != 0:
             raise LabError(f"the probe failed (code {result.returncode}): {result.stderr.strip()[-300:]}")
         return json.loads(result.stdout)

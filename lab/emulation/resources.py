@@ -366,3 +366,18 @@ def still_present(resources: Resources) -> list[str]:
              if os.path.exists(f"/sys/class/net/{n}")]
     left += [f"socket {p}" for p in resources.sockets if _is_socket(p)]
     return left
+
+
+def unowned_resources(prefix: str = "npl-") -> list[str]:
+    """Bridges and root-namespace interfaces with the lab's prefix, and run directories, that no live
+    run owns: what a run that claims to have torn down must not leave (other live runs are not leftovers)."""
+    live = [(name, res) for name, res, alive in recorded_runs() if alive]
+    owned = {n for _, res in live for n in res.bridges + res.interfaces}
+    left = [f"interface {n}" for n in sorted(os.listdir("/sys/class/net")) if n.startswith(prefix) and n not in owned]
+    if shutil.which("ovs-vsctl"):
+        bridges = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True, text=True).stdout
+        left += [f"bridge {b}" for b in bridges.split() if b.startswith(prefix) and b not in owned]
+    if os.path.isdir(RUN_ROOT):
+        live_dirs = {name for name, _ in live}
+        left += [f"run dir {d}" for d in sorted(os.listdir(RUN_ROOT)) if d.startswith("run-") and d not in live_dirs]
+    return left

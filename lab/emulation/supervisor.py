@@ -107,6 +107,6 @@ class Supervisor:
             self.log(f"{daemon.name}: restart failed: {e}")
             return
         event["restartedInS"] = round(time.monotonic() - started, 3)
-        self.log(f"{daemon.name} restarted in {event['restartedInS']:.2f} s "
-                 f"(pid {daemon.process().pid}; {len([r for r in self.restarts if r['process'] == daemon.name])} "
-                 "restarts so far)")
+        count = sum(r["process"] == daemon.name for r in self.restarts)
+        self.log(f"{daemon.name} restarted in {event['restartedInS']:.2f} s (pid {daemon.process().pid}; "
+                 f"restart {count} of it in this run)")
