@@ -47,6 +47,7 @@ from lab.polling import wait_for
 from topologies.cluster import ClusterTopo, LinkShape, bridge_names, pod_host_params, root_interfaces
 
 OFFLOADS_OFF = "tx off tso off gso off"
+TERMINATION_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds default
 
 
 def check_pod_ports(ports) -> None:
@@ -104,12 +105,14 @@ class ClusterNetwork:
             self.warnings.append("this kernel has no netem qdisc: links run without delay "
                                  f"(asked for {self.underlay.delay_ms} ms); no delay is faked")
             self.underlay = LinkShape(bw_mbit=self.underlay.bw_mbit)
+        self.log("starting kube-proxy")
         self.controller = ControllerProcess(self.run)
         self.generation = 1
         self.controller.start(build_proxy_state(self.cluster, self.generation))
         self.timings["controller"] = time.monotonic() - t0
 
         t1 = time.monotonic()
+        self.log("building the network")
         self._build_mininet()
         self.timings["network"] = time.monotonic() - t1
 
@@ -119,6 +122,7 @@ class ClusterNetwork:
         self.timings["flows"] = time.monotonic() - t2
 
         t3 = time.monotonic()
+        self.log("starting the pods' servers")
         self._start_workload()
         self._start_real_servers(self.cluster.pods)
         self.timings["servers"] = time.monotonic() - t3
@@ -401,6 +405,7 @@ class ClusterNetwork:
         self.cluster.pods.remove(pod)
         self.publish()
         self._workload_command({"op": "remove", "pod": name})
+        self._drain_connections(name)
         self._stop_real_servers(name)
         host = self.net.get(name)
         bridge = self.net.get(addr.node_bridge(self.cluster.node(pod.node).index))
@@ -411,6 +416,16 @@ class ClusterNetwork:
         pid = host.pid
         self.net.delHost(host)
         self.run.disown_process(pid)
+
+    def _drain_connections(self, name: str) -> None:
+        """Kubernetes gives a deleted pod terminationGracePeriodSeconds (30 s) to finish what it serves
+        before its network goes: wait for its open connections as long, then remove it anyway."""
+        def drained():
+            return self._workload_command({"op": "connections", "pod": name})["open"] == 0
+        try:
+            wait_for(drained, timeout=TERMINATION_GRACE_S, interval=0.05, what=f"pod {name}'s connections to end")
+        except LabError:
+            self.log(f"pod {name}: connections still open after {TERMINATION_GRACE_S:.0f} s; removed anyway")
 
     def move_pod(self, name: str, node: str) -> Pod:
         """Reschedule a pod to another node (a new pod with the same name, labels and ports, new IP)."""

@@ -17,7 +17,8 @@ node's after SNAT) and ``synTTL``, the IP TTL of the SYN on arrival as the kerne
 process's namespace; ``port`` 0: ephemeral; ``bind`` defaults to 0.0.0.0). Once all listen, the ready
 file is written atomically: ``{"pid", "listeners": [{"pod", "namespace", "podIP", "port"}]}`` with the
 actual ports. The control socket takes lines of JSON, ``{"op": "add", "listener": {...}}`` or ``{"op":
-"remove", "pod": name}`` (its listening sockets close, its connections finish), and answers a line
+"remove", "pod": name}`` (its listening sockets close, its connections finish) or ``{"op": "connections",
+"pod": name}`` (how many of its connections are still open: ``{"ok": true, "open": N}``), and answers a line
 each, ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``. SIGTERM or SIGINT closes everything,
 removes the ready file and the control socket, and exits 0.
 """
@@ -199,11 +200,12 @@ class Workload:
         self._servers: dict[str, list[asyncio.Server]] = {}
         self._control: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._open: dict[str, int] = {}  # pod -> connections being served (a deleted pod's drain)
 
     async def add(self, listener: Listener) -> int:
         """Start serving ``listener``; returns the port it actually listens on."""
         sock = listen_socket(listener)
-        handler = functools.partial(self._track, functools.partial(answer, listener))
+        handler = functools.partial(self._track, functools.partial(self._counted, listener))
         try:
             server = await asyncio.start_server(handler, sock=sock, limit=HEAD_LIMIT)
         except BaseException:
@@ -211,6 +213,17 @@ class Workload:
             raise
         self._servers.setdefault(listener.pod, []).append(server)
         return sock.getsockname()[1]
+
+    async def _counted(self, listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open[listener.pod] = self._open.get(listener.pod, 0) + 1
+        try:
+            await answer(listener, reader, writer)
+            await writer.drain()
+        finally:
+            self._open[listener.pod] -= 1
+
+    def open_connections(self, pod: str) -> int:
+        return self._open.get(pod, 0)
 
     def remove(self, pod: str) -> int:
         """Close ``pod``'s listening sockets; connections already accepted run to their end."""
@@ -236,7 +249,9 @@ class Workload:
                 return {"ok": True, "port": await self.add(Listener.from_json(cmd.get("listener")))}
             if op == "remove":
                 return {"ok": True, "closed": self.remove(str(cmd.get("pod")))}
-            return {"ok": False, "error": f"unknown op {op!r}; expected 'add' or 'remove'"}
+            if op == "connections":
+                return {"ok": True, "open": self.open_connections(str(cmd.get("pod")))}
+            return {"ok": False, "error": f"unknown op {op!r}; expected 'add', 'remove' or 'connections'"}
         except (ValueError, LookupError, TypeError, OSError) as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
