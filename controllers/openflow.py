@@ -68,6 +68,39 @@ def listen_on_unix_socket(path: str) -> None:
     controller.datapath_connection_factory = lambda sock, address: factory(_UnixConnection(sock), address)
 
 
+# --- resynchronising a switch that already holds flows (a restarted controller) -------------------------
+
+def held_requests(dp) -> list:
+    """Ask a switch what it holds: every flow of every table, every group."""
+    return [parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()),
+            parser.OFPGroupDescStatsRequest(dp, 0)]
+
+
+def more_to_come(msg) -> bool:
+    return bool(msg.flags & ofp.OFPMPF_REPLY_MORE)
+
+
+def match_key(m) -> tuple:
+    """A match as a comparable value, whoever wrote it (os-ken parsing the switch's reply, or our bytes)."""
+    import json
+    return tuple(sorted(json.dumps(f, sort_keys=True) for f in m.to_jsondict()["OFPMatch"]["oxm_fields"]))
+
+
+def flow_key(flow) -> tuple:
+    """``match_key`` of one of our flows, read back through os-ken's parser from the bytes we send."""
+    return (flow.table, flow.priority, match_key(parser.OFPMatch.parser(ofwire.match(flow.match), 0)))
+
+
+def held_flow_key(stat) -> tuple:
+    return (stat.table_id, stat.priority, match_key(stat.match))
+
+
+def delete_held_flow(dp, stat):
+    """Remove a flow the switch holds that the program has not (by the switch's own match)."""
+    return parser.OFPFlowMod(dp, table_id=stat.table_id, priority=stat.priority, command=ofp.OFPFC_DELETE_STRICT,
+                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=stat.match)
+
+
 def clear_all(dp) -> list:
     """Messages that empty a switch: every flow in every table, every group."""
     return [
