@@ -25,6 +25,7 @@ from functools import partial
 from controllers.state import write_json_atomic
 from lab.emulation.controller_process import ControllerProcess
 from lab.emulation.environment import datapath, has_netem, preflight
+from lab.emulation.faults import Supervised
 from lab.emulation.interrupts import InterruptGuard
 from lab.emulation.iperf3 import start_iperf3_servers
 from lab.emulation.proxy_state import build_proxy_state
@@ -37,7 +38,7 @@ from lab.emulation.resources import (
     still_present,
     stop_process,
 )
-from lab.emulation.supervisor import Daemon, Supervisor
+from lab.emulation.supervisor import Supervisor
 from lab.errors import LabError, Origin
 from lab.kube import addressing as addr
 from lab.kube.endpoints import workload_ports
@@ -57,7 +58,7 @@ def check_pod_ports(ports) -> None:
             raise LabError(f"containerPort {str(port)[:20]!r} is not a port number", "use a number from 1 to 65535")
 
 
-class ClusterNetwork:
+class ClusterNetwork(Supervised):
     def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
                  log=lambda msg: None):
         self.cluster = cluster
@@ -73,6 +74,9 @@ class ClusterNetwork:
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
         self.interrupts = InterruptGuard()
+        self.crashed: dict[str, threading.Timer | None] = {}  # pod -> kubelet's restart, its container dead
+        self.container_restarts: list[dict] = []
+        self._restart_counts: dict[str, int] = {}
         self.ops_lock = threading.RLock()  # one change at a time: the caller's, or a supervisor's restart
         self.supervisor: Supervisor | None = None
 
@@ -204,7 +208,7 @@ class ClusterNetwork:
                  "netnsPid": host.pid, "bind": "0.0.0.0"} for port in workload_ports(self.cluster, pod)]
 
     def _start_workload(self) -> None:
-        listeners = [item for pod in self.cluster.pods for item in self._listeners(pod)]
+        listeners = [item for pod in self.cluster.pods if pod.name not in self.crashed for item in self._listeners(pod)]
         config = self.run.file("workload.json")
         ready = self.run.file("workload.ready")
         write_json_atomic(config, {"listeners": listeners, "ready": ready,
@@ -291,48 +295,6 @@ class ClusterNetwork:
                 controller.stop()
         return [self._stop_supervisor, stop_real_servers, stop_beside, stop_workload, stop_net, stop_controller]
 
-    # --- supervision (lab.emulation.supervisor) ---------------------------------------------------------
-
-    def _supervise(self) -> None:
-        self.supervisor = Supervisor(self.log, self.ops_lock)
-        self.controller.supervised = True
-        self.supervisor.watch(Daemon("kube-proxy controller", lambda: self.controller and self.controller.proc,
-                                     self._restart_controller, self._forget, needs_lock=False))
-        self.supervisor.watch(Daemon("pod servers", lambda: self.workload, self._restart_workload, self._forget))
-        self._supervised(self.supervisor)
-        self.supervisor.start()
-
-    def _supervised(self, supervisor: Supervisor) -> None:
-        """Called once the cluster is up: what runs beside it adds its daemons here."""
-
-    def _forget(self, proc: subprocess.Popen) -> None:
-        self.run.disown_process(proc.pid)
-
-    def _restart_controller(self) -> None:
-        """A new kube-proxy on the same state; switches reconnect within a second and it resyncs them.
-        Until then they keep their flows (fail-secure), so traffic keeps flowing."""
-        if os.path.exists(self.controller.status_path):
-            os.unlink(self.controller.status_path)
-        self.controller.respawn()
-
-    def _restart_workload(self) -> None:
-        """Every pod's listeners again, from the cluster as it is now (pods added since included)."""
-        ready = self.run.file("workload.ready")
-        if os.path.exists(ready):
-            os.unlink(ready)
-        self._start_workload()
-
-    @property
-    def restarts(self) -> list[dict]:
-        """Every death of a supervised daemon in this run: process, pid, how it ended, when it was
-        noticed, how long its restart took (``lab.emulation.supervisor``)."""
-        return list(self.supervisor.restarts) if self.supervisor else []
-
-    def _stop_supervisor(self) -> None:
-        """Called first at teardown: from here on a process that ends is being stopped, not dying."""
-        if self.supervisor is not None:
-            self.supervisor.stop()
-
     # --- operations -----------------------------------------------------------------------------------
 
     def publish(self) -> None:
@@ -342,7 +304,9 @@ class ClusterNetwork:
 
     def _publish(self) -> None:
         self.generation += 1
-        self.controller.publish(build_proxy_state(self.cluster, self.generation, netns_pids=self._node_pids()),
+        ready = {p.name for p in self.cluster.pods} - set(self.crashed) if self.crashed else None
+        self.controller.publish(build_proxy_state(self.cluster, self.generation, ready_pods=ready,
+                                                  netns_pids=self._node_pids()),
                                 self.dpids, timeout=self._flow_budget_s())
         self._published()
 
@@ -404,7 +368,12 @@ class ClusterNetwork:
         pod = self.cluster.pod(name)
         self.cluster.pods.remove(pod)
         self.publish()
-        self._workload_command({"op": "remove", "pod": name})
+        if name in self.crashed:  # its container is down already: nothing listens
+            timer = self.crashed.pop(name)
+            if timer is not None:
+                timer.cancel()
+        else:
+            self._workload_command({"op": "remove", "pod": name})
         self._drain_connections(name)
         self._stop_real_servers(name)
         host = self.net.get(name)
@@ -447,13 +416,6 @@ class ClusterNetwork:
 
     def host(self, name: str):
         return self.net.get(name)
-
-    def set_uplink(self, node: str, up: bool) -> None:
-        """Take a node's link to the underlay down or up (both ends, as a pulled cable): a data-plane
-        fault kube-proxy knows nothing of, only the load balancer's health checks notice it."""
-        index = self.cluster.node(node).index
-        self.net.configLinkStatus(addr.node_bridge(index), addr.underlay_bridge(), "up" if up else "down")
-        self.log(f"{node}: uplink {'up' if up else 'down'}")
 
     def run_in(self, host_name: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         """Run a program inside a host's network namespace (mnexec -a: attach to the host's namespaces)."""

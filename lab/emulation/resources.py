@@ -46,9 +46,17 @@ class Resources:
     owner_pid: int
     bridges: list[str] = field(default_factory=list)
     interfaces: list[str] = field(default_factory=list)
-    processes: dict[str, list] = field(default_factory=dict)  # pid -> [what, cmdline, start time]
+    processes: dict[str, list] = field(default_factory=dict)  # pid -> [what, cmdline]
+    # Kept in identity.json beside resources.json, which keeps the first version's four keys so that a
+    # lab of that version (which refused unknown keys) can still read this one's records:
     owner_start: int | None = None  # the owner's start time (/proc/PID/stat field 22); None in old records
+    starts: dict[str, int] = field(default_factory=dict)  # pid -> its start time
     sockets: list[str] = field(default_factory=list)  # Unix sockets outside the run directory
+
+    FIRST_VERSION = ("owner_pid", "bridges", "interfaces", "processes")
+
+    def started(self, pid: str) -> int | None:
+        return self.starts.get(pid)
 
     @classmethod
     def from_json(cls, data: dict) -> Resources:
@@ -82,7 +90,10 @@ class RunDir:
         return os.path.join(self.path, name)
 
     def save(self) -> None:
-        write_json_atomic(self.file("resources.json"), asdict(self.resources))
+        record = asdict(self.resources)
+        write_json_atomic(self.file("identity.json"), {k: v for k, v in record.items()
+                                                       if k not in Resources.FIRST_VERSION})
+        write_json_atomic(self.file("resources.json"), {k: record[k] for k in Resources.FIRST_VERSION})
 
     def own_bridges(self, names: list[str]) -> None:
         self.resources.bridges += [n for n in names if n not in self.resources.bridges]
@@ -97,11 +108,17 @@ class RunDir:
         self.save()
 
     def own_process(self, pid: int, what: str) -> None:
-        self.resources.processes[str(pid)] = [what, _cmdline(pid), start_time(pid)]
+        self.own_started(pid, what, _cmdline(pid))
+
+    def own_started(self, pid: int, what: str, cmdline: str) -> None:
+        """Record a process by pid, start time and the command line it runs (or will, once exec'd)."""
+        self.resources.processes[str(pid)] = [what, cmdline]
+        self.resources.starts[str(pid)] = start_time(pid)
         self.save()
 
     def disown_process(self, pid: int) -> None:
         self.resources.processes.pop(str(pid), None)
+        self.resources.starts.pop(str(pid), None)
         self.save()
 
 
@@ -246,7 +263,7 @@ def start_process(run: RunDir, argv: list[str], log_path: str, what: str) -> sub
                                     stderr=log, start_new_session=True)
         os.close(gate_read)
         gate_read = -1
-        run.own_process(proc.pid, what)
+        run.own_started(proc.pid, what, " ".join(argv))  # what /proc shows once the gate has exec'd it
         os.write(gate_write, b"go\n")
     finally:
         if gate_read >= 0:
@@ -271,8 +288,8 @@ def stop_process(run: RunDir | None, proc: subprocess.Popen, grace_s: float = 3.
 def remove_recorded(resources: Resources) -> list[str]:
     """Kill, delete and remove what a run recorded; return what was actually found and removed."""
     removed = []
-    for pid, (what, cmdline, *started) in list(resources.processes.items()):
-        if kill_owned(int(pid), cmdline, started=started[0] if started else None):
+    for pid, (what, cmdline, *_) in list(resources.processes.items()):
+        if kill_owned(int(pid), cmdline, started=resources.started(pid)):
             removed.append(f"process {pid} ({what})")
     existing = set(subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True,
                                   text=True).stdout.split()) if shutil.which("ovs-vsctl") else set()
@@ -308,10 +325,17 @@ def private_socket_dir() -> str:
 
 
 def read_record(path: str) -> Resources | None:
-    """A run's record, or None when it is unreadable (then the run directory is left alone)."""
+    """A run's record (with its identity.json, when there is one), or None when it is unreadable (then
+    the run directory is left alone)."""
     try:
         with open(path) as f:
-            return Resources.from_json(json.load(f))
+            data = json.load(f)
+        identity = os.path.join(os.path.dirname(path), "identity.json")
+        if isinstance(data, dict) and os.path.exists(identity):
+            with open(identity) as f:
+                extra = json.load(f)
+            data = {**extra, **data} if isinstance(extra, dict) else data
+        return Resources.from_json(data)
     except (OSError, ValueError, TypeError):
         return None
 
@@ -355,13 +379,28 @@ def clean_stale_runs() -> list[str]:
             continue
         shutil.rmtree(path, ignore_errors=True)
         report.append(f"{name}: removed {', '.join(removed) if removed else 'its run directory'}")
+    return report + _orphaned_sockets()
+
+
+def _orphaned_sockets() -> list[str]:
+    """A run's controller socket whose run directory is gone (removed by a version of the lab that did
+    not know sockets): named after the run, so it is the run's, and nobody else's."""
+    report = []
+    if os.path.isdir(SOCKET_ROOT):
+        for entry in sorted(os.listdir(SOCKET_ROOT)):
+            path = os.path.join(SOCKET_ROOT, entry)
+            run = entry.removesuffix(".sock")
+            if entry.startswith("run-") and entry.endswith(".sock") and _is_socket(path) \
+                    and not os.path.exists(os.path.join(RUN_ROOT, run)):
+                os.unlink(path)
+                report.append(f"{run}: removed socket {path}")
     return report
 
 
 def still_present(resources: Resources) -> list[str]:
     """What of a record still exists after removal: an honest teardown reports it instead of success."""
-    left = [f"process {pid} ({what})" for pid, (what, cmdline, *started) in resources.processes.items()
-            if _same_process(int(pid), cmdline, started[0] if started else None)]
+    left = [f"process {pid} ({what})" for pid, (what, cmdline, *_) in resources.processes.items()
+            if _same_process(int(pid), cmdline, resources.started(pid))]
     left += [f"interface {n}" for n in resources.bridges + resources.interfaces
              if os.path.exists(f"/sys/class/net/{n}")]
     left += [f"socket {p}" for p in resources.sockets if _is_socket(p)]
