@@ -11,8 +11,9 @@ at a time ``INJECT_AT_S`` into a window of steady traffic:
 - one established connection: a rate-limited download through node-a's Local nodePort, started before
   the fault; it is broken when it ends short of its bytes.
 
-Faults: kube-proxy killed (SIGKILL), the pods' servers killed, the load balancer's health checker
-killed, node-b's uplink down for ``LINK_DOWN_S`` and up again, node-b drained (its pods rescheduled), the
+Faults: kube-proxy killed (SIGKILL), the pods' servers killed, one pod's container killed (that pod
+alone; kubelet restarts it after CrashLoopBackOff's 10 s), the load balancer's health checker killed,
+node-b's uplink down for ``LINK_DOWN_S`` and up again, node-b drained (its pods rescheduled), the
 download's pod deleted under it; last, in a child run of the lab, SIGINT twice and SIGTERM during its
 teardown. A request counts as served only when a pod answered it in full (``lab.measure.probe``).
 "Time to converge" runs from the injection to the first request of the last unbroken run of served
@@ -98,6 +99,9 @@ def faults() -> list[Fault]:
     return [
         Fault("kube-proxy controller killed (SIGKILL)", lambda lab: _kill(lab.controller.proc)),
         Fault("pod servers killed (SIGKILL)", lambda lab: _kill(lab.workload)),
+        Fault("one pod's container killed (web on node-c)", lambda lab: lab.kill_container(
+            next(p.name for p in lab.cluster.pods_on("node-c") if p.labels.get("app") == "web")),
+            window_s=13.0),
         Fault("health checker killed (SIGKILL)", lambda lab: _kill(lab.checker)),
         Fault(f"node-b uplink down {LINK_DOWN_S:.0f} s, then up", lambda lab: lab.set_uplink("node-b", False),
               window_s=4.0 + LINK_DOWN_S, recover=lambda lab: lab.set_uplink("node-b", True)),

@@ -111,6 +111,22 @@ def test_pod_servers_killed_are_noticed_restarted_and_serve_again(lab):
     assert stream_result(probe, 0)["failed"] == 0
 
 
+def test_one_pods_container_dies_alone_and_kubelet_restarts_it(lab):
+    victim = next(p.name for p in lab.cluster.pods_on("node-c") if p.labels.get("app") == "web")
+    died = time.time()
+    lab.kill_container(victim)
+    thread, probe = stream(lab, 2.0)  # after the death: the others serve everything
+    thread.join()
+    served = [r["response"]["pod"] for r in probe["records"] if r["ok"]]
+    assert victim not in served and stream_result(probe, 0)["failed"] == 0
+    restart = wait_for(lambda: next((r for r in lab.restarts if r.get("pod") == victim), None), timeout=20,
+                       what=f"kubelet to restart {victim}")
+    assert 10.0 <= restart["restartedAfterS"] <= 12.0 and time.time() - died >= 10.0  # CrashLoopBackOff: 10 s
+    thread, probe = stream(lab, 2.0)
+    thread.join()
+    assert victim in {r["response"]["pod"] for r in probe["records"] if r["ok"]}
+
+
 def test_health_checker_killed_verdicts_resume(lab):
     killed_and_restarted(lab, lab.checker, "load balancer health checker")
     verdicts = wait_for(lambda: lab.lb_health()["services"].get("default/web"), timeout=5,
