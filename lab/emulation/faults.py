@@ -98,6 +98,12 @@ class Supervised:
             self.log(f"pod {name}: restartPolicy {policy}: kubelet restarts it in {delay:.0f} s (back-off)")
 
     def _restart_container(self, name: str, died_at: float) -> None:
+        try:
+            self._start_container(name, died_at)
+        except Exception as e:  # noqa: BLE001 - kubelet's thread: say so, never a traceback
+            self.log(f"pod {name}: container restart failed: {e}")
+
+    def _start_container(self, name: str, died_at: float) -> None:
         with self.ops_lock:
             if self.run is None or name not in self.crashed:
                 return
