@@ -24,16 +24,27 @@ _SIZE = addr.SERVICE_CIDR.num_addresses
 _STATIC_BAND = min(max(16, _SIZE // 16), 256)
 
 
+# Addresses the lab itself uses: a clusterIP there would be ambiguous on the wire.
+_TAKEN = {"the pod network": addr.CLUSTER_CIDR, "the node network": addr.UNDERLAY_CIDR,
+          "the outside client's network": addr.CLIENT_CIDR, "the load balancer pool": addr.LB_POOL,
+          "loopback": ipaddress.ip_network("127.0.0.0/8")}
+
+
 def check_cluster_ip(service: Service) -> str | None:
-    """The problem with an explicit ``spec.clusterIP``, or None."""
+    """The problem with an explicit ``spec.clusterIP``, or None. Exports from a live cluster carry the
+    address its own service CIDR gave (EKS, for one, uses 10.100.0.0/16 or 172.20.0.0/16), so any unicast
+    address is kept that the lab's own networks do not use."""
     if service.cluster_ip in (None, "", "None"):
         return None
     try:
         ip = ipaddress.IPv4Address(service.cluster_ip)
     except ValueError:
         return f'"{service.cluster_ip}" is not an IPv4 address'
-    if ip not in addr.SERVICE_CIDR or ip in (addr.SERVICE_CIDR.network_address, addr.SERVICE_CIDR.broadcast_address):
-        return f"{ip} is outside the service CIDR {addr.SERVICE_CIDR}"
+    if ip.is_multicast or ip.is_unspecified or ip == ipaddress.IPv4Address("255.255.255.255"):
+        return f"{ip} is not a unicast address"
+    for what, net in _TAKEN.items():
+        if ip in net:
+            return f"{ip} is in {what} ({net}), which the lab uses"
     return None
 
 
@@ -45,7 +56,7 @@ def cluster_ips(cluster: Cluster) -> dict[tuple[str, str], str]:
         problem = check_cluster_ip(svc)
         if problem:
             raise LabError(f"Service {svc.namespace}/{svc.name}: spec.clusterIP {problem}",
-                           f"use an address in {addr.SERVICE_CIDR} or omit it to have one allocated")
+                           f"use an address of the Service CIDR ({addr.SERVICE_CIDR}) or omit it")
         if svc.cluster_ip not in (None, "", "None"):
             other = taken.get(svc.cluster_ip)
             if other is not None:

@@ -81,7 +81,7 @@ def vip(lab, service: str) -> str:
 
 
 def probe(lab, source: str, target: str, requests: int = 40, timeout: float = 1.0, concurrency: int = 4) -> dict:
-    out = lab.probe([target], requests, concurrency=concurrency, timeout=timeout, source=source)
+    out = lab.probe([target], requests, concurrency=concurrency, timeout=timeout, host=source)
     return entry_result(out["records"], service="", namespace="default", policy="", node_port=0, node=None,
                         node_ip=None, inter_node_bytes=0, client_ttl=64, duration_s=out["durationS"])
 
@@ -183,7 +183,7 @@ def lb_flow_packets(lab, lb_ip: str) -> int:
 
 
 def udp(lab, source: str, target: str, requests: int = 40) -> dict:
-    out = lab.probe([target], requests, concurrency=4, timeout=1.0, source=source, protocol="UDP")
+    out = lab.probe([target], requests, concurrency=4, timeout=1.0, host=source, protocol="UDP")
     return entry_result(out["records"], service="", namespace="default", policy="", node_port=0, node=None,
                         node_ip=None, inter_node_bytes=0, client_ttl=64, duration_s=out["durationS"])
 

@@ -29,7 +29,7 @@ def test_cluster_ip_service_fields_are_read(tmp_path):
     web = cluster.service("web")
     assert (web.type, web.cluster_ip, web.internal_traffic_policy, web.session_affinity_timeout) == (
         "ClusterIP", "10.96.0.80", "Local", 5)
-    assert web.ports[0].node_port == 0
+    assert web.ports[0].node_port is None
 
 
 def test_affinity_defaults_to_three_hours_and_headless_is_kept(tmp_path):
@@ -45,9 +45,10 @@ def test_source_ranges_and_udp_ports_are_read(tmp_path):
 
 
 def test_bad_in_cluster_fields_are_rejected_with_the_field_and_the_fix(tmp_path):
-    assert "spec.clusterIP 192.168.1.1 is outside the service CIDR 10.96.0.0/12" in error(
-        tmp_path, svc("  clusterIP: 192.168.1.1"))
-    assert "spec.clusterIP None (headless) may not be used with type NodePort" in error(
+    assert "spec.clusterIP 10.244.1.9 is in the pod network (10.244.0.0/16), which the lab uses" in error(
+        tmp_path, svc("  clusterIP: 10.244.1.9"))
+    assert load(tmp_path, svc("  clusterIP: 10.100.3.4")).service("web").cluster_ip == "10.100.3.4"  # EKS-style
+    assert "spec.clusterIP may be None (headless) only for type ClusterIP, not NodePort" in error(
         tmp_path, svc("  clusterIP: None", "NodePort"))
     assert "spec.internalTrafficPolicy" in error(tmp_path, svc("  internalTrafficPolicy: Nearby"))
     zero = "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}"
@@ -55,7 +56,7 @@ def test_bad_in_cluster_fields_are_rejected_with_the_field_and_the_fix(tmp_path)
     assert "timeoutSeconds 0 is outside 1-86400" in message
     assert "spec.loadBalancerSourceRanges[0]" in error(tmp_path, svc("  loadBalancerSourceRanges: [nowhere]",
                                                                      "LoadBalancer"))
-    assert "spec.ports[0].nodePort may not be set for type ClusterIP" in error(
+    assert "spec.ports[0].nodePort may not be set when type is ClusterIP" in error(
         tmp_path, svc("", ports="[{port: 80, nodePort: 30001}]"))
 
 

@@ -1,12 +1,12 @@
-"""Services: type, traffic policies, selector, ports and the in-cluster fields, then nodePorts
-allocated as the API server does.
+"""Services: type, traffic policy, selector and ports, then nodePorts allocated as the API server does.
 
 NodePort and LoadBalancer Services get their nodePorts (and, for LoadBalancer + Local, the
-healthCheckNodePort) from ``lab.kube.allocation``; every Service gets a clusterIP
-(``lab.kube.cluster_ips``) unless it is headless (``clusterIP: None``). Read and honoured:
-``internalTrafficPolicy``, ``sessionAffinity: ClientIP`` with ``sessionAffinityConfig.clientIP.
-timeoutSeconds`` (1-86400, default 10800), ``loadBalancerSourceRanges`` and TCP or UDP ports.
-ExternalName Services are ignored with a warning (they are DNS names, not kube-proxy rules).
+healthCheckNodePort) from ``lab.kube.allocation``. ClusterIP Services (headless ones too, ``clusterIP:
+None``) are in the model with their ports and no nodePorts; ``clusterIP`` is kept as given (an export from
+a live cluster carries the one it chose). ExternalName Services are DNS aliases: ignored with a warning.
+Read and honoured: ``internalTrafficPolicy``, ``sessionAffinity: ClientIP`` with
+``sessionAffinityConfig.clientIP.timeoutSeconds`` (1-86400, default 10800), ``loadBalancerSourceRanges``,
+TCP and UDP ports; SCTP ports are left out with a warning.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from lab.errors import Origin, shown
+from lab.errors import ManifestError, Origin, shown
 from lab.kube import addressing, names
 from lab.kube.allocation import PortConflict, PortRange, PortRequest, allocate
 from lab.kube.cluster_ips import check_cluster_ip
@@ -34,12 +34,11 @@ from lab.kube.manifests.reader import Doc
 from lab.kube.model import Cluster, Service, ServicePort
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
-IGNORED_SERVICE_TYPES = ("ExternalName",)
+HEADLESS = "None"  # spec.clusterIP of a headless Service
 TRAFFIC_POLICIES = ("Cluster", "Local")
-SERVICE_PROTOCOLS = ("TCP", "UDP")
+HEALTH_CHECK_KEY = "healthCheckNodePort"  # never a port name: those are lowercase
 AFFINITY_DEFAULT_S = 10800  # k8s.io/api: ClientIPConfig.timeoutSeconds default (3 h)
 AFFINITY_MAX_S = 86400
-HEALTH_CHECK_KEY = "healthCheckNodePort"  # never a port name: those are lowercase
 
 
 @dataclass(frozen=True)
@@ -69,27 +68,38 @@ class _ServiceDraft:
     affinity_timeout: int | None = None
     source_ranges: tuple[str, ...] = ()
 
+    @property
+    def has_node_ports(self) -> bool:
+        return self.type != "ClusterIP"
 
-def service_draft(doc: Doc, warnings: list[str]) -> _ServiceDraft | None:
+
+def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceDraft | None:
+    """The Service as the API server would store it, or None (with a warning) for an ExternalName one."""
     origin, name, namespace, _ = object_metadata(doc, namespaced=True)
     spec = mapping(doc.body, "spec", origin, "spec", required=True)
     service_type = string(spec, "type", origin, "spec.type") or "ClusterIP"
-    if service_type in IGNORED_SERVICE_TYPES:
+    if service_type == "ExternalName":
+        target = string(spec, "externalName", origin, "spec.externalName")
         warnings.append(
-            f"ignored Service/{display(name, namespace)} of type {service_type} "
-            "(the lab probes NodePort and LoadBalancer Services)"
+            f'Service "{display(name, namespace)}" ({doc.source}) of type ExternalName is a DNS alias '
+            f"(to {shown(target)}): the lab models no DNS, so it is ignored"
         )
         return None
     if service_type not in SERVICE_TYPES:
         raise origin.error(
             "spec.type",
-            f'{shown(service_type)} is not a Service type',
-            "use ClusterIP, NodePort or LoadBalancer (ExternalName is ignored)",
+            f"{shown(service_type)} is not a Service type",
+            f"use {', '.join(SERVICE_TYPES)} or ExternalName",
         )
-    policy = string(spec, "externalTrafficPolicy", origin, "spec.externalTrafficPolicy") or "Cluster"
+    cluster_ip = _cluster_ip(spec, service_type, origin)
+    raw_policy = string(spec, "externalTrafficPolicy", origin, "spec.externalTrafficPolicy")
+    if raw_policy and service_type == "ClusterIP":
+        raise origin.error("spec.externalTrafficPolicy", "may only be set when type is NodePort or LoadBalancer",
+                           "remove it, or change the type")
+    policy = raw_policy or "Cluster"
     if policy not in TRAFFIC_POLICIES:
         raise origin.error(
-            "spec.externalTrafficPolicy", f'{shown(policy)} is not a policy', "use Cluster or Local"
+            "spec.externalTrafficPolicy", f"{shown(policy)} is not a policy", "use Cluster or Local"
         )
     if service_type == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts") is False:
         raise origin.error(
@@ -105,12 +115,6 @@ def service_draft(doc: Doc, warnings: list[str]) -> _ServiceDraft | None:
             "may only be set when type is LoadBalancer and externalTrafficPolicy is Local",
             "remove it, or use type LoadBalancer with externalTrafficPolicy Local",
         )
-    ports = _service_ports(spec, origin)
-    if service_type == "ClusterIP":
-        for index, port in enumerate(ports):
-            if port.node_port is not None:
-                raise origin.error(f"spec.ports[{index}].nodePort", "may not be set for type ClusterIP",
-                                   "remove it, or use type NodePort")
     return _ServiceDraft(
         origin=origin,
         name=name,
@@ -118,10 +122,10 @@ def service_draft(doc: Doc, warnings: list[str]) -> _ServiceDraft | None:
         type=service_type,
         policy=policy,
         selector=string_map(spec, "selector", origin, "spec.selector"),
-        ports=ports,
+        ports=_service_ports(spec, service_type, origin, warnings, strict),
         health_check_node_port=health,
         needs_health_check=needs_health_check,
-        cluster_ip=_cluster_ip(spec, service_type, origin),
+        cluster_ip=cluster_ip,
         internal_policy=_policy(spec, "internalTrafficPolicy", origin),
         affinity_timeout=_affinity(spec, origin),
         source_ranges=_source_ranges(spec, service_type, origin, warnings, display(name, namespace)),
@@ -133,29 +137,6 @@ def _policy(spec: dict, key: str, origin: Origin) -> str:
     if policy not in TRAFFIC_POLICIES:
         raise origin.error(f"spec.{key}", f"{shown(policy)} is not a policy", "use Cluster or Local")
     return policy
-
-
-def _cluster_ip(spec: dict, service_type: str, origin: Origin) -> str | None:
-    """``spec.clusterIP`` (``clusterIPs[0]`` agrees with it, as the API requires): an address, "None"
-    (headless, ClusterIP only) or unset (allocated)."""
-    value = string(spec, "clusterIP", origin, "spec.clusterIP") or None
-    many = sequence(spec, "clusterIPs", origin, "spec.clusterIPs")
-    if many:
-        if value is not None and many[0] != value:
-            raise origin.error("spec.clusterIPs[0]", f"{shown(many[0])} differs from spec.clusterIP",
-                               "make them equal or remove clusterIPs")
-        value = many[0] if isinstance(many[0], str) else value
-    if value == "None":
-        if service_type != "ClusterIP":
-            raise origin.error("spec.clusterIP", f"None (headless) may not be used with type {service_type}",
-                               "remove clusterIP or use type ClusterIP")
-        return value
-    if value is not None:
-        problem = check_cluster_ip(Service("", [], cluster_ip=value))
-        if problem:
-            raise origin.error("spec.clusterIP", problem,
-                               f"use an address in {addressing.SERVICE_CIDR} or omit it to have one allocated")
-    return value
 
 
 def _affinity(spec: dict, origin: Origin) -> int | None:
@@ -198,8 +179,32 @@ def _source_ranges(spec: dict, service_type: str, origin: Origin, warnings: list
     return tuple(ranges)
 
 
-def _service_ports(spec: dict, origin: Origin) -> list[_PortDraft]:
-    entries = sequence(spec, "ports", origin, "spec.ports", required=True)
+def _cluster_ip(spec: dict, service_type: str, origin: Origin) -> str | None:
+    """``spec.clusterIP`` as given (kubectl exports carry the one the cluster chose), "None" for headless."""
+    value = string(spec, "clusterIP", origin, "spec.clusterIP") or None
+    if value is None:
+        return None
+    if value == HEADLESS:
+        if service_type != "ClusterIP":
+            raise origin.error("spec.clusterIP", f"may be None (headless) only for type ClusterIP, not {service_type}",
+                               "remove clusterIP, or use type ClusterIP")
+        return value
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError as exc:
+        raise origin.error("spec.clusterIP", f"{shown(value)} is not an IPv4 address",
+                           'use an address, "None" for a headless Service, or leave it out') from exc
+    problem = check_cluster_ip(Service("", [], cluster_ip=value))
+    if problem:
+        raise origin.error("spec.clusterIP", problem, "use an address of the Service CIDR "
+                           f"({addressing.SERVICE_CIDR}) or leave it out to have one allocated")
+    return value
+
+
+def _service_ports(
+    spec: dict, service_type: str, origin: Origin, warnings: list[str], strict: list[str]
+) -> list[_PortDraft]:
+    entries = sequence(spec, "ports", origin, "spec.ports", required=service_type != "ClusterIP")
     ports: list[_PortDraft] = []
     for index, entry in enumerate(entries):
         field = f"spec.ports[{index}]"
@@ -224,14 +229,14 @@ def _service_ports(spec: dict, origin: Origin) -> list[_PortDraft]:
                         "give each port its own name",
                     )
         protocol = string(entry, "protocol", origin, f"{field}.protocol") or "TCP"
+        if protocol not in ("TCP", "UDP", "SCTP"):
+            raise origin.error(f"{field}.protocol", f"{shown(protocol)} is not a protocol", "use TCP, UDP or SCTP")
         if protocol == "SCTP":
-            raise origin.error(
-                f"{field}.protocol",
-                "SCTP is not supported (the lab forwards TCP and UDP)",
-                "remove this port or use TCP or UDP",
-            )
-        if protocol not in SERVICE_PROTOCOLS:
-            raise origin.error(f"{field}.protocol", f'{shown(protocol)} is not a protocol', "use TCP or UDP")
+            message = str(origin.error(f"{field}.protocol", f"{protocol} is not modelled (the lab forwards TCP "
+                                       "and UDP)", "this port is left out"))
+            warnings.append(message)
+            strict.append(message)
+            continue
         number = integer(entry, "port", origin, f"{field}.port")
         if number is None:
             raise origin.error(f"{field}.port", "is required", "add port: <number>")
@@ -240,10 +245,13 @@ def _service_ports(spec: dict, origin: Origin) -> list[_PortDraft]:
             if taken.port == number and taken.protocol == protocol:
                 raise origin.error(
                     f"{field}.port",
-                    f"{number} is already used by spec.ports[{other}] ({protocol})",
+                    f"{number} is already used by spec.ports[{other}]",
                     "give each Service port its own number",
                 )
         node_port = integer(entry, "nodePort", origin, f"{field}.nodePort") or None  # 0 means "allocate"
+        if node_port is not None and service_type == "ClusterIP":
+            raise origin.error(f"{field}.nodePort", "may not be set when type is ClusterIP",
+                               "remove it, or use type NodePort")
         ports.append(_PortDraft(name, number, _target_port(entry, number, origin, field), node_port, protocol))
     return ports
 
@@ -287,9 +295,7 @@ def allocate_node_ports(drafts: list[_ServiceDraft], port_range: PortRange) -> l
     requests: list[PortRequest] = []
     owners: dict[str, tuple[_ServiceDraft, str]] = {}  # key -> (service, field), for error messages
     for draft in drafts:
-        if draft.type == "ClusterIP":
-            continue  # no nodePorts
-        for index, port in enumerate(draft.ports):
+        for index, port in enumerate(draft.ports if draft.has_node_ports else ()):
             key = _port_key(draft, port.name)
             requests.append(PortRequest(key, port.node_port))
             owners[key] = (draft, f"spec.ports[{index}].nodePort")
@@ -318,28 +324,55 @@ def _service(draft: _ServiceDraft, node_ports: dict[str, int]) -> Service:
         selector=draft.selector,
         external_traffic_policy=draft.policy,
         health_check_node_port=node_ports[health_key] if draft.needs_health_check else None,
+        cluster_ip=draft.cluster_ip,
         ports=[
             ServicePort(
                 port=port.port,
-                node_port=node_ports.get(_port_key(draft, port.name), 0),
+                node_port=node_ports[_port_key(draft, port.name)] if draft.has_node_ports else None,
                 target_port=port.target_port,
                 name=port.name,
                 protocol=port.protocol,
             )
             for port in draft.ports
         ],
-        cluster_ip=draft.cluster_ip,
         internal_traffic_policy=draft.internal_policy,
         session_affinity_timeout=draft.affinity_timeout,
         load_balancer_source_ranges=draft.source_ranges,
     )
 
 
-def check_named_target_ports(cluster: Cluster, draft: _ServiceDraft, service: Service) -> None:
-    """A name no selected pod declares is almost always a typo; the API cannot see it, the lab can."""
+def check_endpoints(cluster: Cluster, draft: _ServiceDraft, service: Service, warnings: list[str]) -> None:
+    """What the EndpointSlice controller would leave empty, said once per Service.
+
+    A selector matching no pod is valid (the pods may come later), so it is a warning; a named targetPort
+    that no selected pod declares is almost always a typo, so for a Service the lab probes from outside it
+    is an error, and for a ClusterIP one a warning.
+    """
+    origin = draft.origin
+    if not service.selector:
+        warnings.append(str(origin.error("spec.selector", "is empty, so the Service has no endpoints (they would be "
+                                         "managed by hand, which the lab does not model)",
+                                         "add a selector with the pods' labels")))
+        return
     pods = selected_pods(cluster, service)
     if not pods:
+        warnings.append(str(origin.error("", f"no endpoints: selector {no_pod_text(service)}",
+                                         "check the selector against the pods' labels and namespace")))
         return
+    try:
+        _check_named_target_ports(pods, draft, service)
+    except ManifestError as exc:
+        if service.type != "ClusterIP":
+            raise
+        warnings.append(str(exc))
+
+
+def no_pod_text(service: Service) -> str:
+    """``app=web matches no pod`` (the words reports show for a Service without endpoints)."""
+    return ",".join(f"{k}={v}" for k, v in service.selector.items()) + " matches no pod"
+
+
+def _check_named_target_ports(pods: list, draft: _ServiceDraft, service: Service) -> None:
     for index, service_port in enumerate(service.ports):
         wanted = service_port.target_port
         if isinstance(wanted, int):
