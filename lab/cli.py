@@ -147,11 +147,16 @@ def cmd_cli(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    from lab.emulation.resources import clean_stale_runs
+    from lab.emulation.resources import MachineLock, clean_stale_runs
 
     if os.geteuid() != 0:
         raise LabError("cleaning removes network interfaces and bridges, so it must run as root", "use sudo")
-    report = clean_stale_runs()
+    lock = MachineLock()  # a live network holds it: its resources are never touched
+    lock.acquire()
+    try:
+        report = clean_stale_runs()
+    finally:
+        lock.release()
     print("\n".join(report) if report else "nothing to clean: no run of the lab left anything behind")
     return 0
 
@@ -223,5 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: the lab network was torn down", file=sys.stderr)
+        # Reached only once every network of this run has been torn down completely: a teardown that
+        # left anything raises LabError instead (lab.emulation.network), printed above as an error.
+        print("interrupted: nothing of this run is left (every network it built was torn down)", file=sys.stderr)
         return 130
