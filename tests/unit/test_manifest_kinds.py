@@ -386,3 +386,20 @@ def test_external_name_is_warned_and_left_out(tmp_path):
     cluster = load(tmp_path, alias)
     assert cluster.services == []
     assert any('of type ExternalName is a DNS alias (to "db.example.com")' in w for w in cluster.warnings)
+
+
+def test_helm_test_pods_are_hooks_not_workloads(tmp_path):
+    hook = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: store-test-connection
+  annotations: {"helm.sh/hook": test}
+spec:
+  restartPolicy: Never
+  containers: [{name: wget, image: busybox, command: [wget, "store:80"]}]
+"""
+    cluster = load(tmp_path, workload("Deployment", replicas=1), hook)
+    assert [p.owner_kind for p in cluster.pods] == ["Deployment"]
+    assert "skipped 1 Helm hook Pod (store-test-connection): Helm runs them only as hooks (helm test), to " \
+           "completion" in cluster.warnings
