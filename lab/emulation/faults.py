@@ -113,9 +113,10 @@ class Supervised:
             del self.crashed[name]
             self._restart_counts[name] = self._restart_counts.get(name, 0) + 1
             self._publish()
-            self.container_restarts.append({"process": f"container of pod {name}", "pod": name,
-                                            "how": "container died", "restartedAfterS": round(time.time() - died_at, 2),
-                                            "restartCount": self._restart_counts[name]})
+            self.container_restarts.append({  # the supervisor's keys (restartedInS: from the death, back-off
+                "process": f"container of pod {name}", "pid": None, "how": "container died",  # included)
+                "noticedAt": round(died_at, 3), "restartedInS": round(time.time() - died_at, 2), "error": None,
+                "pod": name, "restartCount": self._restart_counts[name]})
             self.log(f"pod {name}: container restarted (restart {self._restart_counts[name]}), ready again")
 
     def set_uplink(self, node: str, up: bool) -> None:
