@@ -59,9 +59,10 @@ class Supervised:
 
     @property
     def restarts(self) -> list[dict]:
-        """Every death of a supervised daemon in this run: process, pid, how it ended, when it was
-        noticed, how long its restart took (``lab.emulation.supervisor``)."""
-        return (list(self.supervisor.restarts) if self.supervisor else []) + list(self.container_restarts)
+        """Every death of a supervised daemon or a pod's container in this run, in order: process, pid,
+        how it ended, when it was noticed, how long its restart took (``lab.emulation.supervisor``)."""
+        events = (list(self.supervisor.restarts) if self.supervisor else []) + list(self.container_restarts)
+        return sorted(events, key=lambda e: e["noticedAt"])  # in the order they happened
 
     def _stop_supervisor(self) -> None:
         """Called first at teardown: from here on a process that ends is being stopped, not dying."""
