@@ -51,6 +51,18 @@ OFFLOADS_OFF = "tx off tso off gso off"
 TERMINATION_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds default
 
 
+TCP_BUSY_STATES = {"01", "04", "08", "09", "0B"}  # ESTABLISHED, FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING
+
+
+def _busy_sockets(pid: int) -> int:
+    """TCP connections in the network namespace of ``pid`` that may still have data to deliver."""
+    try:
+        with open(f"/proc/{pid}/net/tcp") as f:
+            return sum(1 for line in list(f)[1:] if line.split()[3] in TCP_BUSY_STATES)
+    except (OSError, IndexError):
+        return 0
+
+
 def check_pod_ports(ports) -> None:
     """A pod's container ports as the API server checks them: integers 1-65535, one line if not."""
     for port in ports:
@@ -389,8 +401,10 @@ class ClusterNetwork(Supervised):
     def _drain_connections(self, name: str) -> None:
         """Kubernetes gives a deleted pod terminationGracePeriodSeconds (30 s) to finish what it serves
         before its network goes: wait for its open connections as long, then remove it anyway."""
-        def drained():
-            return self._workload_command({"op": "connections", "pod": name})["open"] == 0
+        pid = self.net.get(name).pid
+
+        def drained():  # the server is done with them, and the kernel has delivered what it wrote
+            return self._workload_command({"op": "connections", "pod": name})["open"] == 0 and not _busy_sockets(pid)
         try:
             wait_for(drained, timeout=TERMINATION_GRACE_S, interval=0.05, what=f"pod {name}'s connections to end")
         except LabError:
