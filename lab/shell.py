@@ -94,7 +94,7 @@ class LabShell(CLI):
         """List Services: type, policy, nodePorts, health check port, load balancer address."""
         ips = load_balancer_ips(self.lab.cluster)
         for svc in self.lab.cluster.services:
-            ports = ", ".join(f"{p.port}->{p.node_port}" for p in svc.ports)
+            ports = ", ".join(f"{p.port}->{p.node_port or '-'}" for p in svc.ports)
             extra = f" healthCheckNodePort {svc.health_check_node_port}" if svc.health_check_node_port else ""
             lb = f" LB {ips[(svc.namespace, svc.name)]}" if (svc.namespace, svc.name) in ips else ""
             print(f"{svc.name}: {svc.type} {svc.external_traffic_policy} nodePort {ports}{extra}{lb}")

@@ -49,7 +49,7 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
         for p in cluster.pods if p.ip)
     service_ports = []
     for svc in cluster.services:
-        for sp in svc.ports:
+        for sp in svc.node_ports:  # ClusterIP Services have no data plane yet
             eps = tuple(
                 EndpointInfo(pod=e.pod, node=e.node, ip=e.ip, port=e.port)
                 for e in endpoints(cluster, svc, sp)
