@@ -88,6 +88,7 @@ class ClusterNetwork(Supervised):
         self.interrupts = InterruptGuard()
         self.crashed: dict[str, threading.Timer | None] = {}  # pod -> kubelet's restart, its container dead
         self.container_restarts: list[dict] = []
+        self.terminating: set[str] = set()  # deleted pods whose connections are draining: no endpoints
         self._restart_counts: dict[str, int] = {}
         self.ops_lock = threading.RLock()  # one change at a time: the caller's, or a supervisor's restart
         self.supervisor: Supervisor | None = None
@@ -316,7 +317,8 @@ class ClusterNetwork(Supervised):
 
     def _publish(self) -> None:
         self.generation += 1
-        ready = {p.name for p in self.cluster.pods} - set(self.crashed) if self.crashed else None
+        down = set(self.crashed) | self.terminating
+        ready = {p.name for p in self.cluster.pods} - down if down else None
         self.controller.publish(build_proxy_state(self.cluster, self.generation, ready_pods=ready,
                                                   netns_pids=self._node_pids()),
                                 self.dpids, timeout=self._flow_budget_s())
@@ -377,8 +379,11 @@ class ClusterNetwork(Supervised):
             self._delete_pod(name)
 
     def _delete_pod(self, name: str) -> None:
+        """As Kubernetes does: the endpoints go (kube-proxy stops choosing the pod), the pod's open
+        connections get the grace period, and only then does its network go; removing its routes with
+        its endpoints stalled every connection it was still serving."""
         pod = self.cluster.pod(name)
-        self.cluster.pods.remove(pod)
+        self.terminating.add(name)
         self.publish()
         if name in self.crashed:  # its container is down already: nothing listens
             timer = self.crashed.pop(name)
@@ -387,6 +392,9 @@ class ClusterNetwork(Supervised):
         else:
             self._workload_command({"op": "remove", "pod": name})
         self._drain_connections(name)
+        self.cluster.pods.remove(pod)
+        self.terminating.discard(name)
+        self.publish()
         self._stop_real_servers(name)
         host = self.net.get(name)
         bridge = self.net.get(addr.node_bridge(self.cluster.node(pod.node).index))

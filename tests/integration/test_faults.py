@@ -161,8 +161,11 @@ def test_drained_node_loses_no_request(lab):
 
 
 def test_pod_deleted_mid_download_finishes_the_download(lab):
-    slow = download(lab, 30101)  # Local on node-a: only node-a's pod serves it
     victim = lab.cluster.pods_on("node-a")[0].name
+    slow = lab.host("client").popen(  # from the victim itself: its route must outlive its endpoints
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", "--limit-rate", "1M", "-m", "30",
+         f"http://{lab.cluster.pod(victim).ip}:8080/bulk?bytes={BULK_BYTES}"], stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     lab.delete_pod(victim)
     assert downloaded(slow) == BULK_BYTES
