@@ -53,6 +53,18 @@ OFFLOADS_OFF = "tx off tso off gso off"
 TERMINATION_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds default
 
 
+TCP_BUSY_STATES = {"01", "04", "08", "09", "0B"}  # ESTABLISHED, FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING
+
+
+def _busy_sockets(pid: int) -> int:
+    """TCP connections in the network namespace of ``pid`` that may still have data to deliver."""
+    try:
+        with open(f"/proc/{pid}/net/tcp") as f:
+            return sum(1 for line in list(f)[1:] if line.split()[3] in TCP_BUSY_STATES)
+    except (OSError, IndexError):
+        return 0
+
+
 def check_pod_ports(ports) -> None:
     """A pod's container ports as the API server checks them: integers 1-65535, one line if not."""
     for port in ports:
@@ -81,6 +93,7 @@ class ClusterNetwork(Supervised):
         self.interrupts = InterruptGuard()
         self.crashed: dict[str, threading.Timer | None] = {}  # pod -> kubelet's restart, its container dead
         self.container_restarts: list[dict] = []
+        self.terminating: set[str] = set()  # deleted pods whose connections are draining: no endpoints
         self._restart_counts: dict[str, int] = {}
         self.ops_lock = threading.RLock()  # one change at a time: the caller's, or a supervisor's restart
         self.supervisor: Supervisor | None = None
@@ -337,7 +350,8 @@ class ClusterNetwork(Supervised):
 
     def _publish(self) -> None:
         self.generation += 1
-        ready = {p.name for p in self.cluster.pods} - set(self.crashed) if self.crashed else None
+        down = set(self.crashed) | self.terminating
+        ready = {p.name for p in self.cluster.pods} - down if down else None
         self.controller.publish(build_proxy_state(self.cluster, self.generation, ready_pods=ready,
                                                   netns_pids=self._node_pids()),
                                 self.dpids, timeout=self._flow_budget_s())
@@ -450,11 +464,13 @@ class ClusterNetwork(Supervised):
             self.publish()
 
     def _delete_pod(self, name: str, drain_s: float = TERMINATION_GRACE_S) -> None:
-        """Remove a pod: its endpoints go first (kube-proxy stops choosing it), then its server and host."""
+        """As Kubernetes does: the endpoints go (kube-proxy stops choosing the pod), the pod's open
+        connections get up to ``drain_s``, and only then does its network go; removing its routes with
+        its endpoints stalled every connection it was still serving."""
         if self.prober is not None:
             self.prober.remove(name)
         pod = self.cluster.pod(name)
-        self.cluster.pods.remove(pod)
+        self.terminating.add(name)
         self.publish()
         if name in self.crashed:  # its container is down already: nothing listens
             timer = self.crashed.pop(name)
@@ -464,6 +480,9 @@ class ClusterNetwork(Supervised):
             self._workload_command({"op": "remove", "pod": name})
         if drain_s > 0:
             self._drain_connections(name, drain_s)
+        self.cluster.pods.remove(pod)
+        self.terminating.discard(name)
+        self.publish()
         self._stop_real_servers(name)
         host = self.net.get(name)
         bridge = self.net.get(addr.node_bridge(self.cluster.node(pod.node).index))
@@ -478,8 +497,10 @@ class ClusterNetwork(Supervised):
     def _drain_connections(self, name: str, drain_s: float = TERMINATION_GRACE_S) -> None:
         """A pod removed without a grace period still gets up to ``drain_s`` to finish what it serves
         before its network goes: wait for its open connections as long, then remove it anyway."""
-        def drained():
-            return self._workload_command({"op": "connections", "pod": name})["open"] == 0
+        pid = self.net.get(name).pid
+
+        def drained():  # the server is done with them, and the kernel has delivered what it wrote
+            return self._workload_command({"op": "connections", "pod": name})["open"] == 0 and not _busy_sockets(pid)
         try:
             wait_for(drained, timeout=drain_s, interval=0.05, what=f"pod {name}'s connections to end")
         except LabError:
