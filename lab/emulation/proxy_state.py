@@ -54,7 +54,9 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
         for p in cluster.pods if p.ip)
     service_ports = []
     for svc in cluster.services:
-        for sp in svc.node_ports:  # ClusterIP Services have no data plane yet
+        if svc.headless and not svc.node_ports:
+            continue  # a headless Service gets no kube-proxy rules
+        for sp in svc.ports:
             eps = tuple(
                 EndpointInfo(pod=e.pod, node=e.node, ip=e.ip, port=e.port, ready=e.ready, serving=e.serving,
                              terminating=e.terminating)
@@ -63,7 +65,7 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
             key = (svc.namespace, svc.name)
             service_ports.append(ServicePortInfo(
                 service=svc.name, namespace=svc.namespace, port_name=sp.name or "", protocol=sp.protocol,
-                port=sp.port, node_port=sp.node_port, policy=svc.external_traffic_policy,
+                port=sp.port, node_port=sp.node_port or 0, policy=svc.external_traffic_policy,
                 endpoints=eps, health_check_node_port=svc.health_check_node_port, service_type=svc.type,
                 load_balancer_ip=lb_ips.get(key), cluster_ip=vips.get(key),
                 internal_policy=svc.internal_traffic_policy, affinity_timeout=svc.session_affinity_timeout,
