@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 SEED = str(REPO / "examples" / "seed")
 PHASES = ["starting kube-proxy", "building the network", "starting the pods' servers", "cluster up in",
           "tearing down"]
-DECOY_BRIDGE, DECOY_LINK, DECOY_NETNS = "nplx-n1", "nplx-p1", "npl-decoy"
+# Decoys named like the lab's, and per test process (another copy of this test may run beside it).
+DECOY_BRIDGE, DECOY_LINK, DECOY_NETNS = f"nplx-n{os.getpid()}", f"nplx-p{os.getpid()}", f"npl-decoy-{os.getpid()}"
+OTHERS_DECOYS = ("nplx-", "npl-decoy-")
 DECOY_CMD = "python -m controllers --socket /run/nodeport-lab/run-1-1/openflow.sock"
 
 
@@ -63,7 +65,9 @@ def _orphaned_mininet_shells() -> list[str]:
 def differences(before: dict, after: dict) -> dict:
     """What changed, leaving out what belongs to runs that are alive (other users of the machine)."""
     live = before["live"] | after["live"]
-    return {k: sorted((before[k] ^ after[k]) - live) for k in before if k != "live" and (before[k] ^ after[k]) - live}
+    changed = {k: {n for n in (before[k] ^ after[k]) - live if not n.startswith(OTHERS_DECOYS)} for k in before
+               if k != "live"}
+    return {k: sorted(v) for k, v in changed.items() if v}
 
 
 @pytest.fixture(scope="module")
