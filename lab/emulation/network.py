@@ -34,7 +34,14 @@ from lab.kube.endpoints import workload_ports
 from lab.kube.model import Cluster, ContainerPort, Pod
 from lab.kube.names import validate_object_name
 from lab.polling import wait_for
-from topologies.cluster import ClusterTopo, LinkShape, bridge_names, pod_host_params, root_interfaces
+from topologies.cluster import (
+    ClusterTopo,
+    LinkShape,
+    bridge_names,
+    pod_host_params,
+    root_interfaces,
+    static_neighbours,
+)
 
 OFFLOADS_OFF = "tx off tso off gso off"
 
@@ -137,7 +144,23 @@ class ClusterNetwork:
         for node in self.net.hosts + self.net.switches + self.net.controllers:
             self.run.own_process(node.pid, f"mininet {node.name}")
         self._tune_interfaces(self.net.hosts)
+        self._pin_neighbours()
         self.net.start()
+
+    def _pin_neighbours(self) -> None:
+        """Permanent ARP entries for every underlay neighbour (``topologies.cluster.static_neighbours``):
+        one ``ip -batch`` per host, all hosts at once."""
+        procs = []
+        for name, entries in static_neighbours(self.cluster).items():
+            path = self.run.file(f"neigh-{name}.batch")
+            with open(path, "w") as f:
+                f.writelines(f"neigh replace {ip} lladdr {mac} dev eth0 nud permanent\n" for ip, mac in entries)
+            procs.append((name, subprocess.Popen(["mnexec", "-a", str(self.net.get(name).pid), "ip", "-batch", path],
+                                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+        for name, proc in procs:
+            _, err = proc.communicate(timeout=30)
+            if proc.returncode != 0:
+                raise LabError(f"could not set the static ARP entries of {name}: {err.strip()[-200:]}")
 
     def _started(self) -> None:
         """Called once the cluster is up: what runs beside it (``lab.cloud.network``) starts here."""
@@ -366,20 +389,46 @@ class ClusterNetwork:
                 total += int(field.split("=", 1)[1])
         return total
 
+    def inter_node_bytes(self) -> int:
+        """Bytes that have crossed between nodes so far, from the underlay's port counters, read at once.
+
+        Every frame the underlay takes in from a node either goes to another node or, through the edge
+        router, to an outside host (client, load balancer), and nothing else sends to outside hosts. So
+        what the node ports received less what the outside ports sent is the traffic between nodes.
+        (Frames from outside are not used: the load balancer drops some, e.g. a late ACK of a connection
+        its conntrack has closed.) Port counters are the interfaces' own and current when read; the
+        INTERNODE flow counters (``flow_bytes``) hold the same bytes only after Open vSwitch's
+        revalidators pushed them (~0.4 s per read). ARP would break the sum (a node's request to the
+        router's responder is received and never sent on), which is why every host has static ARP
+        entries for its underlay neighbours (``_pin_neighbours``); tests/integration/test_counters.py
+        checks both readings agree on the same traffic."""
+        ports = dump_ports(addr.underlay_bridge())
+        node_ports = {addr.underlay_node_port(n.index) for n in self.cluster.nodes}
+        from_nodes = sum(rx for port, (rx, _) in ports.items() if port in node_ports)
+        to_outside = sum(tx for port, (_, tx) in ports.items() if port not in node_ports)
+        return from_nodes - to_outside
+
     def port_bytes(self, bridge: str) -> dict[int, int]:
         """Bytes each OpenFlow port of a bridge has carried so far, both directions (rx + tx)."""
-        out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge],
-                             capture_output=True, text=True, check=True).stdout
-        totals: dict[int, int] = {}
-        for block in re.split(r"^\s*port\s+", out, flags=re.M)[1:]:  # "port  1: rx pkts=.., bytes=.." + "tx .."
-            port, _, counts = block.partition(":")
-            if port.strip().isdigit():  # not LOCAL, the bridge's own interface
-                totals[int(port)] = sum(int(b) for b in re.findall(r"\bbytes=(\d+)", counts))
-        return totals
+        return {port: rx + tx for port, (rx, tx) in dump_ports(bridge).items()}
 
     def client_ttl(self) -> int:
         out = self.run_in(addr.CLIENT_NAME, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)
         return int(out.stdout.strip())
+
+
+def dump_ports(bridge: str) -> dict[int, tuple[int, int]]:
+    """(received, sent) bytes of each OpenFlow port of a bridge, as the bridge sees them."""
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge],
+                         capture_output=True, text=True, check=True).stdout
+    totals: dict[int, tuple[int, int]] = {}
+    for block in re.split(r"^\s*port\s+", out, flags=re.M)[1:]:  # "port  1: rx pkts=.., bytes=.." + "tx .."
+        port, _, counts = block.partition(":")
+        rx = re.search(r"\brx\b[^\n]*?\bbytes=(\d+)", counts)
+        tx = re.search(r"\btx\b[^\n]*?\bbytes=(\d+)", counts)
+        if port.strip().isdigit() and rx and tx:  # not LOCAL, the bridge's own interface
+            totals[int(port)] = (int(rx.group(1)), int(tx.group(1)))
+    return totals
 
 
 def _raise_interrupt(signum, frame):
