@@ -1,6 +1,7 @@
 """Runs kube-proxy (``python -m controllers``) as its own process and talks to it through two files.
 
-The lab writes the cluster state (``cluster.json``); the controller acknowledges each generation per
+The lab writes the cluster state (``cluster.json``, then one line of changes per new generation to
+``cluster.json.log``: ``controllers.state.state_delta``); the controller acknowledges each generation per
 switch (``controller-status.json``) after a barrier. ``publish`` returns once every switch holds the
 new generation, so a probe never races the flows it depends on.
 """
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import sys
 
-from controllers.state import ProxyState, write_json_atomic
+from controllers.state import ProxyState, log_path, state_delta, write_json_atomic
 from lab.emulation.resources import RunDir, start_process, stop_process
 from lab.errors import LabError
 from lab.polling import wait_for
@@ -36,10 +37,14 @@ class ControllerProcess:
         self.lb_health_path = run.file("lb-health.json")
         self.proc: subprocess.Popen | None = None
         self.generation = 0
+        self.state: ProxyState | None = None  # the last state published
 
     def start(self, state: ProxyState) -> None:
         self.generation = state.generation
         write_json_atomic(self.state_path, state.to_dict())
+        if os.path.exists(log_path(self.state_path)):
+            os.unlink(log_path(self.state_path))
+        self.state = state
         self.proc = start_process(
             self.run, [sys.executable, "-m", "controllers", "--state", self.state_path, "--status", self.status_path,
                        "--port", str(self.port), "--lb-health", self.lb_health_path, "--log", self.log_path],
@@ -57,8 +62,13 @@ class ControllerProcess:
         wait_for(listening, timeout=20, what=f"controller listening on 127.0.0.1:{self.port}")
 
     def publish(self, state: ProxyState, dpids: list[int], timeout: float = 30) -> None:
+        """Append what changed since the last state to the state's change log (one line, one write),
+        and wait until every switch holds it."""
         self.generation = state.generation
-        write_json_atomic(self.state_path, state.to_dict())
+        line = json.dumps(state_delta(self.state, state), separators=(",", ":")) + "\n"
+        with open(log_path(self.state_path), "a") as f:
+            f.write(line)
+        self.state = state
         self.wait_applied(dpids, timeout)
 
     def wait_applied(self, dpids: list[int], timeout: float = 30) -> None:
@@ -92,8 +102,7 @@ class ControllerProcess:
 
     def restart(self) -> None:
         """Stop and start the controller alone, as one restarts kube-proxy; switches reconnect to it."""
-        with open(self.state_path) as f:
-            state = ProxyState.from_dict(json.load(f))
+        state = self.state
         self.stop()
         if os.path.exists(self.status_path):
             os.unlink(self.status_path)

@@ -16,7 +16,7 @@ from controllers.state import (
     UnderlayInfo,
 )
 from lab.kube import addressing as addr
-from lab.kube.endpoints import endpoints
+from lab.kube.endpoints import endpoints, label_index
 from lab.kube.load_balancers import load_balancer_ips
 from lab.kube.model import Cluster
 
@@ -48,11 +48,12 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
                 ofport=addr.pod_ofport(p.ip))
         for p in cluster.pods if p.ip)
     service_ports = []
+    index = label_index(cluster.pods)
     for svc in cluster.services:
         for sp in svc.ports:
             eps = tuple(
                 EndpointInfo(pod=e.pod, node=e.node, ip=e.ip, port=e.port)
-                for e in endpoints(cluster, svc, sp)
+                for e in endpoints(cluster, svc, sp, index)
                 if ready_pods is None or e.pod in ready_pods)
             service_ports.append(ServicePortInfo(
                 service=svc.name, namespace=svc.namespace, port_name=sp.name or "", protocol=sp.protocol,
