@@ -80,7 +80,7 @@ class ControllerProcess:
             acked = self._status().get("datapaths", {})
             missing = {d for d in wanted if acked.get(d, -1) < self.generation}
             return not missing or {"waiting for": sorted(missing), "generation": self.generation}
-        wait_for(lambda: applied() is True, timeout=timeout,
+        wait_for(lambda: applied() is True, timeout=timeout, interval=0.005,
                  what=f"all switches to hold generation {self.generation}", last=applied)
 
     def lb_rotation(self) -> dict[str, list[str]]:

@@ -44,6 +44,7 @@ from topologies.cluster import (
 )
 
 OFFLOADS_OFF = "tx off tso off gso off"
+TEARDOWN_GROUP_BASE = 0x4E500000  # interface groups of the lab's teardown: "NP" + the run's pid
 
 
 class ClusterNetwork:
@@ -247,7 +248,7 @@ class ClusterNetwork:
             self.workload = None
         if self.net is not None:
             try:
-                self.net.stop()
+                self._stop_mininet()
             except Exception as e:
                 errors.append(e)
             self.net = None
@@ -271,6 +272,34 @@ class ClusterNetwork:
         self.lock.release()
         if errors:
             raise LabError(f"teardown: {errors[0]}")
+
+    def _stop_mininet(self) -> None:
+        """Mininet's own stop deletes links with one ``ip link del`` per interface through a shell (1,204 at
+        50 nodes: 20 s). Instead: every bridge in one ``ovs-vsctl`` transaction; every host's shell ended,
+        so its namespace goes and the kernel removes the veths inside it, and their peers, in one batch;
+        what is left (links with both ends in the root namespace, and ends the kernel has not reached yet)
+        in one ``ip -batch``, by the exact names the run recorded."""
+        net = self.net
+        for controller in net.controllers:
+            controller.stop()
+        args = []
+        for bridge in (s.name for s in net.switches):
+            args += ["--", "--if-exists", "del-br", bridge]
+        if args:
+            subprocess.run(["ovs-vsctl", "--timeout=60", *args[1:]], capture_output=True, check=False)
+        for node in net.hosts + net.switches:
+            node.terminate()
+        owned = [n for n in self.run.resources.interfaces if os.path.exists(f"/sys/class/net/{n}")]
+        if owned:
+            # Tagged by exact name with a group of this run's own, then deleted as one group: the kernel
+            # unregisters them together (one RCU grace period, not one per interface: 9 ms each here).
+            group = TEARDOWN_GROUP_BASE + os.getpid() % 0x10000
+            path = self.run.file("teardown.batch")
+            with open(path, "w") as f:
+                f.writelines(f"link set dev {name} group {group}\n" for name in owned)
+                f.write(f"link del group {group}\n")
+            subprocess.run(["ip", "-force", "-batch", path], capture_output=True, check=False)
+        net.links, net.hosts, net.switches, net.controllers = [], [], [], []
 
     # --- operations -----------------------------------------------------------------------------------
 
