@@ -24,7 +24,7 @@ class Config:
     change_backgrounds: tuple[int, ...] = (0, 1000)  # Services installed while pods change
     changes: int = 100  # per background; a p99 needs about 100 samples to be more than the maximum
     # scale
-    scale_nodes: tuple[int, ...] = (5, 10, 20, 50)
+    scale_nodes: tuple[int, ...] = (5, 10, 20, 50, 100)
     scale_pods_per_node: int = 10
     # probe rate
     probe_requests: int = 2000
