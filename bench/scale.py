@@ -92,6 +92,7 @@ def one_cluster(nodes: int, pods_per_node: int, log) -> dict:
         t_stop = time.monotonic()
         lab.stop()
         row["teardownS"] = time.monotonic() - t_stop
+        row["teardownBridgesS"] = lab.timings.get("teardownBridges")
     log(f"{nodes} nodes x {pods_per_node} pods: up in {row['upS']:.1f} s (build {row['startS']:.1f}, reach "
         f"{row['reachS']:.1f}), teardown {row['teardownS']:.1f} s, lab {row['labPssMiB']:.0f} MiB, OVS "
         f"{row['ovsRssMiB']:.0f} MiB (was {row['ovsRssBeforeMiB']:.0f})")
@@ -113,6 +114,8 @@ def run(cfg, log) -> BenchResult:
     for n in rows:
         result.figures.append(Figure(f"  teardown, {n} nodes", "s", col(n, "teardownS"),
                                      TEARDOWN_GOAL if n == TEARDOWN_GOAL_NODES else None))
+        result.figures.append(Figure(f"    of which Open vSwitch removing the bridges' ports, {n} nodes", "s",
+                                     col(n, "teardownBridgesS"), note=f"{rows[n][0]['ovsPorts']} ports"))
     for n in rows:
         result.figures.append(Figure(f"  lab processes memory (PSS), {n} nodes", "MiB", col(n, "labPssMiB"),
                                      note=f"{rows[n][0]['processes']} processes"))

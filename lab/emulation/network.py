@@ -123,6 +123,8 @@ class ClusterNetwork:
         from mininet.net import Mininet
         from mininet.node import OVSSwitch, RemoteController
 
+        from lab.emulation.fast_nodes import LabHost, LabIntf, interfaces_up
+
         class KubeProxyController(RemoteController):
             """The controller runs on its own (lab.emulation.controller_process); Mininet only points switches at it."""
 
@@ -138,10 +140,11 @@ class ClusterNetwork:
         switch = partial(OVSSwitch, datapath=datapath(), protocols="OpenFlow13", batch=True,
                          failMode="secure")
         self.net = Mininet(topo=ClusterTopo(self.cluster, underlay=self.underlay), switch=switch,
-                           link=Link, controller=None, build=False, autoSetMacs=False,
-                           autoStaticArp=False, waitConnected=False)
+                           host=LabHost, intf=LabIntf, link=Link, controller=None, build=False,
+                           autoSetMacs=False, autoStaticArp=False, waitConnected=False)
         self.net.addController(KubeProxyController("kube-proxy", ip="127.0.0.1", port=self.controller.port))
         self.net.build()
+        interfaces_up(root_interfaces(self.cluster), self.run.file("interfaces-up.batch"))
         for node in self.net.hosts + self.net.switches + self.net.controllers:
             self.run.own_process(node.pid, f"mininet {node.name}")
         self._tune_interfaces(self.net.hosts)
@@ -275,18 +278,14 @@ class ClusterNetwork:
 
     def _stop_mininet(self) -> None:
         """Mininet's own stop deletes links with one ``ip link del`` per interface through a shell (1,204 at
-        50 nodes: 20 s). Instead: every bridge in one ``ovs-vsctl`` transaction; every host's shell ended,
-        so its namespace goes and the kernel removes the veths inside it, and their peers, in one batch;
-        what is left (links with both ends in the root namespace, and ends the kernel has not reached yet)
-        in one ``ip -batch``, by the exact names the run recorded."""
+        50 nodes: 20 s). Instead: every host's shell ended, so its namespace goes and the kernel removes
+        the veths inside it, and their peers; what is left (links with both ends in the root namespace,
+        and ends the kernel has not reached yet) deleted as one group, by the exact names the run
+        recorded; then every bridge in one ``ovs-vsctl`` transaction. That last step is Open vSwitch's
+        userspace datapath removing its ports one by one (about 15 ms each here), most of the time."""
         net = self.net
         for controller in net.controllers:
             controller.stop()
-        args = []
-        for bridge in (s.name for s in net.switches):
-            args += ["--", "--if-exists", "del-br", bridge]
-        if args:
-            subprocess.run(["ovs-vsctl", "--timeout=60", *args[1:]], capture_output=True, check=False)
         for node in net.hosts + net.switches:
             node.terminate()
         owned = [n for n in self.run.resources.interfaces if os.path.exists(f"/sys/class/net/{n}")]
@@ -299,6 +298,13 @@ class ClusterNetwork:
                 f.writelines(f"link set dev {name} group {group}\n" for name in owned)
                 f.write(f"link del group {group}\n")
             subprocess.run(["ip", "-force", "-batch", path], capture_output=True, check=False)
+        args = []
+        for bridge in (s.name for s in net.switches):
+            args += ["--", "--if-exists", "del-br", bridge]
+        if args:
+            started = time.monotonic()
+            subprocess.run(["ovs-vsctl", "--timeout=120", *args[1:]], capture_output=True, check=False)
+            self.timings["teardownBridges"] = time.monotonic() - started  # Open vSwitch removing every port
         net.links, net.hosts, net.switches, net.controllers = [], [], [], []
 
     # --- operations -----------------------------------------------------------------------------------
