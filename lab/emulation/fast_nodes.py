@@ -28,7 +28,8 @@ class LabIntf(Intf):
 
 
 class LabHost(Host):
-    def config(self, mac=None, ip=None, defaultRoute=None, lo="up", **_params):
+    def config(self, mac=None, ip=None, defaultRoute=None, lo="up", tune=None, **_params):
+        """``tune``: a function of the host's name giving more commands to run in the same step."""
         intf = self.defaultIntf()
         steps = []
         if mac:
@@ -44,6 +45,8 @@ class LabHost(Host):
         if defaultRoute:
             params = defaultRoute if " " in defaultRoute else f"dev {defaultRoute}"
             steps.append(f"ip route replace default {params}")
+        if tune is not None:
+            steps.append(tune(self.name))
         self.cmd("; ".join(steps))
         return {}
 

@@ -140,14 +140,15 @@ class ClusterNetwork:
         switch = partial(OVSSwitch, datapath=datapath(), protocols="OpenFlow13", batch=True,
                          failMode="secure")
         self.net = Mininet(topo=ClusterTopo(self.cluster, underlay=self.underlay), switch=switch,
-                           host=LabHost, intf=LabIntf, link=Link, controller=None, build=False,
-                           autoSetMacs=False, autoStaticArp=False, waitConnected=False)
+                           host=partial(LabHost, tune=self._tune_command), intf=LabIntf, link=Link,
+                           controller=None, build=False, autoSetMacs=False, autoStaticArp=False,
+                           waitConnected=False)
         self.net.addController(KubeProxyController("kube-proxy", ip="127.0.0.1", port=self.controller.port))
         self.net.build()
         interfaces_up(root_interfaces(self.cluster), self.run.file("interfaces-up.batch"))
         for node in self.net.hosts + self.net.switches + self.net.controllers:
             self.run.own_process(node.pid, f"mininet {node.name}")
-        self._tune_interfaces(self.net.hosts)
+        self._tune_interfaces([])  # the hosts' own ends were tuned as they were configured (_tune_command)
         self._pin_neighbours()
         self.net.start()
 
@@ -175,15 +176,19 @@ class ClusterNetwork:
     def _stop_beside(self, errors: list[Exception]) -> None:
         """Called first at teardown: stop what ``_started`` started, adding failures to ``errors``."""
 
+    def _tune_command(self, host_name: str) -> str:
+        """What a host runs when it is configured: offloads off (the userspace datapath drops TCP
+        otherwise), IPv6 off (its chatter costs CPU), and on a node the route to its own pods."""
+        extra = ""
+        if host_name in self._node_names:
+            extra = f"; ip route add {addr.pod_cidr(self.cluster.node(host_name).index)} dev eth0"
+        return (f"sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; "
+                f"ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}")
+
     def _tune_interfaces(self, hosts, root_names: list[str] | None = None) -> None:
-        """Offloads off (the userspace datapath drops TCP otherwise) and IPv6 off (its chatter costs CPU)."""
+        """``_tune_command`` in ``hosts``; offloads and IPv6 off on root-namespace interfaces."""
         for host in hosts:
-            extra = ""
-            if host.name in self._node_names:
-                index = self.cluster.node(host.name).index
-                extra = f"; ip route add {addr.pod_cidr(index)} dev eth0"
-            host.cmd(f"sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; "
-                     f"ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}")
+            host.cmd(self._tune_command(host.name))
         names = root_interfaces(self.cluster) if root_names is None else root_names
         for name in names:
             try:
@@ -191,8 +196,11 @@ class ClusterNetwork:
                     f.write("1")
             except OSError:
                 pass
-        script = "; ".join(f"ethtool -K {n} {OFFLOADS_OFF} >/dev/null 2>&1" for n in names)
-        subprocess.run(["sh", "-c", script], check=False)
+        shells = [subprocess.Popen(["sh", "-c", "; ".join(f"ethtool -K {n} {OFFLOADS_OFF} >/dev/null 2>&1"
+                                                          for n in names[k::4])])
+                  for k in range(min(4, len(names)))]  # one ethtool per interface: four at a time
+        for shell in shells:
+            shell.wait()
 
     @property
     def _node_names(self) -> set[str]:
@@ -349,8 +357,8 @@ class ClusterNetwork:
                                 intfName2=addr.pod_intf(pod.serial))
         subprocess.run(["ovs-vsctl", "--timeout=10", "add-port", bridge.name, link.intf2.name, "--", "set",
                         "Interface", link.intf2.name, f"ofport_request={addr.pod_ofport(pod.ip)}"], check=True)
-        host.configDefault()
-        self._tune_interfaces([host], [link.intf2.name])
+        host.configDefault()  # tuned too (_tune_command)
+        self._tune_interfaces([], [link.intf2.name])
         subprocess.run(["ip", "link", "set", link.intf2.name, "up"], check=True)
         self.cluster.pods.append(pod)
         for listener in self._listeners(pod):
