@@ -28,8 +28,9 @@ class LabIntf(Intf):
 
 
 class LabHost(Host):
-    def config(self, mac=None, ip=None, defaultRoute=None, lo="up", tune=None, **_params):
-        """``tune``: a function of the host's name giving more commands to run in the same step."""
+    def config(self, mac=None, ip=None, defaultRoute=None, lo="up", tune=None, deferred=False, **_params):
+        """``tune``: a function of the host's name giving more commands to run in the same step.
+        ``deferred``: send the command and return; ``finish`` waits for it, so hosts configure in parallel."""
         intf = self.defaultIntf()
         steps = []
         if mac:
@@ -47,8 +48,18 @@ class LabHost(Host):
             steps.append(f"ip route replace default {params}")
         if tune is not None:
             steps.append(tune(self.name))
-        self.cmd("; ".join(steps))
+        if deferred:
+            self.sendCmd("; ".join(steps))
+        else:
+            self.cmd("; ".join(steps))
         return {}
+
+
+def finish(hosts) -> None:
+    """Wait for every host's deferred configuration (``LabHost.config``)."""
+    for host in hosts:
+        if host.waiting:
+            host.waitOutput()
 
 
 def interfaces_up(names: list[str], batch_path: str) -> None:

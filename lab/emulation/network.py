@@ -123,7 +123,7 @@ class ClusterNetwork:
         from mininet.net import Mininet
         from mininet.node import OVSSwitch, RemoteController
 
-        from lab.emulation.fast_nodes import LabHost, LabIntf, interfaces_up
+        from lab.emulation.fast_nodes import LabHost, LabIntf, finish, interfaces_up
 
         class KubeProxyController(RemoteController):
             """The controller runs on its own (lab.emulation.controller_process); Mininet only points switches at it."""
@@ -140,11 +140,12 @@ class ClusterNetwork:
         switch = partial(OVSSwitch, datapath=datapath(), protocols="OpenFlow13", batch=True,
                          failMode="secure")
         self.net = Mininet(topo=ClusterTopo(self.cluster, underlay=self.underlay), switch=switch,
-                           host=partial(LabHost, tune=self._tune_command), intf=LabIntf, link=Link,
+                           host=partial(LabHost, tune=self._tune_command, deferred=True), intf=LabIntf, link=Link,
                            controller=None, build=False, autoSetMacs=False, autoStaticArp=False,
                            waitConnected=False)
         self.net.addController(KubeProxyController("kube-proxy", ip="127.0.0.1", port=self.controller.port))
         self.net.build()
+        finish(self.net.hosts)  # hosts configured themselves in parallel
         interfaces_up(root_interfaces(self.cluster), self.run.file("interfaces-up.batch"))
         for node in self.net.hosts + self.net.switches + self.net.controllers:
             self.run.own_process(node.pid, f"mininet {node.name}")
@@ -358,6 +359,7 @@ class ClusterNetwork:
         subprocess.run(["ovs-vsctl", "--timeout=10", "add-port", bridge.name, link.intf2.name, "--", "set",
                         "Interface", link.intf2.name, f"ofport_request={addr.pod_ofport(pod.ip)}"], check=True)
         host.configDefault()  # tuned too (_tune_command)
+        host.waitOutput()
         self._tune_interfaces([], [link.intf2.name])
         subprocess.run(["ip", "link", "set", link.intf2.name, "up"], check=True)
         self.cluster.pods.append(pod)
