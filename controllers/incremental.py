@@ -50,42 +50,35 @@ class _Counted:
         self.group_refs: dict[int, int] = {}
 
     def add(self, piece: Program, touched: Touched) -> None:
-        flows, refs = self.program.flows, self.flow_refs
-        for key, flow in piece.flows.items():
-            held = flows.get(key)
-            if held is None:
-                touched.flows.setdefault(key, None)
-                flows[key] = flow
-                refs[key] = 1
-            elif held == flow:
-                refs[key] += 1
-            else:
-                raise ValueError(f"two pieces compile different flows for one match: {held} / {flow}")
-        groups, grefs = self.program.groups, self.group_refs
-        for gid, group in piece.groups.items():
-            held = groups.get(gid)
-            if held is None:
-                touched.groups.setdefault(gid, None)
-                groups[gid] = group
-                grefs[gid] = 1
-            elif held == group:
-                grefs[gid] += 1
-            else:
-                raise ValueError(f"two pieces compile different groups with id {gid}")
+        _add(piece.flows, self.program.flows, self.flow_refs, touched.flows)
+        _add(piece.groups, self.program.groups, self.group_refs, touched.groups)
 
     def remove(self, piece: Program, touched: Touched) -> None:
-        flows, refs = self.program.flows, self.flow_refs
-        for key in piece.flows:
-            refs[key] -= 1
-            if not refs[key]:
-                touched.flows.setdefault(key, flows[key])
-                del flows[key], refs[key]
-        groups, grefs = self.program.groups, self.group_refs
-        for gid in piece.groups:
-            grefs[gid] -= 1
-            if not grefs[gid]:
-                touched.groups.setdefault(gid, groups[gid])
-                del groups[gid], grefs[gid]
+        _remove(piece.flows, self.program.flows, self.flow_refs, touched.flows)
+        _remove(piece.groups, self.program.groups, self.group_refs, touched.groups)
+
+
+def _add(items: dict, held: dict, refs: dict, touched: dict) -> None:
+    """Count ``items`` (flows by key, or groups by id) in; the first holder makes one appear."""
+    for key, item in items.items():
+        old = held.get(key)
+        if old is None:
+            touched.setdefault(key, None)
+            held[key] = item
+            refs[key] = 1
+        elif old == item:
+            refs[key] += 1
+        else:
+            raise ValueError(f"two pieces compile different values for one match or id: {old} / {item}")
+
+
+def _remove(items: dict, held: dict, refs: dict, touched: dict) -> None:
+    """Count ``items`` out; the last holder leaving makes one disappear (``touched`` keeps what it was)."""
+    for key in items:
+        refs[key] -= 1
+        if not refs[key]:
+            touched.setdefault(key, held[key])
+            del held[key], refs[key]
 
 
 class IncrementalPrograms:
