@@ -167,9 +167,9 @@ def run(cfg, log) -> BenchResult:
     for s in cfg.cp_services:
         per = compiled[s]["perNode"]
         result.figures.append(Figure(
-            f"  {s:,} Services: flows + groups on one node ({per['flows']:,} + {per['groups']:,}) / kube-proxy's "
-            "iptables rules there", "x", [(per["flows"] + per["groups"]) / per["iptablesRules"]],
-            note=f"{per['iptablesRules']:,} iptables rules"))
+            f"  {s:,} Services: flows + groups on one node ({per['flows']:,} + {per['groups']:,})", "",
+            [per["flows"] + per["groups"]], note=f"kube-proxy would write {per['iptablesRules']:,} iptables rules "
+                                                 "there (bench/iptables_rules.py)"))
     for c in change_runs:
         n, other = len(c["seenMs"]), f"{c['background']:,} other Services"
         result.figures.append(Figure(f"pod change seen by a probe, p50 of {n} changes ({other})", "ms",

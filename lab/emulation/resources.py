@@ -215,8 +215,12 @@ def clean_stale_runs() -> list[str]:
         record = os.path.join(path, "resources.json")
         if not name.startswith("run-") or not os.path.isfile(record):
             continue
-        with open(record) as f:
-            resources = Resources(**json.load(f))
+        try:
+            with open(record) as f:
+                resources = Resources(**json.load(f))
+        except (OSError, ValueError, TypeError) as e:  # half written, or another version's record
+            report.append(f"{name}: record not readable here ({e}), left alone")
+            continue
         if _cmdline(resources.owner_pid):
             report.append(f"{name}: still running (pid {resources.owner_pid}), left alone")
             continue

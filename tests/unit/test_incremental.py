@@ -103,3 +103,22 @@ def test_a_pod_change_touches_only_its_service_port():
     for t in touched.values():
         assert set(t.groups) <= {30007 * 2, 30007 * 2 + 1}, t.groups  # only svc-7's groups
         assert len(t.flows) <= 4, t.flows  # its nodePort flow, and hairpin flows of endpoints that came or went
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_state_built_from_remembered_service_ports_equals_one_built_afresh(seed):
+    """lab.emulation.proxy_state keeps each Service's ports by what they are made of; after any change
+    the state must be what computing every Service again gives."""
+    import lab.emulation.proxy_state as proxy_state
+
+    rng = random.Random(100 + seed)
+    cluster = Cluster([Node("node-a", 1), Node("node-b", 2), Node("node-c", 3)], [], [])
+    serial = [0]
+    for step in range(80):
+        random_change(rng, cluster, serial)
+        if cluster.pods and rng.random() < 0.2:
+            pod = rng.choice(cluster.pods)
+            pod.ports = (ContainerPort(rng.choice([8080, 9090])),)
+        remembered = build_proxy_state(cluster, step)
+        proxy_state._PORTS.clear()
+        assert remembered == build_proxy_state(cluster, step), step
