@@ -88,6 +88,8 @@ class IncrementalPrograms:
         self._bases: dict[int, Program] = {}
         # dpid -> Service port key -> (what the piece was compiled from, the piece)
         self._pieces: dict[int, dict[str, tuple[tuple, Program]]] = {}
+        self._ports: dict[str, object] = {}  # the last update's Service ports by key, and health verdicts
+        self._healthy: dict[str, list[str]] = {}
 
     @property
     def programs(self) -> dict[int, Program]:
@@ -103,14 +105,26 @@ class IncrementalPrograms:
             self._rebase(base_state, state, touched, drop_pieces=nodes_changed)
         nodes = {node.dpid: node for node in state.nodes}
         ports = {sp.key: sp for sp in state.service_ports}
+        removed = [k for k in self._ports if k not in ports]
+        if nodes_changed:
+            candidates = lb_candidates = list(ports)
+        else:  # only Service ports that are not the very ones (or equal ones) of the last update
+            before = self._ports
+            candidates = [k for k, sp in ports.items() if before.get(k) is not sp and before.get(k) != sp]
+            lb_changed = {k for k in set(lb_healthy) | set(self._healthy)
+                          if lb_healthy.get(k) != self._healthy.get(k)}
+            lb_candidates = candidates + [k for k, sp in ports.items() if sp.service_key in lb_changed]
+        self._ports, self._healthy = ports, dict(lb_healthy)
         for dpid, counted in self.bridges.items():
             mine = touched.setdefault(dpid, Touched())
             pieces = self._pieces.setdefault(dpid, {})
             node = nodes.get(dpid)
-            for key in [k for k in pieces if k not in ports]:
-                counted.remove(pieces.pop(key)[1], mine)
+            for key in removed:
+                if key in pieces:
+                    counted.remove(pieces.pop(key)[1], mine)
             changed = []
-            for key, sp in ports.items():
+            for key in dict.fromkeys(candidates if node is not None else lb_candidates):
+                sp = ports[key]
                 source = (sp,) if node is not None else (sp, tuple(lb_healthy.get(sp.service_key, ())))
                 held = pieces.get(key)
                 if held is None or held[0] != source:

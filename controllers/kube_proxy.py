@@ -30,7 +30,7 @@ from controllers.pipeline import COOKIE_REJECT, Program
 from controllers.state import ProxyState, apply_delta, log_path, read_state, write_json_atomic
 
 LOG = logging.getLogger("kube-proxy")
-WATCH_INTERVAL_S = 0.005  # two stat() calls: polling this often costs nothing measurable
+WATCH_INTERVAL_S = 0.002  # two stat() calls: polling this often costs nothing measurable
 HEALTH_TIMEOUT_S = 60.0  # kube-proxy: 2 x syncPeriod (30 s) without applying queued changes -> unhealthy
 
 
@@ -177,6 +177,8 @@ class KubeProxy(of.app_manager.OSKenApp):
         if state is None:
             return state, False
         try:
+            if os.stat(log_path(self.state_path)).st_size <= self._log_offset:
+                return state, False  # nothing new: one stat() per look
             with open(log_path(self.state_path), "rb") as f:
                 f.seek(self._log_offset)
                 data = f.read()

@@ -139,8 +139,9 @@ def state_delta(old: ProxyState, new: ProxyState) -> dict:
             value = getattr(new, name)
             delta[name] = asdict(value) if name == "underlay" else [asdict(v) for v in value]
     before = {sp.key: sp for sp in old.service_ports}
-    delta["changed"] = [_service_port_dict(sp) for sp in new.service_ports if before.get(sp.key) != sp]
     keys = [sp.key for sp in new.service_ports]
+    delta["changed"] = [_service_port_dict(sp) for key, sp in zip(keys, new.service_ports, strict=True)
+                        if before.get(key) is not sp and before.get(key) != sp]
     if keys != list(before):
         delta["order"] = keys
     return delta
