@@ -6,8 +6,8 @@ say which pod served it and which source address it saw.
 
 Requests go to the targets round-robin (request ``i`` to ``targets[i % len(targets)]``). Per target,
 at most ``concurrency`` requests are in flight while they get answers; the first timeout of a target,
-or half a timeout without a single connection established, releases all of that target's remaining
-requests at once. A node that silently drops traffic therefore costs about one and a half timeouts,
+or a quarter of a timeout without a single connection established, releases all of that target's
+remaining requests at once. A node that silently drops traffic therefore costs about 1.25 timeouts,
 not ``requests / concurrency`` of them, while a healthy one is never flooded.
 Each request, from connect to the end of the response, has ``timeout`` seconds.
 
@@ -158,7 +158,7 @@ async def _drive_target(target: tuple[str, int], indices: Sequence[int], records
                         concurrency: int, timeout: float, path: str, origin: float) -> None:
     """Run one target's requests, ``concurrency`` at a time until one times out, then all at once.
 
-    A target that drops silently is found sooner: when half a timeout has passed since the first
+    A target that drops silently is found sooner: when a quarter of a timeout has passed since the first
     requests left and not one connection was established (a SYN that is answered connects in
     milliseconds, however slow the answer after it), the rest go at once too. Every request still has
     its whole timeout."""
@@ -166,7 +166,7 @@ async def _drive_target(target: tuple[str, int], indices: Sequence[int], records
     running: dict[asyncio.Task[Record], int] = {}
     flooding = False
     connected, answered = [0], 0
-    silent_after = time.perf_counter() + timeout / 2
+    silent_after = time.perf_counter() + timeout / 4
     while pending or running:
         while pending and (flooding or len(running) < concurrency):
             running[asyncio.create_task(fetch(target, path, timeout, origin, connected))] = pending.popleft()
@@ -178,7 +178,7 @@ async def _drive_target(target: tuple[str, int], indices: Sequence[int], records
             answered += 1
             flooding = flooding or record.error == "timeout"
         if watching and not done and not connected[0]:
-            flooding = True  # half a timeout and no connection at all: the target drops
+            flooding = True  # a quarter of a timeout and no connection at all: the target drops
 
 
 async def _paced(targets: Sequence[tuple[str, int]], requests: int, rate: float, records: list[Record | None],
