@@ -19,7 +19,7 @@ setup(
     extras_require={
         # Jupyter walkthroughs (notebooks/): a Jupyter server, the kernel, and headless execution for CI.
         "notebook": NOTEBOOK,
-        "test": ["pytest>=7", *NOTEBOOK],
+        "test": ["pytest>=7", "hypothesis>=6", *NOTEBOOK],
     },
     entry_points={"console_scripts": ["nodeport-lab=lab.cli:main"]},
 )

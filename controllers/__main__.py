@@ -1,7 +1,9 @@
-"""Start kube-proxy (the os-ken app) as its own process: ``python -m controllers --state F --status F --port N``.
+"""Start kube-proxy (the os-ken app) as its own process: ``python -m controllers --state F --status F
+(--socket PATH | --port N)``.
 
-os-ken 4 has no ``osken-manager``, so this is the launcher: it configures the OpenFlow listener on
-127.0.0.1 and a port the lab chose, then runs the app in-process with ``AppManager.run_apps`` (as
+os-ken 4 has no ``osken-manager``, so this is the launcher: it configures the OpenFlow listener (a Unix
+socket the lab chose, which only root can reach when it lies in the run's 0700 directory; or 127.0.0.1
+and a port, reachable by every local user), then runs the app in-process with ``AppManager.run_apps`` (as
 Neutron's OVS agent does). os-ken's native hub cannot be stopped cleanly (``HubThread`` has no
 ``kill()``, threads are not daemons, so the interpreter hangs at exit); the app keeps no state worth
 saving, so on SIGINT/SIGTERM the launcher flushes its log and leaves with ``os._exit``.
@@ -20,8 +22,14 @@ import threading
 import time
 
 
-def _listening(port: int) -> bool:
+def _listening(port: int | str) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``, or on the Unix socket ``port``."""
     try:
+        if isinstance(port, str):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(0.2)
+                s.connect(port)
+                return True
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
     except OSError:
@@ -32,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m controllers", description=__doc__.splitlines()[0])
     ap.add_argument("--state", required=True, help="cluster state JSON the lab writes (watched)")
     ap.add_argument("--status", required=True, help="where to acknowledge applied generations")
-    ap.add_argument("--port", type=int, required=True, help="OpenFlow listen port on 127.0.0.1")
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", help="OpenFlow listener on this Unix socket (its directory must exist)")
+    where.add_argument("--port", type=int, help="OpenFlow listen port on 127.0.0.1")
     ap.add_argument("--lb-health", help="health verdicts of the cloud load balancer's checker (watched)")
     ap.add_argument("--log", help="log file (default: stderr)")
     args = ap.parse_args(argv)
@@ -44,9 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(100_000, 50, 1000)
     logging.basicConfig(filename=args.log, level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if _listening(args.port):
-        print(f"error: port {args.port} on 127.0.0.1 is already in use: choose another --port", file=sys.stderr)
+    listener = os.path.abspath(args.socket) if args.socket else args.port
+    where = f"Unix socket {listener}" if args.socket else f"port {args.port} on 127.0.0.1"
+    if _listening(listener):
+        print(f"error: {where} is already in use: choose another --{'socket' if args.socket else 'port'}",
+              file=sys.stderr)
         return 1
+    if args.socket and os.path.exists(listener):
+        os.unlink(listener)  # a socket nobody accepts on: left by a controller that was killed
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -58,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     from controllers.openflow import app_manager  # imports os_ken.controller, which registers ofp_* options
 
     cfg.CONF(args=[], project="os_ken")
-    cfg.CONF.set_override("ofp_listen_host", "127.0.0.1")
-    cfg.CONF.set_override("ofp_tcp_listen_port", args.port)
+    if args.socket:
+        from controllers.openflow import listen_on_unix_socket
+        listen_on_unix_socket(listener)
+    else:
+        cfg.CONF.set_override("ofp_listen_host", "127.0.0.1")
+        cfg.CONF.set_override("ofp_tcp_listen_port", args.port)
     KubeProxy.state_path = os.path.abspath(args.state)
     KubeProxy.status_path = os.path.abspath(args.status)
     KubeProxy.lb_health_path = os.path.abspath(args.lb_health) if args.lb_health else None
@@ -68,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
                               daemon=True, name="os-ken")
     runner.start()
     deadline = time.monotonic() + 10
-    while not _listening(args.port):
+    while not _listening(listener):
         if time.monotonic() > deadline or not runner.is_alive():
-            logging.error("OpenFlow listener on 127.0.0.1:%d did not come up", args.port)
+            logging.error("OpenFlow listener on %s did not come up", where)
             logging.shutdown()
             os._exit(1)
         time.sleep(0.05)
-    logging.info("listening on 127.0.0.1:%d", args.port)
+    logging.info("listening on %s", where)
     while not stop.wait(0.5):
         if not runner.is_alive():
             logging.error("os-ken stopped unexpectedly")

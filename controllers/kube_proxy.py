@@ -1,8 +1,10 @@
 """kube-proxy as an os-ken app: keeps every bridge's flows equal to what the cluster state compiles to.
 
-The shape of Ryu's simple_switch_13, one handler per event: a switch connects -> it is emptied and
-given its whole program; the state changes -> only the Service ports that changed are compiled again
-(``controllers.incremental``) and each switch gets only the flows and groups they touched; a packet
+The shape of Ryu's simple_switch_13, one handler per event: a switch connects -> the app reads what it
+holds (flows, groups) and sends only what makes it hold its program, so a restarted controller neither
+drops nor duplicates flows and leaves their counters and ages alone (``_finish_resync``); the state
+changes -> only the Service ports that changed are compiled again (``controllers.incremental``) and
+each switch gets only the flows and groups they touched; a packet
 comes up from the reject flow -> the app answers ICMP port unreachable, as iptables' REJECT does for
 a Service without endpoints. After each barrier the app acknowledges the generation it applied in the
 status file, which is how the lab knows the data plane obeys a state before it sends traffic.
@@ -26,11 +28,12 @@ from controllers import openflow as of
 from controllers.diff import diff, diff_touched
 from controllers.health import PROXY_HEALTH_PORT, HealthServers, health_ports, proxy_answer, service_answer
 from controllers.incremental import IncrementalPrograms, Touched
-from controllers.pipeline import COOKIE_REJECT, Program
+from controllers.pipeline import COOKIE_REJECT, Flow, Group, Program
 from controllers.state import ProxyState, apply_delta, log_path, read_state, write_json_atomic
 
 LOG = logging.getLogger("kube-proxy")
 WATCH_INTERVAL_S = 0.002  # two stat() calls: polling this often costs nothing measurable
+RESYNC_TIMEOUT_S = 3.0  # a connecting switch's flow and group listings, or it is emptied instead
 HEALTH_TIMEOUT_S = 60.0  # kube-proxy: 2 x syncPeriod (30 s) without applying queued changes -> unhealthy
 
 
@@ -58,6 +61,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         self._log_offset = 0  # how far the state's change log (controllers.state.log_path) has been applied
         self.pending_since: float | None = None  # when a generation was loaded that not all switches hold
         self.last_synced: dict[int, datetime] = {}
+        self.resyncing: dict[int, dict] = {}  # dpid -> what a connecting switch said it holds, so far
         self.health = HealthServers(self._health_answer)
         self._load_state()
         of.hub.spawn(self._watch_state)
@@ -68,11 +72,86 @@ class KubeProxy(of.app_manager.OSKenApp):
     def switch_features_handler(self, ev):
         dp = ev.msg.datapath
         with self.lock:
-            self.datapaths[dp.id] = dp
-            for msg in of.clear_all(dp):
-                dp.send_msg(msg)
+            if self._refuse_second_connection(dp):
+                return
             LOG.info("switch %016x connected", dp.id)
-            self._sync(dp, None)  # emptied: it gets its whole program
+            self._start_resync(dp)
+
+    def _refuse_second_connection(self, dp) -> bool:
+        """A second connection claiming a datapath this app already holds is refused, not believed: a
+        switch reconnects only after its old connection is gone (then the DEAD event has released it)."""
+        held = self.datapaths.get(dp.id) or self.resyncing.get(dp.id, {}).get("dp")
+        if held is None or held is dp or not held.is_active:
+            return False
+        LOG.warning("switch %016x: refused a second connection claiming it (the first is still open)", dp.id)
+        dp.close()
+        return True
+
+    # --- resync: a connecting switch may hold a program already (this app was restarted) ----------------
+
+    def _start_resync(self, dp) -> None:
+        """Ask the switch what it holds; ``_finish_resync`` sends the difference once both replies are in.
+        Until then the switch is not synced by state changes (it joins ``datapaths`` at the end)."""
+        self.resyncing[dp.id] = {"dp": dp, "flows": [], "groups": [], "waiting": {"flows", "groups"},
+                                 "since": time.monotonic()}
+        for msg in of.held_requests(dp):
+            dp.send_msg(msg)
+
+    @of.set_ev_cls(of.ofp_event.EventOFPFlowStatsReply, of.MAIN_DISPATCHER)
+    def flow_stats_reply_handler(self, ev):
+        self._held_reply(ev.msg, "flows")
+
+    @of.set_ev_cls(of.ofp_event.EventOFPGroupDescStatsReply, of.MAIN_DISPATCHER)
+    def group_desc_reply_handler(self, ev):
+        self._held_reply(ev.msg, "groups")
+
+    def _held_reply(self, msg, what: str) -> None:
+        with self.lock:
+            held = self.resyncing.get(msg.datapath.id)
+            if held is None or held["dp"] is not msg.datapath:
+                return
+            held[what] += msg.body
+            if not of.more_to_come(msg):
+                held["waiting"].discard(what)
+            if not held["waiting"]:
+                self._finish_resync(self.resyncing.pop(msg.datapath.id))
+
+    def _finish_resync(self, held: dict) -> None:
+        """What the switch holds becomes ``installed``, so ``_sync`` sends only the difference: flows it
+        holds are modified in place (MODIFY_STRICT keeps their age and counters), missing ones added,
+        flows and groups the program has not deleted (flows first, by the switch's own match)."""
+        dp = held["dp"]
+        desired = self.programs.get(dp.id, Program())
+        by_key = {of.flow_key(f): f for f in desired.flows.values()}
+        installed = Program()
+        stale = []
+        for stat in held["flows"]:
+            flow = by_key.get(of.held_flow_key(stat))
+            if flow is None:
+                stale.append(stat)
+            elif stat.cookie == flow.cookie:  # a placeholder action: the diff modifies it to the program's
+                installed.flows[flow.key] = Flow(flow.table, flow.priority, flow.match, (("held",),), flow.cookie)
+        for group in held["groups"]:
+            installed.groups[group.group_id] = Group(group.group_id, ((("held",),),))
+        for stat in stale:
+            dp.send_msg(of.delete_held_flow(dp, stat))
+        LOG.info("switch %016x holds %d flows (%d not in the program) and %d groups: resynchronising", dp.id,
+                 len(held["flows"]), len(stale), len(held["groups"]))
+        self.datapaths[dp.id] = dp
+        self._sync(dp, None, installed)
+
+    def _resync_overdue(self) -> None:
+        """A switch whose replies did not come (or could not be parsed) is emptied and given its whole
+        program, as on a first connection: correct, only not gentle."""
+        for dpid, held in list(self.resyncing.items()):
+            if time.monotonic() - held["since"] > RESYNC_TIMEOUT_S:
+                del self.resyncing[dpid]
+                dp = held["dp"]
+                LOG.warning("switch %016x: no answer to what it holds; emptying it", dpid)
+                for msg in of.clear_all(dp):
+                    dp.send_msg(msg)
+                self.datapaths[dpid] = dp
+                self._sync(dp, None)
 
     @of.set_ev_cls(of.ofp_event.EventOFPStateChange, of.DEAD_DISPATCHER)
     def state_change_handler(self, ev):
@@ -80,6 +159,8 @@ class KubeProxy(of.app_manager.OSKenApp):
         if dp.id is None:
             return
         with self.lock:
+            if self.resyncing.get(dp.id, {}).get("dp") is dp:
+                del self.resyncing[dp.id]
             if self.datapaths.get(dp.id) is dp:
                 del self.datapaths[dp.id]
                 self.acked.pop(dp.id, None)
@@ -121,6 +202,9 @@ class KubeProxy(of.app_manager.OSKenApp):
     def _watch_state(self):
         while True:
             try:
+                if self.resyncing:
+                    with self.lock:
+                        self._resync_overdue()
                 with self.lock:  # a switch connecting meanwhile must get the program before or after a change
                     touched = self._load_state()
                     if touched is not None:
@@ -215,16 +299,17 @@ class KubeProxy(of.app_manager.OSKenApp):
             return 503, {"error": f"no Service uses health check port {port}"}, {}
         return service_answer(state, node, *service, proxy_healthy=healthy)
 
-    def _sync(self, dp, touched: Touched | None) -> None:
-        """Send ``dp`` what changed (``touched``: what the last update touched; None: everything, for a
-        switch just emptied), then a barrier to learn when it holds it."""
+    def _sync(self, dp, touched: Touched | None, installed: Program | None = None) -> None:
+        """Send ``dp`` what changed (``touched``: what the last update touched; None: the difference from
+        ``installed``, what a connecting switch holds, empty by default), then a barrier to learn when
+        it holds it."""
         if self.state is None:
             return
         desired = self.programs.get(dp.id)
         if desired is None:
             LOG.warning("switch %016x is not part of the cluster state", dp.id)
             return
-        changes = diff(Program(), desired) if touched is None else diff_touched(touched, desired)
+        changes = diff(installed or Program(), desired) if touched is None else diff_touched(touched, desired)
         if len(changes):
             dp.send(of.messages(dp, changes))  # one buffer: 20,000 messages would be 20,000 queue hand-offs
         request = of.barrier(dp)

@@ -7,6 +7,8 @@ thin app class, nothing else.
 
 from __future__ import annotations
 
+import socket
+
 from os_ken.base import app_manager  # noqa: F401  (re-exported for the app and the entry point)
 from os_ken.controller import ofp_event  # noqa: F401
 from os_ken.controller.handler import (  # noqa: F401
@@ -34,6 +36,69 @@ class _Xid:
 
     def set_xid(self, xid: int) -> None:
         self.xid = xid
+
+
+class _UnixConnection:
+    """A switch's connection on a Unix socket, as os-ken's datapath wants it: os-ken sets TCP_NODELAY
+    on every connection, which a Unix socket refuses (and has no need of)."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def setsockopt(self, level, option, value):
+        if level != socket.IPPROTO_TCP:
+            self._sock.setsockopt(level, option, value)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def listen_on_unix_socket(path: str) -> None:
+    """Have os-ken's OpenFlow listener accept switches on the Unix socket ``path`` instead of TCP.
+
+    os-ken binds a Unix socket when its listen host is a path in an existing directory; only its
+    per-connection socket options need the wrapper above."""
+    from os_ken import cfg
+    from os_ken.controller import controller
+
+    cfg.CONF.set_override("ofp_listen_host", path)
+    # Unset, os-ken would also serve its old port 6633, which for a path means binding it twice.
+    cfg.CONF.set_override("ofp_tcp_listen_port", 6653)
+    factory = controller.datapath_connection_factory
+    controller.datapath_connection_factory = lambda sock, address: factory(_UnixConnection(sock), address)
+
+
+# --- resynchronising a switch that already holds flows (a restarted controller) -------------------------
+
+def held_requests(dp) -> list:
+    """Ask a switch what it holds: every flow of every table, every group."""
+    return [parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()),
+            parser.OFPGroupDescStatsRequest(dp, 0)]
+
+
+def more_to_come(msg) -> bool:
+    return bool(msg.flags & ofp.OFPMPF_REPLY_MORE)
+
+
+def match_key(m) -> tuple:
+    """A match as a comparable value, whoever wrote it (os-ken parsing the switch's reply, or our bytes)."""
+    import json
+    return tuple(sorted(json.dumps(f, sort_keys=True) for f in m.to_jsondict()["OFPMatch"]["oxm_fields"]))
+
+
+def flow_key(flow) -> tuple:
+    """``match_key`` of one of our flows, read back through os-ken's parser from the bytes we send."""
+    return (flow.table, flow.priority, match_key(parser.OFPMatch.parser(ofwire.match(flow.match), 0)))
+
+
+def held_flow_key(stat) -> tuple:
+    return (stat.table_id, stat.priority, match_key(stat.match))
+
+
+def delete_held_flow(dp, stat):
+    """Remove a flow the switch holds that the program has not (by the switch's own match)."""
+    return parser.OFPFlowMod(dp, table_id=stat.table_id, priority=stat.priority, command=ofp.OFPFC_DELETE_STRICT,
+                             out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=stat.match)
 
 
 def clear_all(dp) -> list:

@@ -6,6 +6,7 @@ leaves a half-built lab behind; errors are one line on stderr and a non-zero exi
     python -m lab                        the default scenario: the seed Service under Cluster, then Local
     python -m lab run NAME               a named scenario (lab.scenarios)
     python -m lab apply -f PATH ...      build a cluster from manifests, probe every NodePort via every node
+                                         (-f FILE|FOLDER|-, -R, -k DIR, --nodes N, --strict: as kubectl takes them)
     python -m lab cli -f PATH ...        the same cluster, then the Mininet CLI (hosts named after objects)
     python -m lab clean                  remove what a crashed run left behind, and nothing else
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from lab import scenarios
 from lab.errors import LabError, ManifestError
-from lab.kube.manifests import load_manifests
+from lab.kube.manifests import DEFAULT_NODES, load_manifests
 from lab.scenarios import Outcome
 
 # Start-up imports only what reading the command line and the manifests needs: a refused manifest
@@ -51,10 +52,22 @@ def machine_facts() -> dict:
             "netem": has_netem(), "commit": commit}
 
 
-def _load(paths: list[str]):
-    cluster = load_manifests(paths)
+def _load(args):
+    """The cluster of ``-f``/``-R``/``-k``/``--nodes``; warnings printed now, before the network is built."""
+    cluster = load_manifests(args.file or [], recursive=args.recursive, kustomize=args.kustomize or [],
+                             nodes=args.nodes)
     for warning in cluster.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if cluster.nodes_made:
+        shown = ", ".join(n.name for n in cluster.nodes[:3]) + (", ..." if len(cluster.nodes) > 3 else "")
+        progress(f"no Node objects in the manifests: the lab made {len(cluster.nodes)} nodes ({shown}); "
+                 "--nodes N for another number")
+    if getattr(args, "strict", False) and cluster.strict_problems:
+        first = cluster.strict_problems[0]
+        more = len(cluster.strict_problems) - 1
+        raise LabError(f"--strict: {len(cluster.strict_problems)} warning(s) about workload kinds or fields the lab "
+                       f"does not honour (first: {first}{f'; +{more} more' if more else ''})",
+                       "change the manifests, or run without --strict")
     return cluster
 
 
@@ -67,7 +80,8 @@ def _finish(outcome: Outcome, args, started: float) -> None:
         for line in outcome.verdict:
             print(f"- {line}")
     for warning in dict.fromkeys(outcome.warnings):
-        print(f"warning: {warning}", file=sys.stderr)
+        if warning not in getattr(args, "printed_warnings", ()):
+            print(f"warning: {warning}", file=sys.stderr)
     if getattr(args, "json", None):
         with open(args.json, "w") as f:
             json.dump(outcome.report, f, indent=2)
@@ -89,10 +103,15 @@ def cmd_run(args) -> int:
 
 def cmd_apply(args) -> int:
     started = time.monotonic()
-    cluster = _load(args.file)
-    if not cluster.services:
-        raise LabError("the manifests define no NodePort or LoadBalancer Service, so there is nothing to probe",
-                       "add a Service of type NodePort (see examples/seed/service.yaml)")
+    cluster = _load(args)
+    args.printed_warnings = set(cluster.warnings)
+    if not any(s.node_ports for s in cluster.services):
+        inside = sum(1 for s in cluster.services if s.type == "ClusterIP")
+        note = f" ({inside} ClusterIP Service{'s' if inside != 1 else ''}, reachable only inside the cluster)" \
+            if inside else ""
+        raise LabError(f"the manifests define no NodePort or LoadBalancer Service{note}, so there is nothing to "
+                       "probe from outside",
+                       f"add a Service of type NodePort (see {REPO / 'examples' / 'seed' / 'service.yaml'})")
     from lab.cloud.load_balancer import load_balancer_ips
     from lab.cloud.network import LabNetwork
     from lab.measure.experiment import health_checks, probe_all_load_balancers
@@ -100,6 +119,7 @@ def cmd_apply(args) -> int:
     from lab.measure.report import new_report, render_health_checks, render_table, verdict
 
     report = new_report(cluster)
+    report.warnings += cluster.warnings
     with LabNetwork(cluster, log=progress) as lab:
         report.warnings += lab.warnings
         report.timings.update({k: round(v, 3) for k, v in lab.timings.items()})
@@ -129,7 +149,7 @@ def cmd_cli(args) -> int:
     from lab.cloud.network import LabNetwork
     from lab.shell import LabShell
 
-    cluster = _load(args.file)
+    cluster = _load(args)
     with LabNetwork(cluster, log=progress) as lab:
         print("Hosts are named after the Kubernetes objects; the outside client is 'client'. Type 'help' for "
               "pods, services, delete-pod, add-pod, move-pod and lb; 'exit' tears everything down.",
@@ -139,11 +159,16 @@ def cmd_cli(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    from lab.emulation.resources import clean_stale_runs
+    from lab.emulation.resources import MachineLock, clean_stale_runs
 
     if os.geteuid() != 0:
         raise LabError("cleaning removes network interfaces and bridges, so it must run as root", "use sudo")
-    report = clean_stale_runs()
+    lock = MachineLock()  # a live network holds it: its resources are never touched
+    lock.acquire()
+    try:
+        report = clean_stale_runs()
+    finally:
+        lock.release()
     print("\n".join(report) if report else "nothing to clean: no run of the lab left anything behind")
     return 0
 
@@ -158,6 +183,20 @@ def _summary(name: str) -> str:
     spec = importlib.util.find_spec(scenarios.SCENARIOS[name])
     with open(spec.origin) as f:
         return (ast.get_docstring(ast.parse(f.read())) or "").strip().splitlines()[0]
+
+
+def _inputs(p: argparse.ArgumentParser) -> None:
+    """The manifests, as ``kubectl apply`` takes them."""
+    p.add_argument("-f", "--file", action="append", metavar="PATH",
+                   help="YAML or JSON file, folder, or - for standard input (repeatable)")
+    p.add_argument("-R", "--recursive", action="store_true", help="also read the sub-folders of -f folders")
+    p.add_argument("-k", "--kustomize", action="append", metavar="DIR",
+                   help="render a kustomization folder with `kubectl kustomize` (repeatable)")
+    p.add_argument("--nodes", type=int, metavar="N",
+                   help=f"nodes to make when the manifests have no Node objects (default {DEFAULT_NODES}: "
+                        "node-a, node-b, node-c)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail on warnings about workload kinds or fields the lab does not honour (for CI)")
 
 
 def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -180,11 +219,11 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if name in chosen:  # only the scenario being run is imported (the bandwidth one loads a lot)
             scenarios.load(name).add_arguments(sp)
     apply = sub.add_parser("apply", help="build a cluster from Kubernetes YAML and probe every NodePort")
-    apply.add_argument("-f", "--file", action="append", required=True, help="YAML file or folder (repeatable)")
+    _inputs(apply)
     _common(apply)
     apply.add_argument("--plot", metavar="FILE", help="also draw the cluster with the measured paths as a PNG")
     cli = sub.add_parser("cli", help="bring the cluster up and open the Mininet CLI")
-    cli.add_argument("-f", "--file", action="append", required=True, help="YAML file or folder (repeatable)")
+    _inputs(cli)
     sub.add_parser("clean", help="remove what a crashed run of the lab left behind")
     return ap
 
@@ -200,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "requests", 1) < 1:
         print("error: --requests must be at least 1", file=sys.stderr)
         return 2
+    if args.command in ("apply", "cli") and not (args.file or args.kustomize):
+        print(f"error: {args.command} needs manifests: -f FILE|FOLDER|- or -k DIR", file=sys.stderr)
+        return 2
     try:
         return COMMANDS[args.command or "run"](args)
     except ManifestError as e:
@@ -209,5 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: the lab network was torn down", file=sys.stderr)
+        # Reached only once every network of this run has been torn down completely: a teardown that
+        # left anything raises LabError instead (lab.emulation.network), printed above as an error.
+        print("interrupted: nothing of this run is left (every network it built was torn down)", file=sys.stderr)
         return 130

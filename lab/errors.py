@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 SHOWN_MAX = 40  # characters of a bad value a message quotes
+NAME_MAX = 80  # characters of an object's name in a message's head (the full name is a field's value)
 PART_MAX = 300  # characters of any one part of a message (a safety net for values quoted without shown())
 
 
@@ -41,9 +42,14 @@ def shown(value: object, limit: int = SHOWN_MAX) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _part(text: str) -> str:
-    text = "".join(c if c.isprintable() or c in " \t\n" else f"\\x{ord(c):02x}" for c in text[: PART_MAX * 4])
-    return text if len(text) <= PART_MAX else text[:PART_MAX] + "..."
+def _part(text: str, limit: int = PART_MAX, *, spaces: bool = True) -> str:
+    """``text`` cut to ``limit`` with unprintable characters escaped; ``spaces=False`` escapes newlines and
+    tabs too (names and paths, where a newline would forge a second message)."""
+    def keep(c: str) -> bool:
+        return c.isprintable() or (spaces and c in " \t\n")
+
+    text = "".join(c if keep(c) else json.dumps(c)[1:-1] for c in text[: limit * 4])
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class ManifestError(Exception):
@@ -71,7 +77,8 @@ class ManifestError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        kind, name, field, source = (_part(x) for x in (self.kind, self.name, self.field, self.source or ""))
+        kind, field, source = (_part(x, spaces=False) for x in (self.kind, self.field, self.source or ""))
+        name = _part(self.name, NAME_MAX, spaces=False)
         if kind:
             subject = f'{kind} "{name}"' if name else kind
             head = f"{subject} ({source})" if source else subject

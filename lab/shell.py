@@ -19,6 +19,56 @@ from lab.cloud.load_balancer import load_balancer_ips
 from lab.errors import LabError, ManifestError
 from lab.kube import addressing as addr
 
+USAGE_ADD_POD = "add-pod NAME NODE [KEY=VALUE ...] [--port N]"
+
+
+def parse_words(line: str, usage: str, count: int) -> list[str]:
+    """Exactly ``count`` words, or one line naming the usage (before anything is touched)."""
+    try:
+        words = shlex.split(line)
+    except ValueError as e:
+        raise LabError(f"cannot read {line!r}: {e}", f"usage: {usage}") from None
+    if len(words) != count:
+        raise LabError(f"expected {count} argument{'s' if count > 1 else ''}, got {len(words)}", f"usage: {usage}")
+    return words
+
+
+def parse_port(text: str) -> int:
+    if not (text.isdigit() and len(text) <= 5 and 1 <= int(text) <= 65535):
+        raise LabError(f"--port {text[:20]!r} is not a port number", "use a number from 1 to 65535")
+    return int(text)
+
+
+def parse_add_pod(line: str) -> tuple[str, str, dict]:
+    """``add-pod`` arguments as (name, node, keyword arguments of ``add_pod``); every word is checked."""
+    try:
+        words = shlex.split(line)
+    except ValueError as e:
+        raise LabError(f"cannot read {line!r}: {e}", f"usage: {USAGE_ADD_POD}") from None
+    positional, labels, ports = [], {}, []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--port":
+            if i + 1 == len(words):
+                raise LabError("--port needs a number", f"usage: {USAGE_ADD_POD}")
+            ports.append(parse_port(words[i + 1]))
+            i += 2
+            continue
+        if word.startswith("-"):
+            raise LabError(f"unknown option {word[:20]!r}", f"usage: {USAGE_ADD_POD}")
+        if len(positional) < 2:
+            positional.append(word)
+        elif "=" in word and word.split("=", 1)[0]:
+            key, value = word.split("=", 1)
+            labels[key] = value
+        else:
+            raise LabError(f"{word[:20]!r} is not a KEY=VALUE label", f"usage: {USAGE_ADD_POD}")
+        i += 1
+    if len(positional) < 2:
+        raise LabError("add-pod needs a pod name and a node", f"usage: {USAGE_ADD_POD}")
+    return positional[0], positional[1], {"labels": labels, "ports": tuple(ports) or (8080,)}
+
 
 class LabShell(CLI):
     prompt = "nodeport-lab> "
@@ -30,7 +80,9 @@ class LabShell(CLI):
     def _run(self, action) -> None:
         try:
             action()
-        except (LabError, ManifestError, KeyError, ValueError) as e:
+        except KeyError as e:
+            print(f"error: no such pod or node: {e.args[0]}")
+        except (LabError, ManifestError, ValueError) as e:
             print(f"error: {e}")
 
     def do_pods(self, _line: str) -> None:
@@ -42,7 +94,7 @@ class LabShell(CLI):
         """List Services: type, policy, nodePorts, health check port, load balancer address."""
         ips = load_balancer_ips(self.lab.cluster)
         for svc in self.lab.cluster.services:
-            ports = ", ".join(f"{p.port}->{p.node_port}" for p in svc.ports)
+            ports = ", ".join(f"{p.port}->{p.node_port or '-'}" for p in svc.ports)
             extra = f" healthCheckNodePort {svc.health_check_node_port}" if svc.health_check_node_port else ""
             lb = f" LB {ips[(svc.namespace, svc.name)]}" if (svc.namespace, svc.name) in ips else ""
             print(f"{svc.name}: {svc.type} {svc.external_traffic_policy} nodePort {ports}{extra}{lb}")
@@ -51,22 +103,18 @@ class LabShell(CLI):
 
     def do_delete_pod(self, line: str) -> None:
         """delete-pod NAME: delete a pod while traffic flows."""
-        self._run(lambda: self.lab.delete_pod(line.strip()))
+        self._run(lambda: self.lab.delete_pod(*parse_words(line, "delete-pod NAME", 1)))
 
     def do_add_pod(self, line: str) -> None:
         """add-pod NAME NODE [KEY=VALUE ...] [--port N]: start a pod with these labels (default port 8080)."""
         def add():
-            words = shlex.split(line)
-            if len(words) < 2:
-                raise ValueError("usage: add-pod NAME NODE [KEY=VALUE ...] [--port N]")
-            ports = tuple(int(words[i + 1]) for i, w in enumerate(words) if w == "--port") or (8080,)
-            labels = dict(w.split("=", 1) for w in words[2:] if "=" in w)
-            self.lab.add_pod(words[0], words[1], labels=labels, ports=ports)
+            name, node, options = parse_add_pod(line)
+            self.lab.add_pod(name, node, **options)
         self._run(add)
 
     def do_move_pod(self, line: str) -> None:
         """move-pod NAME NODE: reschedule a pod to another node (new IP, same labels)."""
-        self._run(lambda: self.lab.move_pod(*shlex.split(line)))
+        self._run(lambda: self.lab.move_pod(*parse_words(line, "move-pod NAME NODE", 2)))
 
     def do_lb(self, _line: str) -> None:
         """The cloud load balancer's health verdicts."""

@@ -18,6 +18,7 @@ from controllers.state import write_json_atomic
 from lab.cloud.load_balancer import PROFILES, HealthCheckProfile, checker_config
 from lab.emulation.network import ClusterNetwork
 from lab.emulation.resources import start_process, stop_process
+from lab.emulation.supervisor import Daemon, Supervisor
 from lab.kube import addressing as addr
 from lab.kube.load_balancers import load_balancer_ips, load_balancer_services
 from lab.kube.model import Cluster
@@ -39,6 +40,17 @@ class LabNetwork(ClusterNetwork):
     def _published(self) -> None:
         if self.checker is not None:
             self._sync_health_checker()
+
+    def _supervised(self, supervisor: Supervisor) -> None:
+        supervisor.watch(Daemon("load balancer health checker", lambda: self.checker, self._restart_checker,
+                                self._forget))
+
+    def _restart_checker(self) -> None:
+        """A new checker from the profile's initial verdicts; the controller follows its first verdicts."""
+        self.checker = None
+        if os.path.exists(self.controller.lb_health_path):
+            os.unlink(self.controller.lb_health_path)
+        self._sync_health_checker()
 
     def _stop_beside(self, errors: list[Exception]) -> None:
         if self.checker is not None:

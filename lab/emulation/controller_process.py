@@ -4,6 +4,12 @@ The lab writes the cluster state (``cluster.json``, then one line of changes per
 ``cluster.json.log``: ``controllers.state.state_delta``); the controller acknowledges each generation per
 switch (``controller-status.json``) after a barrier. ``publish`` returns once every switch holds the
 new generation, so a probe never races the flows it depends on.
+
+Switches reach the controller on a Unix socket, not on a TCP port: ``<OVS run dir>/nodeport-lab/<run>.sock``
+(Open vSwitch connects to Unix-socket controllers only under its own run directory), in a root-only
+(0700) folder, so no other local user can connect and pose as a node's switch. Nothing about it is
+global to Open vSwitch, where TLS would be (``ovs-vsctl set-ssl`` sets one certificate for every bridge
+on the machine, other users' bridges included).
 """
 
 from __future__ import annotations
@@ -15,22 +21,16 @@ import subprocess
 import sys
 
 from controllers.state import ProxyState, log_path, state_delta, write_json_atomic
-from lab.emulation.resources import RunDir, start_process, stop_process
+from lab.emulation.resources import RunDir, private_socket_dir, start_process, stop_process
 from lab.errors import LabError
 from lab.polling import wait_for
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (the controller re-checks before it binds)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ControllerProcess:
     def __init__(self, run: RunDir):
         self.run = run
-        self.port = free_port()
+        self.socket_path = os.path.join(private_socket_dir(), f"{os.path.basename(run.path)}.sock")
+        run.own_socket(self.socket_path)
         self.state_path = run.file("cluster.json")
         self.status_path = run.file("controller-status.json")
         self.log_path = run.file("controller.log")
@@ -38,6 +38,12 @@ class ControllerProcess:
         self.proc: subprocess.Popen | None = None
         self.generation = 0
         self.state: ProxyState | None = None  # the last state published
+        self.supervised = False  # once a supervisor restarts it, a death is a wait, not an error
+
+    @property
+    def target(self) -> str:
+        """Where switches connect, in Open vSwitch's words."""
+        return f"unix:{self.socket_path}"
 
     def start(self, state: ProxyState) -> None:
         self.generation = state.generation
@@ -45,21 +51,27 @@ class ControllerProcess:
         if os.path.exists(log_path(self.state_path)):
             os.unlink(log_path(self.state_path))
         self.state = state
+        self.respawn()
+
+    def respawn(self) -> None:
+        """Start the controller on the state file as it is (a restarted kube-proxy reads the API server)."""
         self.proc = start_process(
             self.run, [sys.executable, "-m", "controllers", "--state", self.state_path, "--status", self.status_path,
-                       "--port", str(self.port), "--lb-health", self.lb_health_path, "--log", self.log_path],
+                       "--socket", self.socket_path, "--lb-health", self.lb_health_path, "--log", self.log_path],
             self.log_path, "kube-proxy controller")
+        proc = self.proc
 
         def listening():
-            if self.proc.poll() is not None:
-                raise LabError(f"the controller exited at start (code {self.proc.returncode}); "
-                               f"see {self.log_path}")
+            if proc.poll() is not None:
+                raise LabError(f"the controller exited at start (code {proc.returncode}); see {self.log_path}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(0.2)
+                    s.connect(self.socket_path)
                     return True
             except OSError:
                 return False
-        wait_for(listening, timeout=20, what=f"controller listening on 127.0.0.1:{self.port}")
+        wait_for(listening, timeout=20, what=f"controller listening on {self.socket_path}")
 
     def publish(self, state: ProxyState, dpids: list[int], timeout: float = 30) -> None:
         """Append what changed since the last state to the state's change log (one line, one write),
@@ -75,7 +87,7 @@ class ControllerProcess:
         wanted = {f"{d:016x}" for d in dpids}
 
         def applied():
-            if self.proc is not None and self.proc.poll() is not None:
+            if self.proc is not None and self.proc.poll() is not None and not self.supervised:
                 raise LabError(f"the controller died (code {self.proc.returncode}); see {self.log_path}")
             acked = self._status().get("datapaths", {})
             missing = {d for d in wanted if acked.get(d, -1) < self.generation}

@@ -15,19 +15,30 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 
 from controllers.state import write_json_atomic
 from lab.emulation.controller_process import ControllerProcess
 from lab.emulation.environment import datapath, has_netem, preflight
+from lab.emulation.faults import Supervised
+from lab.emulation.interrupts import InterruptGuard
 from lab.emulation.iperf3 import start_iperf3_servers
 from lab.emulation.proxy_state import build_proxy_state
-from lab.emulation.resources import MachineLock, RunDir, clean_stale_runs, remove_recorded, start_process, stop_process
+from lab.emulation.resources import (
+    MachineLock,
+    RunDir,
+    clean_stale_runs,
+    remove_recorded,
+    start_process,
+    still_present,
+    stop_process,
+)
+from lab.emulation.supervisor import Supervisor
 from lab.errors import LabError, Origin
 from lab.kube import addressing as addr
 from lab.kube.endpoints import workload_ports
@@ -46,9 +57,17 @@ from topologies.cluster import (
 OFFLOADS_OFF = "tx off tso off gso off"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where ``lab`` is
 TEARDOWN_GROUP_BASE = 0x4E500000  # interface groups of the lab's teardown: "NP" + the run's pid
+TERMINATION_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds default
 
 
-class ClusterNetwork:
+def check_pod_ports(ports) -> None:
+    """A pod's container ports as the API server checks them: integers 1-65535, one line if not."""
+    for port in ports:
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise LabError(f"containerPort {str(port)[:20]!r} is not a port number", "use a number from 1 to 65535")
+
+
+class ClusterNetwork(Supervised):
     def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
                  log=lambda msg: None):
         self.cluster = cluster
@@ -63,6 +82,12 @@ class ClusterNetwork:
         self.generation = 0
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
+        self.interrupts = InterruptGuard()
+        self.crashed: dict[str, threading.Timer | None] = {}  # pod -> kubelet's restart, its container dead
+        self.container_restarts: list[dict] = []
+        self._restart_counts: dict[str, int] = {}
+        self.ops_lock = threading.RLock()  # one change at a time: the caller's, or a supervisor's restart
+        self.supervisor: Supervisor | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -75,12 +100,9 @@ class ClusterNetwork:
 
     def start(self) -> None:
         preflight()
-        self.lock.acquire()
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
-        self._previous_handlers = previous
-        for sig in previous:
-            signal.signal(sig, _raise_interrupt)
+        self.interrupts.install()  # Ctrl-C, SIGTERM, SIGHUP: stop at once, then a teardown without a break
         try:
+            self.lock.acquire()
             self._start()
         except BaseException:
             self.stop()
@@ -96,12 +118,14 @@ class ClusterNetwork:
             self.warnings.append("this kernel has no netem qdisc: links run without delay "
                                  f"(asked for {self.underlay.delay_ms} ms); no delay is faked")
             self.underlay = LinkShape(bw_mbit=self.underlay.bw_mbit)
+        self.log("starting kube-proxy")
         self.controller = ControllerProcess(self.run)
         self.generation = 1
         self.controller.start(build_proxy_state(self.cluster, self.generation))
         self.timings["controller"] = time.monotonic() - t0
 
         t1 = time.monotonic()
+        self.log("building the network")
         self._build_mininet()
         self.timings["network"] = time.monotonic() - t1
 
@@ -111,10 +135,12 @@ class ClusterNetwork:
         self.timings["flows"] = time.monotonic() - t2
 
         t3 = time.monotonic()
+        self.log("starting the pods' servers")
         self._start_workload()
         self._start_real_servers(self.cluster.pods)
         self.timings["servers"] = time.monotonic() - t3
         self._started()
+        self._supervise()
         self.log(f"cluster up in {time.monotonic() - t0:.1f} s ({datapath()} datapath, "
                  f"{len(self.cluster.nodes)} nodes, {len(self.cluster.pods)} pods)")
 
@@ -122,18 +148,9 @@ class ClusterNetwork:
         from mininet.link import Link
         from mininet.log import setLogLevel
         from mininet.net import Mininet
-        from mininet.node import OVSSwitch, RemoteController
+        from mininet.node import OVSSwitch
 
         from lab.emulation.fast_nodes import LabHost, LabIntf, finish, interfaces_up
-
-        class KubeProxyController(RemoteController):
-            """The controller runs on its own (lab.emulation.controller_process); Mininet only points switches at it."""
-
-            def checkListening(self):
-                return None
-
-            def stop(self):  # RemoteController.stop() leaves the node's shell running
-                self.terminate()
 
         setLogLevel("error")
         self.run.own_bridges(bridge_names(self.cluster))
@@ -144,15 +161,25 @@ class ClusterNetwork:
                            host=partial(LabHost, tune=self._tune_command, deferred=True), intf=LabIntf, link=Link,
                            controller=None, build=False, autoSetMacs=False, autoStaticArp=False,
                            waitConnected=False)
-        self.net.addController(KubeProxyController("kube-proxy", ip="127.0.0.1", port=self.controller.port))
         self.net.build()
         finish(self.net.hosts)  # hosts configured themselves in parallel
         interfaces_up(root_interfaces(self.cluster), self.run.file("interfaces-up.batch"))
-        for node in self.net.hosts + self.net.switches + self.net.controllers:
+        for node in self.net.hosts + self.net.switches:
             self.run.own_process(node.pid, f"mininet {node.name}")
         self._tune_interfaces([])  # the hosts' own ends were tuned as they were configured (_tune_command)
         self._pin_neighbours()
         self.net.start()
+        self._connect_switches()
+
+    def _connect_switches(self) -> None:
+        """Point every bridge at kube-proxy's Unix socket (Mininet only knows TCP controllers); they are
+        fail-secure, so until then, and whenever the controller is away, they keep the flows they hold.
+        ``max_backoff`` 1 s: a restarted controller gets its switches back within a second."""
+        args = ["ovs-vsctl", "--timeout=10"]
+        for i, switch in enumerate(self.net.switches):
+            args += ["--", f"--id=@c{i}", "create", "Controller", f'target="{self.controller.target}"',
+                     "max_backoff=1000", "--", "set", "Bridge", switch.name, f"controller=@c{i}"]
+        subprocess.run(args, check=True, capture_output=True)
 
     def _pin_neighbours(self) -> None:
         """Permanent ARP entries for every underlay neighbour (``topologies.cluster.static_neighbours``):
@@ -218,7 +245,7 @@ class ClusterNetwork:
                  "netnsPid": host.pid, "bind": "0.0.0.0"} for port in workload_ports(self.cluster, pod)]
 
     def _start_workload(self) -> None:
-        listeners = [item for pod in self.cluster.pods for item in self._listeners(pod)]
+        listeners = [item for pod in self.cluster.pods if pod.name not in self.crashed for item in self._listeners(pod)]
         config = self.run.file("workload.json")
         ready = self.run.file("workload.ready")
         write_json_atomic(config, {"listeners": listeners, "ready": ready,
@@ -245,55 +272,73 @@ class ClusterNetwork:
             stop_process(self.run, proc)
 
     def stop(self) -> None:
-        """Idempotent, and tolerant: each step runs even if an earlier one failed."""
-        errors = []
-        for pod_name in list(self.real_servers):
+        """Idempotent, and tolerant: each step runs even if an earlier one failed, and none can be
+        interrupted (signals wait, ``lab.emulation.interrupts``). Raises if anything recorded is left."""
+        self.interrupts.begin_teardown()
+        errors: list[BaseException] = []
+        if self.run is not None:
+            self.log("tearing down")
+        for step in self._teardown_steps():
             try:
-                self._stop_real_servers(pod_name)
-            except Exception as e:  # keep tearing down
+                step()
+            except BaseException as e:  # keep tearing down; reported below
                 errors.append(e)
-        self._stop_beside(errors)
-        if self.workload is not None:
-            try:
-                stop_process(self.run, self.workload)
-            except Exception as e:  # keep tearing down
-                errors.append(e)
-            self.workload = None
-        if self.net is not None:
-            try:
-                self._stop_mininet()
-            except Exception as e:
-                errors.append(e)
-            self.net = None
-        if self.controller is not None:
-            try:
-                self.controller.stop()
-            except Exception as e:
-                errors.append(e)
-            self.controller = None
+        left: list[str] = []
         if self.run is not None:
             remove_recorded(self.run.resources)  # whatever Mininet did not remove
-            if os.environ.get("NPL_KEEP_RUN_DIR"):
+            left = still_present(self.run.resources)
+            if left:
+                self.log(f"kept {self.run.path}: its record lists what is left, for `python -m lab clean`")
+            elif os.environ.get("NPL_KEEP_RUN_DIR"):
                 self.log(f"kept {self.run.path}")
             else:
                 subprocess.run(["rm", "-rf", self.run.path], check=False)
             self.run = None
-        if getattr(self, "_previous_handlers", None):
-            for sig, handler in self._previous_handlers.items():
-                signal.signal(sig, handler)
-            self._previous_handlers = None
         self.lock.release()
-        if errors:
-            raise LabError(f"teardown: {errors[0]}")
+        try:
+            self.interrupts.restore()
+        finally:
+            if left:
+                raise LabError(f"teardown left {len(left)} things behind ({', '.join(left[:3])}"
+                               f"{', ...' if len(left) > 3 else ''})", "run `python -m lab clean` as root")
+            if errors:
+                raise LabError(f"teardown: {errors[0]!r}" if not str(errors[0]) else f"teardown: {errors[0]}")
 
-    def _stop_mininet(self) -> None:
+    def _teardown_steps(self) -> list:
+        """The teardown in order: what runs beside the cluster, servers, the network, the controller."""
+        def stop_real_servers():
+            for pod_name in list(self.real_servers):
+                self._stop_real_servers(pod_name)
+
+        def stop_beside():
+            errors: list[Exception] = []
+            self._stop_beside(errors)
+            if errors:
+                raise errors[0]
+
+        def stop_workload():
+            if self.workload is not None:
+                workload, self.workload = self.workload, None
+                stop_process(self.run, workload)
+
+        def stop_net():
+            if self.net is not None:
+                net, self.net = self.net, None
+                self._stop_mininet(net)
+
+        def stop_controller():
+            if self.controller is not None:
+                controller, self.controller = self.controller, None
+                controller.stop()
+        return [self._stop_supervisor, stop_real_servers, stop_beside, stop_workload, stop_net, stop_controller]
+
+    def _stop_mininet(self, net) -> None:
         """Mininet's own stop deletes links with one ``ip link del`` per interface through a shell (1,204 at
         50 nodes: 20 s). Instead: every host's shell ended, so its namespace goes and the kernel removes
         the veths inside it, and their peers; what is left (links with both ends in the root namespace,
         and ends the kernel has not reached yet) deleted as one group, by the exact names the run
         recorded; then every bridge in one ``ovs-vsctl`` transaction. That last step is Open vSwitch's
         userspace datapath removing its ports one by one (about 15 ms each here), most of the time."""
-        net = self.net
         for controller in net.controllers:
             controller.stop()
         for node in net.hosts + net.switches:
@@ -321,8 +366,14 @@ class ClusterNetwork:
 
     def publish(self) -> None:
         """Tell kube-proxy about the current cluster state and wait until every switch obeys it."""
+        with self.ops_lock:
+            self._publish()
+
+    def _publish(self) -> None:
         self.generation += 1
-        self.controller.publish(build_proxy_state(self.cluster, self.generation, netns_pids=self._node_pids()),
+        ready = {p.name for p in self.cluster.pods} - set(self.crashed) if self.crashed else None
+        self.controller.publish(build_proxy_state(self.cluster, self.generation, ready_pods=ready,
+                                                  netns_pids=self._node_pids()),
                                 self.dpids, timeout=self._flow_budget_s())
         self._published()
 
@@ -340,7 +391,14 @@ class ClusterNetwork:
 
     def add_pod(self, name: str, node: str, labels: dict[str, str] | None = None,
                 ports: tuple[int, ...] = (8080,), namespace: str = "default") -> Pod:
-        """Start a pod on a node while traffic flows: host, link, server first, then its endpoints."""
+        """Start a pod on a node while traffic flows: host, link, server first, then its endpoints.
+        Everything is checked before anything is made, so a refused pod leaves nothing behind."""
+        check_pod_ports(ports)
+        with self.ops_lock:
+            return self._add_pod(name, node, labels, ports, namespace)
+
+    def _add_pod(self, name: str, node: str, labels: dict[str, str] | None, ports: tuple[int, ...],
+                 namespace: str) -> Pod:
         validate_object_name("Pod", name, Origin("Pod", name))
         taken = {p.name for p in self.cluster.pods} | {n.name for n in self.cluster.nodes}
         if name in taken:
@@ -371,10 +429,20 @@ class ClusterNetwork:
 
     def delete_pod(self, name: str) -> None:
         """Delete a pod: its endpoints go first (kube-proxy stops choosing it), then its server and host."""
+        with self.ops_lock:
+            self._delete_pod(name)
+
+    def _delete_pod(self, name: str) -> None:
         pod = self.cluster.pod(name)
         self.cluster.pods.remove(pod)
         self.publish()
-        self._workload_command({"op": "remove", "pod": name})
+        if name in self.crashed:  # its container is down already: nothing listens
+            timer = self.crashed.pop(name)
+            if timer is not None:
+                timer.cancel()
+        else:
+            self._workload_command({"op": "remove", "pod": name})
+        self._drain_connections(name)
         self._stop_real_servers(name)
         host = self.net.get(name)
         bridge = self.net.get(addr.node_bridge(self.cluster.node(pod.node).index))
@@ -386,9 +454,20 @@ class ClusterNetwork:
         self.net.delHost(host)
         self.run.disown_process(pid)
 
+    def _drain_connections(self, name: str) -> None:
+        """Kubernetes gives a deleted pod terminationGracePeriodSeconds (30 s) to finish what it serves
+        before its network goes: wait for its open connections as long, then remove it anyway."""
+        def drained():
+            return self._workload_command({"op": "connections", "pod": name})["open"] == 0
+        try:
+            wait_for(drained, timeout=TERMINATION_GRACE_S, interval=0.05, what=f"pod {name}'s connections to end")
+        except LabError:
+            self.log(f"pod {name}: connections still open after {TERMINATION_GRACE_S:.0f} s; removed anyway")
+
     def move_pod(self, name: str, node: str) -> Pod:
         """Reschedule a pod to another node (a new pod with the same name, labels and ports, new IP)."""
         old = self.cluster.pod(name)
+        self.cluster.node(node)  # an unknown node is refused before the pod is touched
         self.delete_pod(name)
         return self.add_pod(name, node, labels=old.labels, ports=tuple(p.port for p in old.ports),
                             namespace=old.namespace)
@@ -413,16 +492,18 @@ class ClusterNetwork:
                               timeout=timeout)
 
     def probe(self, targets: list[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
-              path: str = "/", rate: float | None = None) -> dict:
-        # The probe needs only the standard library: without site (-S) it starts in a third of the time
-        # (no .pth files run), which a scenario of a dozen probes feels; the lab is found by PYTHONPATH.
+              path: str = "/", rate: float | None = None, host: str = addr.CLIENT_NAME) -> dict:
+        """Requests from ``host`` (the outside client, or a pod for in-cluster requests).
+
+        The probe needs only the standard library: without site (-S) it starts in a third of the time
+        (no .pth files run), which a scenario of a dozen probes feels; the lab is found by PYTHONPATH."""
         argv = ["env", f"PYTHONPATH={REPO}", sys.executable, "-S", "-m", "lab.measure.probe", "--targets", *targets,
                 "--requests", str(requests), "--concurrency", str(concurrency), "--timeout", str(timeout),
                 "--path", path]
         if rate is not None:
             argv += ["--rate", str(rate)]
         budget = 30 + requests * timeout + (requests / rate if rate else 0)
-        result = self.run_in(addr.CLIENT_NAME, argv, timeout=budget)
+        result = self.run_in(host, argv, timeout=budget)
         if result.returncode != 0:
             raise LabError(f"the probe failed (code {result.returncode}): {result.stderr.strip()[-300:]}")
         return json.loads(result.stdout)
@@ -479,6 +560,3 @@ def dump_ports(bridge: str) -> dict[int, tuple[int, int]]:
             totals[int(port)] = (int(rx.group(1)), int(tx.group(1)))
     return totals
 
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")

@@ -79,7 +79,8 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
             if known is not None:
                 service_ports += known
                 continue
-        ports = [_service_port(cluster, svc, sp, index, ready_pods, lb_ip) for sp in svc.ports]
+        # ClusterIP Services have no data plane yet
+        ports = [_service_port(cluster, svc, sp, index, ready_pods, lb_ip) for sp in svc.node_ports]
         if key is not None:
             if len(_PORTS) > 100_000:
                 _PORTS.clear()

@@ -19,11 +19,19 @@ class ContainerPort:
     protocol: str = "TCP"
 
 
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: str = "NoSchedule"  # NoSchedule | PreferNoSchedule | NoExecute
+
+
 @dataclass
 class Node:
     name: str
     index: int  # 1-based, in manifest order; addresses derive from it (lab.kube.addressing)
     labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
 
 
 @dataclass
@@ -33,7 +41,8 @@ class Pod:
     namespace: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
     ports: tuple[ContainerPort, ...] = ()
-    owner: str | None = None  # Deployment name, when the pod came from one
+    owner: str | None = None  # the workload's name (Deployment, StatefulSet...), when a controller made the pod
+    owner_kind: str | None = None  # that workload's kind
     ip: str | None = None  # set when the lab places the pod on its node
     serial: int = 0  # creation order, names the pod's interface (lab.kube.addressing.pod_intf)
 
@@ -41,7 +50,7 @@ class Pod:
 @dataclass(frozen=True)
 class ServicePort:
     port: int
-    node_port: int
+    node_port: int | None  # None for a ClusterIP Service: nothing listens on the nodes
     target_port: int | str  # a number, or the name of a container port
     name: str | None = None
     protocol: str = "TCP"
@@ -53,9 +62,15 @@ class Service:
     ports: list[ServicePort]
     selector: dict[str, str] = field(default_factory=dict)
     namespace: str = "default"
-    type: str = "NodePort"  # NodePort | LoadBalancer
+    type: str = "NodePort"  # ClusterIP | NodePort | LoadBalancer
     external_traffic_policy: str = "Cluster"  # Cluster | Local
     health_check_node_port: int | None = None
+    cluster_ip: str | None = None  # as the manifest gives it: an address, "None" (headless), or None (not set)
+
+    @property
+    def node_ports(self) -> list[ServicePort]:
+        """The ports reachable from outside through every node (none for a ClusterIP Service)."""
+        return [sp for sp in self.ports if sp.node_port is not None]
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,10 @@ class Cluster:
     services: list[Service] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # pods no node could take (kube-scheduler: Pending)
+    ignored: list[dict] = field(default_factory=list)  # objects of kinds the lab does not model
+    strict_problems: list[str] = field(default_factory=list)  # the warnings --strict makes errors
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # Namespace objects: name -> labels
+    nodes_made: bool = False  # the manifests had no Node objects, so the lab made the nodes
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

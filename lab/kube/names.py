@@ -39,8 +39,9 @@ LABEL_NAME_MAX = 63
 RESERVED_NAMES = frozenset({addressing.CLIENT_NAME, addressing.LB_NAME, "kube-proxy"})
 RESERVED_PREFIX = addressing.PREFIX
 
-# Kinds whose objects become Mininet hosts, or (Deployments) prefix the names of pods that do.
-HOST_KINDS = frozenset({"Node", "Pod", "Deployment"})
+# Kinds whose objects become Mininet hosts, or (workload controllers) prefix the names of pods that do.
+WORKLOAD_KINDS = frozenset({"Deployment", "ReplicaSet", "ReplicationController", "StatefulSet", "DaemonSet"})
+HOST_KINDS = frozenset({"Node", "Pod"}) | WORKLOAD_KINDS
 
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -216,7 +217,7 @@ def validate_object_name(kind: str, value: str, origin: Origin, field: str = "me
     else:
         validate_dns1123_subdomain(value, origin, field)
     if kind in HOST_KINDS:
-        problem = reserved_problem(value, exact=kind != "Deployment")
+        problem = reserved_problem(value, exact=kind not in WORKLOAD_KINDS)
         _check(problem, value, origin, field, "rename it")
 
 

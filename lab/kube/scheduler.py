@@ -46,8 +46,17 @@ minus repulsion, including existing pods' terms towards this pod and their requi
 with weights, and its default resource-balancing scores stand where the lab counts pods; comparing in
 order keeps every explicit preference ahead of mere balance and the answer the same on every run.
 
+Taints (TaintToleration; checked after the node's labels and room, so that a selector matching only
+tainted nodes leaves the pod Pending, as in Kubernetes, rather than reading as a mistake): a node's
+``NoSchedule`` and ``NoExecute`` taints keep off every pod that does not tolerate them (a toleration
+matches a taint's key, with ``Exists`` or an ``Equal`` value, and its effect, or every effect when it
+names none; an empty key with ``Exists`` tolerates everything); ``PreferNoSchedule`` taints only
+score, ahead of the other scores. A pod that names its node skips this filter (kube-scheduler never
+sees it), as in Kubernetes. Under ``nodeTaintsPolicy: Honor`` a spread constraint counts only nodes
+whose taints the pod tolerates.
+
 Replicas are placed one at a time, each seeing the pods placed before it, so 4 replicas on 3 nodes land
-2, 1, 1 in node order. Node taints do not exist in the lab, so ``nodeTaintsPolicy`` changes nothing.
+2, 1, 1 in node order.
 """
 
 from __future__ import annotations
@@ -60,9 +69,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lab.kube import addressing
-from lab.kube.model import Node, Pod
+from lab.kube.model import Node, Pod, Taint
 
 HOSTNAME_LABEL = "kubernetes.io/hostname"
+OS_LABEL = "kubernetes.io/os"
+ARCH_LABEL = "kubernetes.io/arch"
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+TOLERATION_OPERATORS = ("Equal", "Exists")
 NODE_NAME_FIELD = "metadata.name"  # the one field nodeSelectorTerms[].matchFields may name
 
 LABEL_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
@@ -84,6 +97,7 @@ REASON_SPREAD_LABEL = REASON_SPREAD + " (missing required label)"
 REASON_AFFINITY = "node(s) didn't match pod affinity rules"
 REASON_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
 REASON_EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
+REASON_TAINT = "node(s) had untolerated taint {{{key}: {value}}}"
 
 INTEGER = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.ParseInt accepts: Gt and Lt compare these
 
@@ -209,6 +223,7 @@ class SpreadConstraint:
     min_domains: int | None = None
     node_affinity_policy: str = "Honor"  # Honor: only nodes the pod's nodeSelector/affinity allow count
     match_label_keys: tuple[str, ...] = ()
+    node_taints_policy: str = "Ignore"  # Honor: only nodes whose taints the pod tolerates count
 
     def selector_for(self, labels: Mapping[str, str]) -> LabelSelector | None:
         """The selector plus the pod's own values of ``matchLabelKeys``, as the API server merges them."""
@@ -216,6 +231,30 @@ class SpreadConstraint:
         if self.selector is None or not extra:
             return self.selector
         return replace(self.selector, match_labels={**self.selector.match_labels, **extra})
+
+
+@dataclass(frozen=True)
+class Toleration:
+    """One ``tolerations`` entry; an empty key with ``Exists`` tolerates every taint."""
+
+    key: str = ""
+    operator: str = "Equal"  # Equal | Exists
+    value: str = ""
+    effect: str = ""  # empty: every effect
+
+    def tolerates(self, taint: Taint) -> bool:
+        if self.effect and self.effect != taint.effect:
+            return False
+        if not self.key:
+            return self.operator == "Exists"
+        if self.key != taint.key:
+            return False
+        return self.operator == "Exists" or self.value == taint.value
+
+
+def untolerated(node: Node, tolerations: Sequence[Toleration], effects: Sequence[str]) -> list[Taint]:
+    """The node's taints with one of ``effects`` that no toleration tolerates."""
+    return [t for t in node.taints if t.effect in effects and not any(tol.tolerates(t) for tol in tolerations)]
 
 
 @dataclass(frozen=True)
@@ -231,6 +270,7 @@ class PodSpec:
     pod_affinity: PodAffinity = field(default_factory=PodAffinity)
     pod_anti_affinity: PodAffinity = field(default_factory=PodAffinity)
     topology_spread: tuple[SpreadConstraint, ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
 
     def spread(self, when: str) -> list[SpreadConstraint]:
         return [c for c in self.topology_spread if c.when_unsatisfiable == when]
@@ -258,6 +298,11 @@ class Snapshot:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    def pods_on(self, node: Node) -> int:
+        """Pods placed on ``node``, counted once per placement rather than once per node."""
+        counts = self.memo("pods per node", lambda: Counter(pod.node for pod in self.pods))
+        return counts.get(node.name, 0)
 
     def labels_of(self, node_name: str) -> Mapping[str, str]:
         """The scheduler's labels of the node a placed pod runs on ({} if it is not among ``nodes``)."""
@@ -310,9 +355,14 @@ class Filter:
 Scorer = Callable[[Node, PodSpec, Snapshot], float]
 
 
+def kubelet_labels(name: str) -> dict[str, str]:
+    """The labels every kubelet registers its Node with (the lab's nodes are linux/amd64 machines)."""
+    return {HOSTNAME_LABEL: name, OS_LABEL: "linux", ARCH_LABEL: "amd64"}
+
+
 def node_labels(node: Node) -> dict[str, str]:
-    """The labels the scheduler sees: the manifest's plus the one every kubelet sets."""
-    return {HOSTNAME_LABEL: node.name, **node.labels}
+    """The labels the scheduler sees: the ones every kubelet sets, then the Node's own."""
+    return {**kubelet_labels(node.name), **node.labels}
 
 
 def pods_on(node: Node, pods: Sequence[Pod]) -> int:
@@ -329,7 +379,12 @@ def fits_node_selection(node: Node, spec: PodSpec) -> bool:
     return _matches_node_selector(node, spec) and spec.node_affinity.admits(node)
 
 
-# --- filters: the node's own labels and room ---------------------------------------------------------
+# --- filters: the node's own labels, taints and room -----------------------------------------------
+
+
+def _check_taints(node: Node, spec: PodSpec, snapshot: Snapshot) -> str | None:
+    taints = untolerated(node, spec.tolerations, ("NoSchedule", "NoExecute"))
+    return REASON_TAINT.format(key=taints[0].key, value=taints[0].value) if taints else None
 
 
 def _check_selector(node: Node, spec: PodSpec, snapshot: Snapshot) -> str | None:
@@ -369,7 +424,7 @@ def _explain_node_affinity(spec: PodSpec, nodes: Sequence[Node]) -> tuple[str, s
 
 
 def _check_room(node: Node, spec: PodSpec, snapshot: Snapshot) -> str | None:
-    return None if pods_on(node, snapshot.pods) < addressing.MAX_PODS_PER_NODE else REASON_TOO_MANY_PODS
+    return None if snapshot.pods_on(node) < addressing.MAX_PODS_PER_NODE else REASON_TOO_MANY_PODS
 
 
 def _explain_room(spec: PodSpec, nodes: Sequence[Node]) -> tuple[str, str, str]:
@@ -407,6 +462,8 @@ def spread_counts(
         if not keys <= labels.keys():
             continue
         if constraint.node_affinity_policy == "Honor" and not fits_node_selection(node, spec):
+            continue
+        if constraint.node_taints_policy == "Honor" and untolerated(node, spec.tolerations, TAINT_EFFECTS):
             continue
         eligible[node.name] = labels[constraint.topology_key]
         counts.setdefault(labels[constraint.topology_key], 0)
@@ -509,6 +566,7 @@ FILTERS: tuple[Filter, ...] = (
     Filter(_check_selector, _explain_selector, admission=True),
     Filter(_check_node_affinity, _explain_node_affinity, admission=True),
     Filter(_check_room, _explain_room, admission=True),
+    Filter(_check_taints),
     Filter(_check_spread),
     Filter(_check_pod_affinity),
     Filter(_check_pod_anti_affinity),
@@ -585,10 +643,15 @@ def _pod_preference(node: Node, spec: PodSpec, snapshot: Snapshot) -> float:
 
 
 def _pod_count(node: Node, spec: PodSpec, snapshot: Snapshot) -> float:
-    return pods_on(node, snapshot.pods)
+    return snapshot.pods_on(node)
 
 
-SCORERS: tuple[Scorer, ...] = (_node_preference, _spread_preference, _pod_preference, _pod_count)
+def _taint_preference(node: Node, spec: PodSpec, snapshot: Snapshot) -> float:
+    """TaintToleration's score: fewer untolerated PreferNoSchedule taints is better."""
+    return len(untolerated(node, spec.tolerations, ("PreferNoSchedule",)))
+
+
+SCORERS: tuple[Scorer, ...] = (_taint_preference, _node_preference, _spread_preference, _pod_preference, _pod_count)
 
 
 # --- placement -----------------------------------------------------------------------------------------

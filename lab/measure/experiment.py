@@ -37,7 +37,7 @@ def probe_entry(lab: LabNetwork, service: Service, sp: ServicePort, node_name: s
     return entry_result(out["records"], service=service.name, namespace=service.namespace,
                         policy=service.external_traffic_policy, node_port=sp.node_port, node=node_name,
                         node_ip=node_ip, inter_node_bytes=inter_node_bytes, client_ttl=client_ttl,
-                        duration_s=duration)
+                        duration_s=duration, port=sp.port, port_name=sp.name)
 
 
 def probe_load_balancer(lab: LabNetwork, service: Service, sp: ServicePort, requests: int, client_ttl: int,
@@ -52,7 +52,7 @@ def probe_load_balancer(lab: LabNetwork, service: Service, sp: ServicePort, requ
     result = entry_result(out["records"], service=service.name, namespace=service.namespace,
                           policy=service.external_traffic_policy, node_port=sp.node_port, node=None, node_ip=None,
                           inter_node_bytes=inter_node_bytes, client_ttl=client_ttl, duration_s=duration,
-                          via="loadBalancer")
+                          via="loadBalancer", port=sp.port, port_name=sp.name)
     result["loadBalancerIP"] = vip
     result["port"] = sp.port
     nodes: dict[str, int] = {}
@@ -102,7 +102,7 @@ def set_policy(lab: LabNetwork, service: Service, policy: str) -> None:
     A LoadBalancer Service switched to Local gets a healthCheckNodePort, as the API server allocates one."""
     service.external_traffic_policy = policy
     if service.type == "LoadBalancer" and policy == "Local" and not service.health_check_node_port:
-        used = {p.node_port for s in lab.cluster.services for p in s.ports}
+        used = {p.node_port for s in lab.cluster.services for p in s.node_ports}
         used |= {s.health_check_node_port for s in lab.cluster.services if s.health_check_node_port}
         service.health_check_node_port = next_free(used, f"{service.namespace}/{service.name}:healthCheckNodePort")
     lab.publish()

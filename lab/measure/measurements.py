@@ -86,7 +86,7 @@ def measure_all(net: LabNetwork, requests: int, timeout: float = 1.0,
     client_ttl = net.client_ttl()
     results = []
     for service in net.cluster.services:
-        for sp in service.ports:
+        for sp in service.node_ports:
             for node in net.cluster.nodes:
                 progress(f"probing {service.name}:{sp.node_port} ({service.external_traffic_policy}) "
                          f"via {node.name}, {requests} requests")

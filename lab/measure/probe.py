@@ -122,6 +122,9 @@ async def _exchange(record: Record, host: str, port: int, path: str, start: floa
             if is_json:
                 body += chunk
         record.bytes = size
+        length = next((h.split(":", 1)[1].strip() for h in head[1:] if h.lower().startswith("content-length:")), None)
+        if length is not None and length.isdigit() and int(length) != size:
+            raise EOFError(f"the answer ended after {size} of {length} bytes")  # never counted as served
         record.response = json.loads(body) if is_json else None
         record.latency_ms = _millis_since(start)
     finally:

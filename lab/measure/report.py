@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from lab.kube import addressing as addr
+from lab.kube.endpoints import endpoints, selected_pods
 from lab.kube.model import Cluster
 from lab.measure.probe import percentiles
 
@@ -29,19 +30,24 @@ class Report:
     machine: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)  # pods the scheduler could not place
+    ignored: list[dict] = field(default_factory=list)  # objects of kinds the lab does not model
 
     def to_dict(self) -> dict:
         return {"client": self.client, "nodes": self.nodes, "pods": self.pods, "pending": self.pending,
-                "results": self.results, "warnings": self.warnings, "machine": self.machine,
-                "timings": self.timings}
+                "results": self.results, "warnings": self.warnings, "ignored": self.ignored,
+                "machine": self.machine, "timings": self.timings}
 
 
 def new_report(cluster: Cluster) -> Report:
+    """The report's frame; callers add ``cluster.warnings`` to ``warnings`` when they print them."""
     return Report(
         client={"name": addr.CLIENT_NAME, "ip": addr.CLIENT_IP},
-        nodes=[{"name": n.name, "ip": addr.node_ip(n.index)} for n in cluster.nodes],
-        pods=[{"name": p.name, "node": p.node, "ip": p.ip} for p in cluster.pods],
-        pending=list(cluster.pending))
+        nodes=[{"name": n.name, "ip": addr.node_ip(n.index), "labels": dict(n.labels),
+                "taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in n.taints]}
+               for n in cluster.nodes],
+        pods=[{"name": p.name, "namespace": p.namespace, "node": p.node, "ip": p.ip,
+               "owner": f"{p.owner_kind}/{p.owner}" if p.owner else None} for p in cluster.pods],
+        pending=list(cluster.pending), ignored=list(cluster.ignored))
 
 
 def address_owners(cluster: Cluster) -> dict[str, str]:
@@ -57,7 +63,8 @@ def address_owners(cluster: Cluster) -> dict[str, str]:
 
 def entry_result(records: list[dict], *, service: str, namespace: str, policy: str, node_port: int,
                  node: str | None, node_ip: str | None, inter_node_bytes: int, client_ttl: int,
-                 duration_s: float, via: str = "nodePort") -> dict:
+                 duration_s: float, via: str = "nodePort", port: int | None = None,
+                 port_name: str | None = None) -> dict:
     ok = [r for r in records if r["ok"] and r.get("response")]
     served = Counter(r["response"]["pod"] for r in ok)
     sources = Counter(r["response"]["source"]["ip"] for r in ok)
@@ -66,7 +73,8 @@ def entry_result(records: list[dict], *, service: str, namespace: str, policy: s
     errors = Counter(r["error"] for r in records if not r["ok"])
     latency = percentiles([r["latencyMs"] for r in ok], (50, 95))
     return {
-        "service": service, "namespace": namespace, "policy": policy, "nodePort": node_port, "via": via,
+        "service": service, "namespace": namespace, "policy": policy, "port": port, "portName": port_name,
+        "nodePort": node_port, "via": via,
         "node": node, "nodeIP": node_ip, "requests": len(records), "ok": len(ok),
         "failed": len(records) - len(ok), "errors": dict(errors),
         "servedBy": dict(sorted(served.items())), "sourcesSeen": dict(sorted(sources.items())),
@@ -104,35 +112,72 @@ def request_paths(result: dict, pod_nodes: dict[str, str]) -> list[dict]:
 
 # --- rendering -----------------------------------------------------------------------------------------
 
-def _counts(counter: dict, label=lambda k: k) -> str:
-    return ", ".join(f"{label(k)} {v}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1])) or "-"
+TOP = 3  # entries a cell lists before "+N more"
+
+
+def _counts(counter: dict, label=lambda k: k, top: int = TOP) -> str:
+    ranked = sorted(counter.items(), key=lambda kv: -kv[1])
+    shown = ", ".join(f"{label(k)} {v}" for k, v in ranked[:top]) or "-"
+    return shown + (f", +{len(ranked) - top} more" if len(ranked) > top else "")
+
+
+def service_label(name: str, namespace: str) -> str:
+    """``web`` in the default namespace, ``shop/web`` elsewhere."""
+    return name if namespace == "default" else f"{namespace}/{name}"
+
+
+def port_label(result: dict) -> str:
+    """``http:80`` (or ``80``) and the nodePort behind it."""
+    port = result.get("port")
+    name = result.get("portName")
+    head = f"{name}:{port}" if name and port is not None else str(port) if port is not None else "?"
+    return f"{head} -> {result['nodePort']}" if result.get("nodePort") else head
+
+
+def no_endpoints(cluster: Cluster, namespace: str, name: str, port: int | None) -> str | None:
+    """Why a Service port has no endpoints ("selector app=x matches no pod"), or None when it has some."""
+    try:
+        service = cluster.service(name, namespace)
+    except KeyError:
+        return None
+    if not service.selector:
+        return "no endpoints: the Service has no selector"
+    pods = selected_pods(cluster, service)
+    if not pods:
+        selector = ",".join(f"{k}={v}" for k, v in service.selector.items())
+        return f"no endpoints: selector {selector} matches no pod"
+    for sp in service.ports:
+        if port in (None, sp.port) and not endpoints(cluster, service, sp):
+            return f"no endpoints: no selected pod declares port {sp.target_port}"
+    return None
 
 
 def render_table(report: Report, cluster: Cluster) -> str:
+    """One row per (Service, port, entry): the entry is a node (nodePort) or the load balancer."""
     owners = address_owners(cluster)
-    short = {p.name: p.name for p in cluster.pods}
 
     def source_label(ip: str) -> str:
         who = owners.get(ip, "?")
         return f"{ip} ({who.replace('node ', '').replace(' (pod gateway)', ' gw')})"
 
-    header = ["service", "policy", "entry", "ok/failed", "served by", "source IP seen by pods", "node hops",
-              "bytes between nodes", "p50 ms"]
+    header = ["service", "port", "policy", "entry", "ok/failed", "served by", "source IP seen by pods",
+              "node hops", "bytes between nodes", "p50 ms"]
     rows = []
     for r in report.results:
-        hops = _counts(r["nodeHops"], lambda k: f"{k}:") .replace(": ", ":")
+        hops = _counts(r["nodeHops"], lambda k: f"{k}:").replace(": ", ":")
+        empty = no_endpoints(cluster, r.get("namespace", "default"), r["service"], r.get("port"))
+        served = empty if empty and not r["ok"] else _counts(r["servedBy"])
         rows.append([
-            r["service"], r["policy"], r["node"] or f"LB {r.get('loadBalancerIP', '')}".strip(),
-            f"{r['ok']}/{r['failed']}",
-            _counts(r["servedBy"], lambda k: short.get(k, k)),
+            service_label(r["service"], r.get("namespace", "default")), port_label(r), r["policy"],
+            r["node"] or f"LB {r.get('loadBalancerIP', '')}".strip(), f"{r['ok']}/{r['failed']}", served,
             _counts(r["sourcesSeen"], source_label), hops, f"{r['interNodeBytes']:,}",
             "-" if r["latencyMs"]["p50"] is None else f"{r['latencyMs']['p50']:.2f}"])
     return format_table(header, rows)
 
 
 def render_health_checks(checks: list[dict]) -> str:
-    rows = [[c["service"], c["node"], f"{c['port']}{c['path']}", str(c["status"]), str(c["localEndpoints"])]
-            for c in checks]
+    rows = [[service_label(c["service"], c.get("namespace", "default")), c["node"], f"{c['port']}{c['path']}",
+             str(c["status"]), str(c["localEndpoints"])] for c in checks]
     return format_table(["service", "node", "health check", "HTTP status", "localEndpoints"], rows)
 
 
@@ -143,38 +188,67 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def verdict(report: Report, cluster: Cluster) -> list[str]:
-    """Plain-language sentences naming the three costs of Cluster and the price of Local, with numbers."""
+    """Plain-language sentences naming the three costs of Cluster and the price of Local, with numbers.
+
+    Services without endpoints are said apart (every request fails there, under any policy), so the
+    sentences about the policies speak only of Services that could answer, and never of "0 of 0".
+    """
     by_policy: dict[str, list[dict]] = {}
-    for r in report.results:
-        if r["via"] == "nodePort":
-            by_policy.setdefault(r["policy"], []).append(r)
     lines = []
+    silent: dict[tuple[str, str], list[dict]] = {}
+    for r in report.results:
+        if no_endpoints(cluster, r.get("namespace", "default"), r["service"], r.get("port")):
+            silent.setdefault((r.get("namespace", "default"), r["service"]), []).append(r)
+        elif r["via"] == "nodePort":
+            by_policy.setdefault(r["policy"], []).append(r)
     cluster_rs, local_rs = by_policy.get("Cluster", []), by_policy.get("Local", [])
     if cluster_rs:
         ok = sum(r["ok"] for r in cluster_rs)
         two = sum(int(r["nodeHops"].get("2", 0)) for r in cluster_rs)
         client_seen = sum(r["sourcesSeen"].get(addr.CLIENT_IP, 0) for r in cluster_rs)
         nbytes = sum(r["interNodeBytes"] for r in cluster_rs)
-        lines.append(f"Extra hop: under Cluster {two} of {ok} answered requests ({_pct(two, ok)}) crossed a "
-                     "second node before reaching a pod (TTL seen by the pod).")
-        lines.append(f"Lost client IP: under Cluster the pods saw the client's address {client_seen} times out "
-                     f"of {ok}; every other request showed a node address instead (SNAT).")
-        lines.append(f"Bandwidth between nodes: Cluster moved {nbytes:,} bytes between nodes "
-                     f"({nbytes / ok:,.0f} per request)." if ok else "Bandwidth between nodes: no request "
-                     "succeeded under Cluster.")
+        if ok:
+            lines.append(f"Extra hop: under Cluster {two} of {ok} answered requests ({_pct(two, ok)}) crossed a "
+                         "second node before reaching a pod (TTL seen by the pod).")
+            lines.append(f"Lost client IP: under Cluster the pods saw the client's address {client_seen} times "
+                         f"out of {ok}; every other request showed a node address instead (SNAT).")
+            lines.append(f"Bandwidth between nodes: Cluster moved {nbytes:,} bytes between nodes "
+                         f"({nbytes / ok:,.0f} per request).")
+        else:
+            sent = sum(r["requests"] for r in cluster_rs)
+            lines.append(f"Under Cluster none of {sent} requests was answered ({_errors(cluster_rs)}).")
     if local_rs:
         ok = sum(r["ok"] for r in local_rs)
         client_seen = sum(r["sourcesSeen"].get(addr.CLIENT_IP, 0) for r in local_rs)
         nbytes = sum(r["interNodeBytes"] for r in local_rs)
         one = sum(int(r["nodeHops"].get("1", 0)) for r in local_rs)
-        lines.append(f"Local instead: the pods saw the client's own address in {client_seen} of {ok} answered "
-                     f"requests, {one} took a single node hop, and {nbytes:,} bytes crossed between nodes.")
-        dead = [r for r in local_rs if r["ok"] == 0 and r["requests"]]
-        for r in dead:
-            kinds = ", ".join(f"{v} {k}" for k, v in r["errors"].items())
-            lines.append(f"Price of Local: node {r['node']} has no pod of {r['service']}, so it dropped every "
-                         f"connection silently ({kinds}); a client or load balancer sending there gets nothing.")
+        if ok:
+            lines.append(f"Local instead: the pods saw the client's own address in {client_seen} of {ok} answered "
+                         f"requests, {one} took a single node hop, and {nbytes:,} bytes crossed between nodes.")
+        dead: dict[tuple[str, str, str], list[dict]] = {}
+        for r in local_rs:
+            if r["ok"] == 0 and r["requests"]:
+                dead.setdefault((r.get("namespace", "default"), r["service"], r["node"]), []).append(r)
+        for (namespace, name, node), rs in dead.items():
+            timeouts = all(set(r["errors"]) == {"timeout"} for r in rs)
+            how = "dropped every connection silently" if timeouts else "answered none of its requests"
+            ports = " and ".join(str(r.get("port") or r["nodePort"]) for r in rs)
+            lines.append(f"Price of Local: node {node} has no pod of {service_label(name, namespace)}, so it {how} "
+                         f"on port{'s' if len(rs) > 1 else ''} {ports} ({_errors(rs)}); a client or load balancer "
+                         "sending there gets nothing.")
+    for (namespace, name), rs in silent.items():
+        why = no_endpoints(cluster, namespace, name, rs[0].get("port")) or "no endpoints"
+        sent = sum(r["requests"] for r in rs)
+        lines.append(f"{service_label(name, namespace)} has {why}: all {sent} requests to it failed "
+                     f"({_errors(rs)}), as they would in a real cluster.")
     return lines
+
+
+def _errors(results: list[dict]) -> str:
+    total: Counter = Counter()
+    for r in results:
+        total.update(r["errors"])
+    return ", ".join(f"{v} {k}" for k, v in total.most_common()) or "no errors recorded"
 
 
 def _pct(part: int, whole: int) -> str:

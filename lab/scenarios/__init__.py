@@ -18,6 +18,7 @@ SCENARIOS = {
     "imbalance": "lab.scenarios.imbalance",
     "healthcheck": "lab.scenarios.healthcheck",
     "bandwidth": "lab.scenarios.bandwidth",
+    "faults": "lab.scenarios.faults",
 }
 DEFAULT = "cluster-vs-local"
 

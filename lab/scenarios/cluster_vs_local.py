@@ -38,7 +38,8 @@ def run(args, progress) -> Outcome:
         report.timings.update({k: round(v, 3) for k, v in lab.timings.items()})
         for policy in ("Cluster", "Local"):
             for service in cluster.services:
-                set_policy(lab, service, policy)
+                if service.node_ports:  # externalTrafficPolicy is for Services reached from outside
+                    set_policy(lab, service, policy)
             report.results += measure_all(lab, args.requests, progress=progress)
     return Outcome(report=report.to_dict(), table=render_table(report, cluster), verdict=verdict(report, cluster),
                    warnings=report.warnings, plot=partial(plot_results, report.results))

@@ -27,14 +27,26 @@ def listening(port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_controller_listens_on_loopback_and_exits_cleanly(tmp_path, sig):
-    port = free_port()
+def unix_listening(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
+
+
+@pytest.mark.parametrize("sig, where", [(signal.SIGINT, "tcp"), (signal.SIGTERM, "tcp"), (signal.SIGTERM, "unix")])
+def test_controller_listens_and_exits_cleanly(tmp_path, sig, where):
+    """On a loopback port, or on a Unix socket (the lab's channel: only root reaches its 0700 folder)."""
+    port, path = free_port(), str(tmp_path / "of.sock")
+    listen = ["--port", str(port)] if where == "tcp" else ["--socket", path]
     proc = subprocess.Popen([sys.executable, "-m", "controllers", "--state", str(tmp_path / "state.json"),
-                             "--status", str(tmp_path / "status.json"), "--port", str(port)],
+                             "--status", str(tmp_path / "status.json"), *listen],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: listening(port), timeout=20, what="the controller to listen")
+        wait_for(lambda: listening(port) if where == "tcp" else unix_listening(path), timeout=20,
+                 what="the controller to listen")
         proc.send_signal(sig)
         proc.wait(timeout=10)
         assert proc.returncode == 0
@@ -54,3 +66,4 @@ def test_a_taken_port_is_a_one_line_error(tmp_path):
                               capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert f"port {port}" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+

@@ -12,6 +12,7 @@ from lab.kube import addressing
 from lab.kube.endpoints import endpoints
 from lab.kube.manifests import load_manifests, pod_template_hash, replica_pod_name
 from lab.kube.model import Cluster, ContainerPort
+from lab.kube.scheduler import kubelet_labels
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "fixtures" / "cluster.yaml"
@@ -99,7 +100,7 @@ def test_fixture_builds_the_whole_cluster():
     cluster = load_manifests([str(FIXTURE)])
 
     assert [(n.name, n.index) for n in cluster.nodes] == [("node-a", 1), ("node-b", 2), ("node-c", 3)]
-    assert cluster.node("node-a").labels == {"disktype": "ssd"}
+    assert cluster.node("node-a").labels == {"disktype": "ssd", **kubelet_labels("node-a")}
     debug = cluster.pod("debug")
     assert (debug.node, debug.ip, debug.serial, debug.owner) == ("node-b", "10.244.2.2", 1, None)
     replicas = [p for p in cluster.pods if p.owner == "web"]
@@ -118,10 +119,12 @@ def test_fixture_builds_the_whole_cluster():
     assert 30086 <= web.health_check_node_port <= 32767
     assert web.health_check_node_port != metrics.node_port
 
-    assert cluster.warnings == [
-        "ignored kind ConfigMap/settings (lab models Node, Pod, Deployment, Service)",
-        "ignored Service/web-internal of type ClusterIP (the lab probes NodePort and LoadBalancer Services)",
-    ]
+    assert cluster.warnings == ["ignored 1 object the lab does not model: 1 ConfigMap (listed in the JSON report)"]
+    assert cluster.ignored == [{"kind": "ConfigMap", "apiVersion": "v1", "name": "settings", "namespace": None,
+                                "source": str(FIXTURE)}]
+    internal = cluster.service("web-internal")  # ClusterIP: in the model, with no nodePort
+    assert internal.type == "ClusterIP" and [p.node_port for p in internal.ports] == [None]
+    assert internal.node_ports == []
 
 
 def test_named_target_port_resolves_per_pod():
@@ -276,10 +279,12 @@ def test_document_must_be_an_object_with_a_kind(tmp_path):
     assert "document 4 has no kind" in error(tmp_path, "metadata: {name: x}")
 
 
-def test_no_nodes_is_an_error_with_the_seed_as_fix(tmp_path):
-    message = error(tmp_path, deployment(), nodes="")
-    assert "no Node objects" in message
-    assert message.endswith("add Node objects, e.g. examples/seed/nodes.yaml")
+def test_no_nodes_makes_three_with_kubelet_labels(tmp_path):
+    cluster = load(tmp_path, deployment(replicas=3), nodes="")
+    assert [(n.name, n.index) for n in cluster.nodes] == [("node-a", 1), ("node-b", 2), ("node-c", 3)]
+    assert cluster.nodes[1].labels == {
+        "kubernetes.io/hostname": "node-b", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
+    assert sorted(p.node for p in cluster.pods) == ["node-a", "node-b", "node-c"]
 
 
 def test_unknown_api_version(tmp_path):
@@ -447,8 +452,10 @@ def test_service_port_errors(tmp_path):
     assert "spec.ports[0].port 0 is outside 1-65535" in error(tmp_path, service(ports="[{port: 0}]"))
     message = error(tmp_path, service(ports="[{port: 80, targetPort: 70000}]"))
     assert "spec.ports[0].targetPort 70000 is outside 1-65535" in message
-    message = error(tmp_path, service(ports="[{port: 53, protocol: UDP}]"))
-    assert "spec.ports[0].protocol UDP is not supported" in message and "use TCP" in message
+    dns = load(tmp_path, service(ports="[{name: dns, port: 53, protocol: UDP}, {name: tcp, port: 53}]"))
+    assert [(p.name, p.port) for p in dns.services[0].ports] == [("tcp", 53)]
+    assert any("spec.ports[0].protocol UDP is not modelled (the lab forwards TCP only): this port is left out" in w
+               for w in dns.strict_problems)
     message = error(tmp_path, service(ports="[{port: 80}, {port: 81}]"))
     assert "spec.ports[0].name is required when a Service has more than one port" in message
     message = error(tmp_path, service(ports="[{name: a, port: 80}, {name: b, port: 80}]"))
@@ -773,7 +780,7 @@ def preferred_anti(entry: str) -> str:
         ),
         (
             anti_rule("labelSelector: {matchLabels: {app: web}}, namespaceSelector: {matchLabels: {t: a}}"),
-            "namespaceSelector selects Namespaces by their labels, but the lab has no Namespace objects",
+            "namespaceSelector selects Namespaces by their labels, which the lab does not model",
         ),
         (
             anti_rule("labelSelector: {matchLabels: {app: web}}, matchLabelKeys: [pod-template-hash]"),

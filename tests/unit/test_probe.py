@@ -171,3 +171,23 @@ def test_cli_rejects_a_malformed_target() -> None:
     done = subprocess.run([sys.executable, "-m", "lab.measure.probe", "--targets", "nowhere"],
                           cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2 and "ip:port" in done.stderr
+
+
+def test_an_answer_cut_short_is_not_counted_as_served():
+    """A server that dies mid-answer (its pod's container killed) sent a head and part of a body."""
+    import asyncio
+
+    from lab.measure.probe import fetch
+
+    async def scenario():
+        async def cut(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"pod\"")
+            await writer.drain()
+            writer.close()
+        server = await asyncio.start_server(cut, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await fetch(("127.0.0.1", port), timeout=2.0)
+    record = asyncio.run(scenario())
+    assert not record.ok and "ended after 6 of 100 bytes" in record.error

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from lab.kube import addressing
-from lab.kube.model import Node, Pod
+from lab.kube.model import Node, Pod, Taint
 from lab.kube.scheduler import (
     DO_NOT_SCHEDULE,
     HOSTNAME_LABEL,
@@ -26,6 +26,7 @@ from lab.kube.scheduler import (
     Requirement,
     Snapshot,
     SpreadConstraint,
+    Toleration,
     Unschedulable,
     WeightedPodAffinityTerm,
     node_labels,
@@ -72,10 +73,58 @@ def test_node_selector_filters():
     assert spread(3, PodSpec("web", node_selector={"disk": "ssd"})) == ["node-b", "node-c", "node-b"]
 
 
-def test_every_node_has_its_hostname_label():
-    assert node_labels(NODES[0]) == {"kubernetes.io/hostname": "node-a"}
+def test_every_node_has_the_labels_kubelet_sets():
+    assert node_labels(NODES[0]) == {
+        "kubernetes.io/hostname": "node-a", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
     spec = PodSpec("web", node_selector={"kubernetes.io/hostname": "node-c"})
     assert place(NODES, [], spec) == "node-c"
+    helm = PodSpec("web", node_selector={"kubernetes.io/os": "linux"})
+    assert place(NODES, [], helm) == "node-a"
+
+
+TAINTED = [Node("node-a", 1, taints=(Taint("dedicated", "db", "NoSchedule"),)), Node("node-b", 2),
+           Node("node-c", 3, taints=(Taint("spot", "", "PreferNoSchedule"),))]
+
+
+def test_a_taint_keeps_off_pods_that_do_not_tolerate_it():
+    spread = [place(TAINTED, [], PodSpec(f"web-{i}")) for i in range(1)]
+    assert spread == ["node-b"]  # node-a is tainted, node-c only prefers not
+    db = PodSpec("db", tolerations=(Toleration("dedicated", "Equal", "db", "NoSchedule"),),
+                 node_selector={"kubernetes.io/hostname": "node-a"})
+    assert place(TAINTED, [], db) == "node-a"
+    wrong_value = replace(db, tolerations=(Toleration("dedicated", "Equal", "web"),))
+    with pytest.raises(Pending, match=r"1 node\(s\) had untolerated taint \{dedicated: db\}"):
+        place(TAINTED, [], wrong_value)
+
+
+def test_tolerations_match_as_kubernetes_matches_them():
+    taint = Taint("dedicated", "db", "NoExecute")
+    assert Toleration("dedicated", "Exists").tolerates(taint)
+    assert Toleration("", "Exists").tolerates(taint)  # empty key + Exists: everything
+    assert not Toleration("", "Equal").tolerates(taint)
+    assert not Toleration("dedicated", "Exists", effect="NoSchedule").tolerates(taint)
+    assert Toleration("dedicated", "Equal", "db", "NoExecute").tolerates(taint)
+
+
+def test_prefer_no_schedule_only_scores():
+    only_c = [TAINTED[2]]
+    assert place(only_c, [], PodSpec("web")) == "node-c"
+    pods = []
+    for i in range(3):
+        node = place(TAINTED[1:], pods, PodSpec(f"web-{i}"))
+        pods.append(Pod(f"web-{i}", node))
+    assert [p.node for p in pods] == ["node-b", "node-b", "node-b"]  # the taint outweighs balance
+
+
+def test_spread_with_node_taints_policy_honor_skips_tainted_nodes():
+    nodes = [Node("node-a", 1, taints=(Taint("gpu", "", "NoSchedule"),)), Node("node-b", 2), Node("node-c", 3)]
+    honour = SpreadConstraint(1, "kubernetes.io/hostname", "DoNotSchedule", LabelSelector({"app": "web"}),
+                              node_taints_policy="Honor")
+    pods: list[Pod] = []
+    for i in range(4):
+        spec = PodSpec(f"web-{i}", labels={"app": "web"}, topology_spread=(honour,))
+        pods.append(Pod(f"web-{i}", place(nodes, pods, spec), labels={"app": "web"}))
+    assert sorted(p.node for p in pods) == ["node-b", "node-b", "node-c", "node-c"]
 
 
 def test_selector_matching_no_node():

@@ -184,7 +184,7 @@ def _namespaces(term: dict, namespace: str, origin: Origin, field: str) -> froze
     if mapping(term, "namespaceSelector", origin, f"{field}.namespaceSelector"):
         raise origin.error(
             f"{field}.namespaceSelector",
-            "selects Namespaces by their labels, but the lab has no Namespace objects",
+            "selects Namespaces by their labels, which the lab does not model",
             "list them in namespaces instead, or write namespaceSelector: {} for every namespace",
         )
     return None  # namespaceSelector: {} selects every namespace
@@ -290,7 +290,7 @@ def _spread_constraint(raw: Any, origin: Origin, field: str, warnings: list[str]
             f"remove minDomains or use {DO_NOT_SCHEDULE}",
         )
     affinity_policy = _inclusion_policy(entry, "nodeAffinityPolicy", "Honor", origin, field)
-    _inclusion_policy(entry, "nodeTaintsPolicy", "Ignore", origin, field)  # the lab's Nodes have no taints
+    taints_policy = _inclusion_policy(entry, "nodeTaintsPolicy", "Ignore", origin, field)
     keys = _match_label_keys(entry, selector, origin, field)
     if selector is None:
         warn(
@@ -300,7 +300,9 @@ def _spread_constraint(raw: Any, origin: Origin, field: str, warnings: list[str]
             "has no labelSelector, so it counts no pods and never constrains placement",
             "add labelSelector.matchLabels with the pods' labels",
         )
-    return SpreadConstraint(max_skew, topology_key, when, selector, min_domains, affinity_policy, keys)
+    return SpreadConstraint(
+        max_skew, topology_key, when, selector, min_domains, affinity_policy, keys, taints_policy
+    )
 
 
 def spread_constraints(

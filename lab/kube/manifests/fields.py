@@ -16,7 +16,21 @@ from lab.kube import names
 if TYPE_CHECKING:
     from lab.kube.manifests.reader import Doc
 
-API_VERSIONS = {"Node": "v1", "Pod": "v1", "Deployment": "apps/v1", "Service": "v1"}
+# The versions today's API server serves for each kind the lab models; the first is the one to advise.
+API_VERSIONS = {
+    "Node": ("v1",),
+    "Namespace": ("v1",),
+    "Pod": ("v1",),
+    "Service": ("v1",),
+    "ReplicationController": ("v1",),
+    "Deployment": ("apps/v1",),
+    "ReplicaSet": ("apps/v1",),
+    "StatefulSet": ("apps/v1",),
+    "DaemonSet": ("apps/v1",),
+    "HorizontalPodAutoscaler": ("autoscaling/v2", "autoscaling/v1"),
+    "Job": ("batch/v1",),
+    "CronJob": ("batch/v1",),
+}
 DEFAULT_NAMESPACE = "default"
 
 
@@ -140,11 +154,12 @@ def object_metadata(doc: Doc, *, namespaced: bool) -> tuple[Origin, str, str, di
 
 
 def check_api_version(doc: Doc, origin: Origin) -> None:
-    expected = API_VERSIONS[doc.kind]
+    served = API_VERSIONS[doc.kind]
+    expected = served[0]
     version = doc.body.get("apiVersion")
     if version is None:
         raise origin.error("apiVersion", "is missing", f"add apiVersion: {expected}")
-    if version != expected:
+    if version not in served:
         raise origin.error(
             "apiVersion", f'{shown(version)} does not serve {doc.kind}', f"use apiVersion: {expected}"
         )

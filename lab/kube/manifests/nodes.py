@@ -1,39 +1,59 @@
-"""Node objects: ``metadata.name`` and ``labels``; a Node's index (addresses, ``lab.kube.addressing``)
-is its order of appearance, 1-based."""
+"""Nodes: the ones the manifests give, or, when they give none (real manifests never do), ones the lab makes.
+
+A Node's index (addresses, ``lab.kube.addressing``) is its order of appearance, 1-based. Made nodes are
+``DEFAULT_NODES`` unless asked otherwise and are named ``node-a``, ``node-b``, ... ``node-z``,
+``node-aa``, ... (spreadsheet columns), so every run of the same manifests gets the same cluster.
+
+Every node carries the labels kubelet registers it with (``kubernetes.io/hostname``, ``kubernetes.io/os:
+linux``, ``kubernetes.io/arch: amd64``), then the Node's own. ``spec.taints`` are read for the scheduler,
+and ``spec.unschedulable: true`` (a cordoned node) adds the ``node.kubernetes.io/unschedulable``
+NoSchedule taint, as the node lifecycle controller does.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
-from lab.errors import ManifestError, shown
-from lab.kube import addressing
-from lab.kube.manifests.fields import describe, object_metadata, string_map
+from lab.errors import ManifestError, Origin, shown
+from lab.kube import addressing, names
+from lab.kube.manifests.fields import describe, label_key, mapping, object_metadata, sequence, string, string_map
 from lab.kube.manifests.reader import Doc
-from lab.kube.model import Node
+from lab.kube.model import Node, Taint
+from lab.kube.scheduler import TAINT_EFFECTS, kubelet_labels
 
-SEED_NODES = "examples/seed/nodes.yaml"
+DEFAULT_NODES = 3
+UNSCHEDULABLE_TAINT = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
 
 
-def read_nodes(docs: list[Doc], paths: Sequence[str | Path]) -> tuple[list[Node], dict[str, str]]:
-    """The Nodes in order, and who holds each name (Pods may not take a Node's name)."""
+def default_node_name(index: int) -> str:
+    """1 -> node-a, 26 -> node-z, 27 -> node-aa."""
+    letters = ""
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return f"node-{letters}"
+
+
+def read_nodes(docs: list[Doc], count: int | None) -> tuple[list[Node], dict[str, str]]:
+    """The Nodes in order, and who holds each name (Pods may not take a Node's name).
+
+    ``count`` asks for that many made nodes (None: ``DEFAULT_NODES``); it is for manifests without Nodes.
+    """
+    if count is not None and not 1 <= count <= addressing.MAX_NODES:
+        raise ManifestError("", "", "", f"asks for {count} nodes", f"use 1 to {addressing.MAX_NODES}", "--nodes")
     if not docs:
+        made = [default_node_name(index) for index in range(1, (count or DEFAULT_NODES) + 1)]
+        nodes = [Node(name=name, index=index, labels=kubelet_labels(name)) for index, name in enumerate(made, 1)]
+        return nodes, {node.name: f'Node "{node.name}" (made by the lab)' for node in nodes}
+    if count is not None:
         raise ManifestError(
-            "",
-            "",
-            "",
-            "no Node objects: the lab builds one host per Node and invents none",
-            f"add Node objects, e.g. {SEED_NODES}",
-            ", ".join(str(p) for p in paths),
+            "", "", "", f"asks for {count} nodes, but the manifests define {len(docs)} Node objects",
+            "drop --nodes, or drop the Node objects to let the lab make them", "--nodes",
         )
     nodes: list[Node] = []
     seen: dict[str, str] = {}
     for index, doc in enumerate(docs, start=1):
         origin, name, _, meta = object_metadata(doc, namespaced=False)
         if name in seen:
-            raise origin.error(
-                "metadata.name", f'{shown(name)} is already used by {seen[name]}', "rename one of them"
-            )
+            raise origin.error("metadata.name", f"{shown(name)} is already used by {seen[name]}", "rename one of them")
         if index > addressing.MAX_NODES:
             raise origin.error(
                 "",
@@ -41,6 +61,31 @@ def read_nodes(docs: list[Doc], paths: Sequence[str | Path]) -> tuple[list[Node]
                 f"remove Nodes to keep {addressing.MAX_NODES} or fewer",
             )
         seen[name] = describe("Node", name, doc.source)
-        labels = string_map(meta, "labels", origin, "metadata.labels")
-        nodes.append(Node(name=name, index=index, labels=labels))
+        labels = {**kubelet_labels(name), **string_map(meta, "labels", origin, "metadata.labels")}
+        spec = mapping(doc.body, "spec", origin, "spec")
+        nodes.append(Node(name=name, index=index, labels=labels, taints=_taints(spec, origin)))
     return nodes, seen
+
+
+def _taints(spec: dict, origin: Origin) -> tuple[Taint, ...]:
+    taints: list[Taint] = []
+    for number, raw in enumerate(sequence(spec, "taints", origin, "spec.taints")):
+        field = f"spec.taints[{number}]"
+        if not isinstance(raw, dict):
+            raise origin.error(field, "is not a mapping", "write key:, value:, effect:")
+        key = label_key(raw, "key", origin, f"{field}.key", "dedicated")
+        value = string(raw, "value", origin, f"{field}.value") or ""
+        problem = names.label_value_problem(value)
+        if problem:
+            raise origin.error(f"{field}.value", f"{shown(value)} {problem}", "fix the value")
+        effect = string(raw, "effect", origin, f"{field}.effect")
+        if effect not in TAINT_EFFECTS:
+            raise origin.error(f"{field}.effect", f"{shown(effect)} is not a taint effect",
+                               "use NoSchedule, PreferNoSchedule or NoExecute")
+        taints.append(Taint(key, value, effect))
+    unschedulable = spec.get("unschedulable")
+    if unschedulable is not None and not isinstance(unschedulable, bool):
+        raise origin.error("spec.unschedulable", f"is {shown(unschedulable)}, not a boolean", "write true or false")
+    if unschedulable and UNSCHEDULABLE_TAINT not in taints:
+        taints.append(UNSCHEDULABLE_TAINT)
+    return tuple(taints)

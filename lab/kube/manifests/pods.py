@@ -26,23 +26,30 @@ from lab.kube.manifests.fields import (
     type_name,
 )
 from lab.kube.manifests.reader import Doc
+from lab.kube.manifests.unhonoured import unhonoured
 from lab.kube.model import ContainerPort, Node, Pod
 from lab.kube.scheduler import (
+    TAINT_EFFECTS,
+    TOLERATION_OPERATORS,
     NodeAffinity,
     Pending,
     PodAffinity,
     PodSpec,
     SpreadConstraint,
+    Toleration,
     Unschedulable,
     place,
 )
 
 CONTAINER_PROTOCOLS = ("TCP", "UDP", "SCTP")
+# Every pod is a Mininet host with its own processes, and scheduling one looks at every node and pod: past
+# this the lab would take minutes to build, so it refuses at once (bench/ builds larger clusters directly).
+MAX_PODS = 1000
 
 
 @dataclass(frozen=True)
 class Template:
-    """The parts of a pod spec the lab uses (a bare Pod's spec or a Deployment's template.spec)."""
+    """The parts of a pod spec the lab uses (a bare Pod's spec or a workload's template.spec)."""
 
     labels: dict[str, str]
     node_name: str | None
@@ -52,6 +59,7 @@ class Template:
     pod_affinity: PodAffinity = field(default_factory=PodAffinity)
     pod_anti_affinity: PodAffinity = field(default_factory=PodAffinity)
     topology_spread: tuple[SpreadConstraint, ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
 
 
 @dataclass
@@ -62,10 +70,16 @@ class Builder:
     nodes: list[Node]
     pods: list[Pod] = field(default_factory=list)
     hosts: dict[str, str] = field(default_factory=dict)
-    deployments: dict[tuple[str, str], str] = field(default_factory=dict)
+    workloads: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (kind, namespace, name) -> who
     specs: dict[str, PodSpec] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    strict: list[str] = field(default_factory=list)  # the warnings --strict makes errors
+
+    def unhonoured(self, pod_spec: dict, origin: Origin, prefix: str) -> None:
+        found = unhonoured("Pod", pod_spec, origin, prefix)
+        self.warnings += found
+        self.strict += found
 
 
 def pod_template(
@@ -78,6 +92,7 @@ def pod_template(
     pod_affinity = rules.pod_affinity(affinity, "podAffinity", namespace, origin, prefix, warnings)
     pod_anti_affinity = rules.pod_affinity(affinity, "podAntiAffinity", namespace, origin, prefix, warnings)
     spread = rules.spread_constraints(spec, origin, f"{prefix}.topologySpreadConstraints", warnings)
+    tolerations = _tolerations(spec, origin, f"{prefix}.tolerations")
     ports: list[ContainerPort] = []
     containers = sequence(spec, "containers", origin, f"{prefix}.containers", required=True)
     container_names: set[str] = set()
@@ -101,8 +116,38 @@ def pod_template(
             raise origin.error(f"{c_field}.image", "is required", "add an image, e.g. image: nginx")
         ports.extend(_container_ports(container, origin, c_field))
     return Template(
-        labels, node_name, selector, tuple(ports), node_affinity, pod_affinity, pod_anti_affinity, spread
+        labels, node_name, selector, tuple(ports), node_affinity, pod_affinity, pod_anti_affinity, spread, tolerations
     )
+
+
+def _tolerations(spec: dict, origin: Origin, field: str) -> tuple[Toleration, ...]:
+    """``tolerations``, validated as the API server validates them."""
+    result: list[Toleration] = []
+    for number, raw in enumerate(sequence(spec, "tolerations", origin, field)):
+        t_field = f"{field}[{number}]"
+        if not isinstance(raw, dict):
+            raise origin.error(t_field, f"is {type_name(raw)}, not a mapping", "write key:, operator:, effect:")
+        key = string(raw, "key", origin, f"{t_field}.key") or ""
+        if key and names.label_key_problem(key):
+            raise origin.error(f"{t_field}.key", f"{shown(key)} {names.label_key_problem(key)}", "fix the key")
+        operator = string(raw, "operator", origin, f"{t_field}.operator") or "Equal"
+        if operator not in TOLERATION_OPERATORS:
+            raise origin.error(f"{t_field}.operator", f"{shown(operator)} is not an operator", "use Equal or Exists")
+        value = string(raw, "value", origin, f"{t_field}.value") or ""
+        if operator == "Exists" and value:
+            raise origin.error(f"{t_field}.value", "must be empty when operator is Exists", "remove value")
+        if not key and operator != "Exists":
+            raise origin.error(f"{t_field}.operator", "must be Exists when key is empty", "add a key, or use Exists")
+        effect = string(raw, "effect", origin, f"{t_field}.effect") or ""
+        if effect and effect not in TAINT_EFFECTS:
+            raise origin.error(f"{t_field}.effect", f"{shown(effect)} is not a taint effect",
+                               "use NoSchedule, PreferNoSchedule or NoExecute, or leave it out for all")
+        seconds = integer(raw, "tolerationSeconds", origin, f"{t_field}.tolerationSeconds")
+        if seconds is not None and effect != "NoExecute":
+            raise origin.error(f"{t_field}.tolerationSeconds", "may only be set with effect NoExecute",
+                               "remove it or use effect: NoExecute")
+        result.append(Toleration(key, operator, value, effect))
+    return tuple(result)
 
 
 def _container_ports(container: dict, origin: Origin, c_field: str) -> list[ContainerPort]:
@@ -166,10 +211,14 @@ def create_pod(
     name: str,
     namespace: str,
     template: Template,
-    owner: str | None,
+    owner: tuple[str, str] | None,
     origin: Origin,
     prefix: str,
 ) -> None:
+    """Place the pod and add it; ``owner`` is the (kind, name) of the workload that made it."""
+    if len(builder.pods) >= MAX_PODS:
+        raise origin.error("", f"would make pod number {MAX_PODS + 1}, but the lab runs at most {MAX_PODS} pods "
+                           "(each is a Mininet host)", "run fewer replicas")
     spec = PodSpec(
         name,
         namespace,
@@ -180,6 +229,7 @@ def create_pod(
         template.pod_affinity,
         template.pod_anti_affinity,
         template.topology_spread,
+        template.tolerations,
     )
     node = _place(builder, spec, origin, prefix)
     if node is None:
@@ -193,7 +243,8 @@ def create_pod(
             namespace=namespace,
             labels=dict(template.labels),
             ports=template.ports,
-            owner=owner,
+            owner=owner[1] if owner else None,
+            owner_kind=owner[0] if owner else None,
             ip=addressing.pod_ip(node.index, host_number),
             serial=len(builder.pods) + 1,
         )
@@ -205,5 +256,6 @@ def add_pod(builder: Builder, doc: Doc) -> None:
     labels = string_map(meta, "labels", origin, "metadata.labels")
     spec = mapping(doc.body, "spec", origin, "spec", required=True)
     template = pod_template(spec, labels, namespace, origin, "spec", builder.warnings)
+    builder.unhonoured(spec, origin, "spec")
     claim_host(builder, name, describe("Pod", name, doc.source), origin, "metadata.name")
     create_pod(builder, name, namespace, template, None, origin, "spec")

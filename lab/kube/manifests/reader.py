@@ -44,7 +44,7 @@ MAX_DEPTH = 100  # the deepest real manifests (CRD schemas) nest about 35 levels
 MAX_EXPANDED_NODES = 2_000_000  # a 2 MB install manifest has about 80,000
 MAX_NUMBER_DIGITS = 40  # nothing in Kubernetes is a number this long; Python refuses ints past 4,300 digits
 KIND_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
-NUMBER = re.compile(r"[-+]?(0[xob])?[0-9_.:a-fA-F]+([eE][-+]?[0-9]+)?")
+NUMBER = re.compile(r"[-+]?(0x[0-9a-fA-F_]+|0o[0-7_]+|[0-9][0-9_.:]*([eE][-+]?[0-9]+)?)")  # YAML 1.1 ints, floats
 KUBECTL_ADVICE = (
     "install kubectl (https://kubernetes.io/docs/tasks/tools/, or your distribution's kubectl package), "
     "or render it yourself: kustomize build DIR | python -m lab apply -f -"
@@ -112,6 +112,9 @@ def _folder_files(folder: str, recursive: bool, warnings: list[str]) -> list[str
         entries = sorted(os.listdir(folder))
     except OSError as exc:
         raise ManifestError("", "", "", f"cannot be listed ({exc.strerror})", "check the permissions", folder) from exc
+    if "Chart.yaml" in entries:
+        raise ManifestError("", "", "", "is a Helm chart, not rendered manifests", f"render it first: helm template "
+                            f"NAME {folder} | python -m lab apply -f -", folder)
     files: list[str] = []
     folders: list[str] = []
     for name in entries:
@@ -197,23 +200,40 @@ def render_kustomization(folder: str) -> str:
 
 def parse(text: str, source: str) -> list[Doc]:
     """The objects of one YAML or JSON stream."""
+    bodies: list[Any] | None = None
     if text.lstrip().startswith("{"):  # kubectl's rule: a stream that opens with '{' is JSON
-        bodies = [_parse_json(text, source)]
-    else:
-        check_yaml(text, source)
         try:
-            bodies = list(yaml.load_all(text, Loader=Loader))
-        except yaml.YAMLError as exc:
-            raise _yaml_error(exc, source) from exc
-        except (ValueError, OverflowError, TypeError, RecursionError) as exc:
-            # e.g. a timestamp that is no date (2024-13-45): the constructor raises, not the parser
-            raise ManifestError("", "", "", f"YAML value cannot be read: {shown(str(exc), 80)}",
-                                "quote the value to make it a string", source) from exc
+            bodies = [_parse_json(text, source)]
+        except ManifestError as json_error:
+            # Not JSON after all? A YAML flow mapping ({kind: Pod, ...}) opens the same way.
+            try:
+                bodies = _parse_yaml(text, source)
+            except ManifestError:
+                raise json_error from None
+    else:
+        bodies = _parse_yaml(text, source)
     docs: list[Doc] = []
     for number, body in enumerate(bodies, start=1):
         if body is not None:
             docs.extend(_unpack(body, f"document {number}", source))
     return docs
+
+
+def _parse_yaml(text: str, source: str) -> list[Any]:
+    try:
+        check_yaml(text, source)
+        bodies = list(yaml.load_all(text, Loader=Loader))
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source, templated="{{" in text) from exc
+    except ManifestError as exc:
+        if "{{" in text and "YAML syntax error" in exc.problem:
+            raise _helm_template(exc) from exc
+        raise
+    except (ValueError, OverflowError, TypeError, RecursionError) as exc:
+        # e.g. a timestamp that is no date (2024-13-45): the constructor raises, not the parser
+        raise ManifestError("", "", "", f"YAML value cannot be read: {shown(str(exc), 80)}",
+                            "quote the value to make it a string", source) from exc
+    return bodies
 
 
 def _parse_json(text: str, source: str) -> Any:
@@ -262,7 +282,7 @@ def check_yaml(text: str, source: str) -> None:
         if parent[2] is not None:
             if parent[3] and key is not None:
                 if key in parent[2]:
-                    raise fail(event, f'key "{shown(key, 40)}" is defined twice in one mapping',
+                    raise fail(event, f"key {shown(key, 40)} is defined twice in one mapping",
                                "keep one of them (the API server refuses duplicate keys)")
                 parent[2].add(key)
             parent[3] = not parent[3]
@@ -271,7 +291,8 @@ def check_yaml(text: str, source: str) -> None:
         for event in yaml.parse(text, Loader=Loader):
             if isinstance(event, yaml.ScalarEvent):
                 value = event.value
-                if event.style is None and len(value) > MAX_NUMBER_DIGITS and NUMBER.fullmatch(value):
+                plain = event.style in (None, "") and event.implicit[0]
+                if plain and len(value) > MAX_NUMBER_DIGITS and NUMBER.fullmatch(value):
                     raise fail(event, f"a number of {len(value)} characters ({shown(value, 20)})",
                                "no Kubernetes field holds such a number: quote it if it is text")
                 if event.anchor:
@@ -303,14 +324,21 @@ def check_yaml(text: str, source: str) -> None:
         raise _yaml_error(exc, source) from exc
 
 
-def _yaml_error(exc: yaml.YAMLError, source: str) -> ManifestError:
+def _yaml_error(exc: yaml.YAMLError, source: str, *, templated: bool = False) -> ManifestError:
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
     detail = getattr(exc, "problem", None) or str(exc)
-    return ManifestError(
+    error = ManifestError(
         "", "", "", f"{where}YAML syntax error: {shown(detail, 120)}", "fix the YAML there (indentation, ':' or '-')",
         source,
     )
+    return _helm_template(error) if templated else error
+
+
+def _helm_template(error: ManifestError) -> ManifestError:
+    """A YAML error in text with ``{{ }}`` is almost always an unrendered Helm template."""
+    return ManifestError("", "", "", error.problem, "this looks like a Helm template ({{ ... }}): render it first, "
+                         "helm template NAME CHART | python -m lab apply -f -", error.source)
 
 
 def _unpack(body: Any, what: str, source: str) -> Iterator[Doc]:

@@ -1,15 +1,18 @@
 """Services: type, traffic policy, selector and ports, then nodePorts allocated as the API server does.
 
 NodePort and LoadBalancer Services get their nodePorts (and, for LoadBalancer + Local, the
-healthCheckNodePort) from ``lab.kube.allocation``; ClusterIP and ExternalName Services are ignored with
-a warning.
+healthCheckNodePort) from ``lab.kube.allocation``. ClusterIP Services (headless ones too, ``clusterIP:
+None``) are in the model with their ports and no nodePorts; ``clusterIP`` is kept as given (an export from
+a live cluster carries the one it chose). ExternalName Services are DNS aliases: ignored with a warning.
+Ports of protocol UDP or SCTP are left out with a warning: the lab forwards TCP only.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
-from lab.errors import Origin, shown
+from lab.errors import ManifestError, Origin, shown
 from lab.kube import names
 from lab.kube.allocation import PortConflict, PortRange, PortRequest, allocate
 from lab.kube.endpoints import selected_pods
@@ -27,8 +30,8 @@ from lab.kube.manifests.fields import (
 from lab.kube.manifests.reader import Doc
 from lab.kube.model import Cluster, Service, ServicePort
 
-SERVICE_TYPES = ("NodePort", "LoadBalancer")
-IGNORED_SERVICE_TYPES = ("ClusterIP", "ExternalName")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+HEADLESS = "None"  # spec.clusterIP of a headless Service
 TRAFFIC_POLICIES = ("Cluster", "Local")
 HEALTH_CHECK_KEY = "healthCheckNodePort"  # never a port name: those are lowercase
 
@@ -54,28 +57,40 @@ class _ServiceDraft:
     ports: list[_PortDraft]
     health_check_node_port: int | None
     needs_health_check: bool
+    cluster_ip: str | None = None
+
+    @property
+    def has_node_ports(self) -> bool:
+        return self.type != "ClusterIP"
 
 
-def service_draft(doc: Doc, warnings: list[str]) -> _ServiceDraft | None:
+def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceDraft | None:
+    """The Service as the API server would store it, or None (with a warning) for an ExternalName one."""
     origin, name, namespace, _ = object_metadata(doc, namespaced=True)
     spec = mapping(doc.body, "spec", origin, "spec", required=True)
     service_type = string(spec, "type", origin, "spec.type") or "ClusterIP"
-    if service_type in IGNORED_SERVICE_TYPES:
+    if service_type == "ExternalName":
+        target = string(spec, "externalName", origin, "spec.externalName")
         warnings.append(
-            f"ignored Service/{display(name, namespace)} of type {service_type} "
-            "(the lab probes NodePort and LoadBalancer Services)"
+            f'Service "{display(name, namespace)}" ({doc.source}) of type ExternalName is a DNS alias '
+            f"(to {shown(target)}): the lab models no DNS, so it is ignored"
         )
         return None
     if service_type not in SERVICE_TYPES:
         raise origin.error(
             "spec.type",
-            f'{shown(service_type)} is not a Service type',
-            "use NodePort or LoadBalancer (ClusterIP and ExternalName are ignored)",
+            f"{shown(service_type)} is not a Service type",
+            f"use {', '.join(SERVICE_TYPES)} or ExternalName",
         )
-    policy = string(spec, "externalTrafficPolicy", origin, "spec.externalTrafficPolicy") or "Cluster"
+    cluster_ip = _cluster_ip(spec, service_type, origin)
+    raw_policy = string(spec, "externalTrafficPolicy", origin, "spec.externalTrafficPolicy")
+    if raw_policy and service_type == "ClusterIP":
+        raise origin.error("spec.externalTrafficPolicy", "may only be set when type is NodePort or LoadBalancer",
+                           "remove it, or change the type")
+    policy = raw_policy or "Cluster"
     if policy not in TRAFFIC_POLICIES:
         raise origin.error(
-            "spec.externalTrafficPolicy", f'{shown(policy)} is not a policy', "use Cluster or Local"
+            "spec.externalTrafficPolicy", f"{shown(policy)} is not a policy", "use Cluster or Local"
         )
     if service_type == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts") is False:
         raise origin.error(
@@ -98,14 +113,35 @@ def service_draft(doc: Doc, warnings: list[str]) -> _ServiceDraft | None:
         type=service_type,
         policy=policy,
         selector=string_map(spec, "selector", origin, "spec.selector"),
-        ports=_service_ports(spec, origin),
+        ports=_service_ports(spec, service_type, origin, warnings, strict),
         health_check_node_port=health,
         needs_health_check=needs_health_check,
+        cluster_ip=cluster_ip,
     )
 
 
-def _service_ports(spec: dict, origin: Origin) -> list[_PortDraft]:
-    entries = sequence(spec, "ports", origin, "spec.ports", required=True)
+def _cluster_ip(spec: dict, service_type: str, origin: Origin) -> str | None:
+    """``spec.clusterIP`` as given (kubectl exports carry the one the cluster chose), "None" for headless."""
+    value = string(spec, "clusterIP", origin, "spec.clusterIP") or None
+    if value is None:
+        return None
+    if value == HEADLESS:
+        if service_type != "ClusterIP":
+            raise origin.error("spec.clusterIP", f"may be None (headless) only for type ClusterIP, not {service_type}",
+                               "remove clusterIP, or use type ClusterIP")
+        return value
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError as exc:
+        raise origin.error("spec.clusterIP", f"{shown(value)} is not an IPv4 address",
+                           'use an address, "None" for a headless Service, or leave it out') from exc
+    return value
+
+
+def _service_ports(
+    spec: dict, service_type: str, origin: Origin, warnings: list[str], strict: list[str]
+) -> list[_PortDraft]:
+    entries = sequence(spec, "ports", origin, "spec.ports", required=service_type != "ClusterIP")
     ports: list[_PortDraft] = []
     for index, entry in enumerate(entries):
         field = f"spec.ports[{index}]"
@@ -130,14 +166,14 @@ def _service_ports(spec: dict, origin: Origin) -> list[_PortDraft]:
                         "give each port its own name",
                     )
         protocol = string(entry, "protocol", origin, f"{field}.protocol") or "TCP"
-        if protocol in ("UDP", "SCTP"):
-            raise origin.error(
-                f"{field}.protocol",
-                f"{protocol} is not supported (the lab sends and forwards TCP only)",
-                "remove this port or use TCP",
-            )
+        if protocol not in ("TCP", "UDP", "SCTP"):
+            raise origin.error(f"{field}.protocol", f"{shown(protocol)} is not a protocol", "use TCP, UDP or SCTP")
         if protocol != "TCP":
-            raise origin.error(f"{field}.protocol", f'{shown(protocol)} is not a protocol', "use TCP")
+            message = str(origin.error(f"{field}.protocol", f"{protocol} is not modelled (the lab forwards TCP "
+                                       "only)", "this port is left out"))
+            warnings.append(message)
+            strict.append(message)
+            continue
         number = integer(entry, "port", origin, f"{field}.port")
         if number is None:
             raise origin.error(f"{field}.port", "is required", "add port: <number>")
@@ -150,6 +186,9 @@ def _service_ports(spec: dict, origin: Origin) -> list[_PortDraft]:
                     "give each Service port its own number",
                 )
         node_port = integer(entry, "nodePort", origin, f"{field}.nodePort") or None  # 0 means "allocate"
+        if node_port is not None and service_type == "ClusterIP":
+            raise origin.error(f"{field}.nodePort", "may not be set when type is ClusterIP",
+                               "remove it, or use type NodePort")
         ports.append(_PortDraft(name, number, _target_port(entry, number, origin, field), node_port))
     return ports
 
@@ -193,7 +232,7 @@ def allocate_node_ports(drafts: list[_ServiceDraft], port_range: PortRange) -> l
     requests: list[PortRequest] = []
     owners: dict[str, tuple[_ServiceDraft, str]] = {}  # key -> (service, field), for error messages
     for draft in drafts:
-        for index, port in enumerate(draft.ports):
+        for index, port in enumerate(draft.ports if draft.has_node_ports else ()):
             key = _port_key(draft, port.name)
             requests.append(PortRequest(key, port.node_port))
             owners[key] = (draft, f"spec.ports[{index}].nodePort")
@@ -222,10 +261,11 @@ def _service(draft: _ServiceDraft, node_ports: dict[str, int]) -> Service:
         selector=draft.selector,
         external_traffic_policy=draft.policy,
         health_check_node_port=node_ports[health_key] if draft.needs_health_check else None,
+        cluster_ip=draft.cluster_ip,
         ports=[
             ServicePort(
                 port=port.port,
-                node_port=node_ports[_port_key(draft, port.name)],
+                node_port=node_ports[_port_key(draft, port.name)] if draft.has_node_ports else None,
                 target_port=port.target_port,
                 name=port.name,
             )
@@ -234,11 +274,38 @@ def _service(draft: _ServiceDraft, node_ports: dict[str, int]) -> Service:
     )
 
 
-def check_named_target_ports(cluster: Cluster, draft: _ServiceDraft, service: Service) -> None:
-    """A name no selected pod declares is almost always a typo; the API cannot see it, the lab can."""
+def check_endpoints(cluster: Cluster, draft: _ServiceDraft, service: Service, warnings: list[str]) -> None:
+    """What the EndpointSlice controller would leave empty, said once per Service.
+
+    A selector matching no pod is valid (the pods may come later), so it is a warning; a named targetPort
+    that no selected pod declares is almost always a typo, so for a Service the lab probes from outside it
+    is an error, and for a ClusterIP one a warning.
+    """
+    origin = draft.origin
+    if not service.selector:
+        warnings.append(str(origin.error("spec.selector", "is empty, so the Service has no endpoints (they would be "
+                                         "managed by hand, which the lab does not model)",
+                                         "add a selector with the pods' labels")))
+        return
     pods = selected_pods(cluster, service)
     if not pods:
+        warnings.append(str(origin.error("", f"no endpoints: selector {no_pod_text(service)}",
+                                         "check the selector against the pods' labels and namespace")))
         return
+    try:
+        _check_named_target_ports(pods, draft, service)
+    except ManifestError as exc:
+        if service.type != "ClusterIP":
+            raise
+        warnings.append(str(exc))
+
+
+def no_pod_text(service: Service) -> str:
+    """``app=web matches no pod`` (the words reports show for a Service without endpoints)."""
+    return ",".join(f"{k}={v}" for k, v in service.selector.items()) + " matches no pod"
+
+
+def _check_named_target_ports(pods: list, draft: _ServiceDraft, service: Service) -> None:
     for index, service_port in enumerate(service.ports):
         wanted = service_port.target_port
         if isinstance(wanted, int):

@@ -1,0 +1,73 @@
+"""Fields the lab reads past on objects it does model: each gets a warning naming it, never silence.
+
+One table, so that when the data plane learns a field (session affinity, source ranges...) its entry is
+deleted here and nothing else changes. Each entry names the kind (``Pod`` stands for every pod spec: a
+Pod's ``spec``, a workload's ``spec.template.spec``), the field's path (``*`` for every list item), the
+values that change nothing (the defaults, which exports and Helm charts write out), and what the lab does
+instead. ``--strict`` turns these warnings into an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lab.errors import Origin, shown
+
+
+def _unset(value: Any) -> bool:
+    return value in (None, "", [], {}, False)
+
+
+@dataclass(frozen=True)
+class Unhonoured:
+    kind: str
+    path: tuple[str, ...]
+    harmless: Callable[[Any], bool]
+    instead: str
+
+
+UNHONOURED = (
+    Unhonoured("Service", ("spec", "sessionAffinity"), lambda v: v in (None, "None"),
+               "every connection is balanced on its own (no ClientIP affinity)"),
+    Unhonoured("Service", ("spec", "loadBalancerSourceRanges"), _unset,
+               "the load balancer accepts clients from every address"),
+    Unhonoured("Service", ("spec", "internalTrafficPolicy"), lambda v: v in (None, "Cluster"),
+               "traffic from inside the cluster goes to every endpoint (Cluster)"),
+    Unhonoured("Service", ("spec", "externalIPs"), _unset, "the Service is reachable only through nodePorts and its "
+               "load balancer"),
+    Unhonoured("Service", ("spec", "loadBalancerIP"), _unset, "the load balancer gets the lab's own address"),
+    Unhonoured("Service", ("spec", "publishNotReadyAddresses"), _unset, "the lab's pods are ready once they run"),
+    Unhonoured("Service", ("spec", "trafficDistribution"), _unset, "endpoints are chosen without topology"),
+    Unhonoured("Service", ("spec", "ipFamilies"), lambda v: v in (None, [], ["IPv4"]), "the lab is IPv4 only"),
+    Unhonoured("Pod", ("hostNetwork",), _unset,
+               "every pod gets its own network namespace and address, as without hostNetwork"),
+    Unhonoured("Pod", ("containers", "*", "ports", "*", "hostPort"), _unset,
+               "the port is reachable at the pod's address only, not at the node's"),
+)
+
+
+def _values(node: Any, path: tuple[str, ...], where: str) -> Iterator[tuple[str, Any]]:
+    """(field path with indices, value) for every place ``path`` reaches in ``node``."""
+    if not path:
+        yield where, node
+        return
+    head, rest = path[0], path[1:]
+    if head == "*":
+        for number, item in enumerate(node if isinstance(node, list) else ()):
+            yield from _values(item, rest, f"{where}[{number}]")
+    elif isinstance(node, dict) and head in node:
+        yield from _values(node[head], rest, f"{where}.{head}" if where else head)
+
+
+def unhonoured(kind: str, body: dict, origin: Origin, prefix: str = "") -> list[str]:
+    """Warnings for ``body`` (a ``kind`` object, or with kind ``Pod`` a pod spec at ``prefix``)."""
+    warnings: list[str] = []
+    for entry in UNHONOURED:
+        if entry.kind != kind:
+            continue
+        for field, value in _values(body, entry.path, prefix):
+            if not entry.harmless(value):
+                warnings.append(str(origin.error(field, f"{shown(value)} is not honoured by the lab", entry.instead)))
+    return warnings
