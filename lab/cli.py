@@ -5,7 +5,7 @@ leaves a half-built lab behind; errors are one line on stderr and a non-zero exi
 
     python -m lab                        the default scenario: the seed Service under Cluster, then Local
     python -m lab run NAME               a named scenario (lab.scenarios)
-    python -m lab apply -f PATH ...      build a cluster from manifests, probe every NodePort via every node
+    python -m lab apply -f PATH ...      build a cluster from manifests, probe every Service every way in
                                          (-f FILE|FOLDER|-, -R, -k DIR, --nodes N, --strict: as kubectl takes them)
     python -m lab cli -f PATH ...        the same cluster, then the Mininet CLI (hosts named after objects)
     python -m lab clean                  remove what a crashed run left behind, and nothing else
@@ -33,7 +33,7 @@ from lab.scenarios import Outcome
 
 # Start-up imports only what reading the command line and the manifests needs: a refused manifest
 # answers before Mininet, Open vSwitch helpers, the measuring code or matplotlib are loaded (bench/
-# time_to_result.py times it). Each command imports what it runs.
+# time_to_result.py times it, tests/unit/test_startup.py checks it). Each command imports what it runs.
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REQUESTS = 200
@@ -103,28 +103,32 @@ def cmd_run(args) -> int:
 
 def cmd_apply(args) -> int:
     started = time.monotonic()
+    via = parse_via(args.via)
     cluster = _load(args)
     args.printed_warnings = set(cluster.warnings)
-    if not any(s.node_ports for s in cluster.services):
-        inside = sum(1 for s in cluster.services if s.type == "ClusterIP")
-        note = f" ({inside} ClusterIP Service{'s' if inside != 1 else ''}, reachable only inside the cluster)" \
-            if inside else ""
-        raise LabError(f"the manifests define no NodePort or LoadBalancer Service{note}, so there is nothing to "
-                       "probe from outside",
-                       f"add a Service of type NodePort (see {REPO / 'examples' / 'seed' / 'service.yaml'})")
+    if not cluster.services:
+        raise LabError("the manifests define no Service, so there is nothing to probe",
+                       f"add a Service (see {REPO / 'examples' / 'seed' / 'service.yaml'})")
+    if via == ("nodePort",) and not any(s.node_ports for s in cluster.services):
+        raise LabError("the manifests define no NodePort or LoadBalancer Service, so --via nodePort has nothing "
+                       "to probe", "add --via clusterIP, or a Service of type NodePort")
     from lab.cloud.load_balancer import load_balancer_ips
     from lab.cloud.network import LabNetwork
     from lab.measure.experiment import health_checks, probe_all_load_balancers
-    from lab.measure.measurements import measure_all, topology
+    from lab.measure.measurements import measure_all, measure_cluster_ips, topology
     from lab.measure.report import new_report, render_health_checks, render_table, verdict
 
     report = new_report(cluster)
     report.warnings += cluster.warnings
-    with LabNetwork(cluster, log=progress) as lab:
+    with LabNetwork(cluster, log=progress, grace_scale=args.grace_scale) as lab:
         report.warnings += lab.warnings
         report.timings.update({k: round(v, 3) for k, v in lab.timings.items()})
-        report.results += measure_all(lab, args.requests, progress=progress)
-        probe_all_load_balancers(lab, report, args.requests, progress=progress)
+        if "nodePort" in via:
+            report.results += measure_all(lab, args.requests, progress=progress)
+        if "loadBalancer" in via:
+            probe_all_load_balancers(lab, report, args.requests, progress=progress)
+        if "clusterIP" in via:
+            report.results += measure_cluster_ips(lab, args.requests, progress=progress)
         checks = health_checks(lab)
     outcome = Outcome(report=report.to_dict(), table=render_table(report, cluster),
                       verdict=verdict(report, cluster), warnings=report.warnings,
@@ -139,10 +143,19 @@ def cmd_apply(args) -> int:
     return 0
 
 
-def _plot_results(*args, **kwargs) -> None:
-    from lab.measure.drawing import plot_results  # matplotlib only when a picture is asked for
+VIAS = ("nodePort", "clusterIP", "loadBalancer")
 
-    plot_results(*args, **kwargs)
+
+def parse_via(text: str | None) -> tuple[str, ...]:
+    """``--via nodePort,clusterIP,loadBalancer``: which ways in to probe (default: all that apply)."""
+    if not text:
+        return VIAS
+    chosen = tuple(dict.fromkeys(w.strip() for w in text.split(",") if w.strip()))
+    unknown = [w for w in chosen if w not in VIAS]
+    if unknown or not chosen:
+        raise LabError(f"--via {text!r}: {', '.join(unknown) or 'nothing'} is not a way in",
+                       f"use a comma-separated list of {', '.join(VIAS)}")
+    return chosen
 
 
 def cmd_cli(args) -> int:
@@ -150,10 +163,10 @@ def cmd_cli(args) -> int:
     from lab.shell import LabShell
 
     cluster = _load(args)
-    with LabNetwork(cluster, log=progress) as lab:
+    with LabNetwork(cluster, log=progress, grace_scale=args.grace_scale) as lab:
         print("Hosts are named after the Kubernetes objects; the outside client is 'client'. Type 'help' for "
-              "pods, services, delete-pod, add-pod, move-pod and lb; 'exit' tears everything down.",
-              file=sys.stderr)
+              "pods, services, delete-pod, add-pod, move-pod, ready-pod, unready-pod, cordon, delete-node "
+              "and lb; 'exit' tears everything down.", file=sys.stderr)
         LabShell(lab)
     return 0
 
@@ -178,13 +191,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
 
 
-def _summary(name: str) -> str:
-    """A scenario's first docstring line, read from its source without importing it."""
-    spec = importlib.util.find_spec(scenarios.SCENARIOS[name])
-    with open(spec.origin) as f:
-        return (ast.get_docstring(ast.parse(f.read())) or "").strip().splitlines()[0]
-
-
 def _inputs(p: argparse.ArgumentParser) -> None:
     """The manifests, as ``kubectl apply`` takes them."""
     p.add_argument("-f", "--file", action="append", metavar="PATH",
@@ -197,6 +203,19 @@ def _inputs(p: argparse.ArgumentParser) -> None:
                         "node-a, node-b, node-c)")
     p.add_argument("--strict", action="store_true",
                    help="fail on warnings about workload kinds or fields the lab does not honour (for CI)")
+
+
+def _plot_results(*args, **kwargs) -> None:
+    from lab.measure.drawing import plot_results  # matplotlib only when a picture is asked for
+
+    plot_results(*args, **kwargs)
+
+
+def _summary(name: str) -> str:
+    """A scenario's first docstring line, read from its source without importing it."""
+    spec = importlib.util.find_spec(scenarios.SCENARIOS[name])
+    with open(spec.origin) as f:
+        return (ast.get_docstring(ast.parse(f.read())) or "").strip().splitlines()[0]
 
 
 def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -218,12 +237,17 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         sp.add_argument("--plot", metavar="FILE", help="also draw the results as a PNG")
         if name in chosen:  # only the scenario being run is imported (the bandwidth one loads a lot)
             scenarios.load(name).add_arguments(sp)
-    apply = sub.add_parser("apply", help="build a cluster from Kubernetes YAML and probe every NodePort")
+    apply = sub.add_parser("apply", help="build a cluster from Kubernetes YAML and probe every Service")
     _inputs(apply)
     _common(apply)
     apply.add_argument("--plot", metavar="FILE", help="also draw the cluster with the measured paths as a PNG")
+    apply.add_argument("--via", metavar="WAYS", help="comma-separated: nodePort, clusterIP, loadBalancer "
+                       "(default: all that apply)")
     cli = sub.add_parser("cli", help="bring the cluster up and open the Mininet CLI")
     _inputs(cli)
+    for p in (apply, cli):
+        p.add_argument("--grace-scale", type=float, default=1.0, metavar="X",
+                       help="deleted pods stay Terminating for terminationGracePeriodSeconds x X (default 1)")
     sub.add_parser("clean", help="remove what a crashed run of the lab left behind")
     return ap
 

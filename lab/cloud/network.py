@@ -28,8 +28,8 @@ from topologies.cluster import LinkShape
 
 class LabNetwork(ClusterNetwork):
     def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
-                 log=lambda msg: None, lb_profile: str | HealthCheckProfile = "gce"):
-        super().__init__(cluster, underlay=underlay, log=log)
+                 log=lambda msg: None, lb_profile: str | HealthCheckProfile = "gce", grace_scale: float = 1.0):
+        super().__init__(cluster, underlay=underlay, log=log, grace_scale=grace_scale)
         self.lb_profile = PROFILES[lb_profile] if isinstance(lb_profile, str) else lb_profile
         self.checker: subprocess.Popen | None = None
         self.checker_started_at: float | None = None

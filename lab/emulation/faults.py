@@ -59,9 +59,10 @@ class Supervised:
 
     @property
     def restarts(self) -> list[dict]:
-        """Every death of a supervised daemon in this run: process, pid, how it ended, when it was
-        noticed, how long its restart took (``lab.emulation.supervisor``)."""
-        return (list(self.supervisor.restarts) if self.supervisor else []) + list(self.container_restarts)
+        """Every death of a supervised daemon or a pod's container in this run, in order: process, pid,
+        how it ended, when it was noticed, how long its restart took (``lab.emulation.supervisor``)."""
+        events = (list(self.supervisor.restarts) if self.supervisor else []) + list(self.container_restarts)
+        return sorted(events, key=lambda e: e["noticedAt"])  # in the order they happened
 
     def _stop_supervisor(self) -> None:
         """Called first at teardown: from here on a process that ends is being stopped, not dying."""
@@ -113,9 +114,10 @@ class Supervised:
             del self.crashed[name]
             self._restart_counts[name] = self._restart_counts.get(name, 0) + 1
             self._publish()
-            self.container_restarts.append({"process": f"container of pod {name}", "pod": name,
-                                            "how": "container died", "restartedAfterS": round(time.time() - died_at, 2),
-                                            "restartCount": self._restart_counts[name]})
+            self.container_restarts.append({  # the supervisor's keys (restartedInS: from the death, back-off
+                "process": f"container of pod {name}", "pid": None, "how": "container died",  # included)
+                "noticedAt": round(died_at, 3), "restartedInS": round(time.time() - died_at, 2), "error": None,
+                "pod": name, "restartCount": self._restart_counts[name]})
             self.log(f"pod {name}: container restarted (restart {self._restart_counts[name]}), ready again")
 
     def set_uplink(self, node: str, up: bool) -> None:

@@ -28,6 +28,7 @@ from lab.emulation.environment import datapath, has_netem, preflight
 from lab.emulation.faults import Supervised
 from lab.emulation.interrupts import InterruptGuard
 from lab.emulation.iperf3 import start_iperf3_servers
+from lab.emulation.kubelet import Prober
 from lab.emulation.proxy_state import build_proxy_state
 from lab.emulation.resources import (
     MachineLock,
@@ -41,8 +42,9 @@ from lab.emulation.resources import (
 from lab.emulation.supervisor import Supervisor
 from lab.errors import LabError, Origin
 from lab.kube import addressing as addr
-from lab.kube.endpoints import workload_ports
-from lab.kube.model import Cluster, ContainerPort, Pod
+from lab.kube.cluster_ips import cluster_ips
+from lab.kube.endpoints import workload_ports, workload_udp_ports
+from lab.kube.model import NODE_PORT_RANGE, Cluster, ContainerPort, Pod
 from lab.kube.names import validate_object_name
 from lab.polling import wait_for
 from topologies.cluster import (
@@ -60,6 +62,18 @@ TEARDOWN_GROUP_BASE = 0x4E500000  # interface groups of the lab's teardown: "NP"
 TERMINATION_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds default
 
 
+TCP_BUSY_STATES = {"01", "04", "08", "09", "0B"}  # ESTABLISHED, FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING
+
+
+def _busy_sockets(pid: int) -> int:
+    """TCP connections in the network namespace of ``pid`` that may still have data to deliver."""
+    try:
+        with open(f"/proc/{pid}/net/tcp") as f:
+            return sum(1 for line in list(f)[1:] if line.split()[3] in TCP_BUSY_STATES)
+    except (OSError, IndexError):
+        return 0
+
+
 def check_pod_ports(ports) -> None:
     """A pod's container ports as the API server checks them: integers 1-65535, one line if not."""
     for port in ports:
@@ -69,8 +83,11 @@ def check_pod_ports(ports) -> None:
 
 class ClusterNetwork(Supervised):
     def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
-                 log=lambda msg: None):
+                 log=lambda msg: None, grace_scale: float = 1.0):
         self.cluster = cluster
+        self.grace_scale = grace_scale  # terminationGracePeriodSeconds x this (0: pods go at once)
+        self.prober: Prober | None = None
+        self._timers: dict[str, threading.Timer] = {}  # terminating pod -> its removal
         self.underlay = underlay
         self.log = log
         self.lock = MachineLock()
@@ -85,6 +102,7 @@ class ClusterNetwork(Supervised):
         self.interrupts = InterruptGuard()
         self.crashed: dict[str, threading.Timer | None] = {}  # pod -> kubelet's restart, its container dead
         self.container_restarts: list[dict] = []
+        self.terminating: set[str] = set()  # deleted pods whose connections are draining: no endpoints
         self._restart_counts: dict[str, int] = {}
         self.ops_lock = threading.RLock()  # one change at a time: the caller's, or a supervisor's restart
         self.supervisor: Supervisor | None = None
@@ -121,6 +139,8 @@ class ClusterNetwork(Supervised):
         self.log("starting kube-proxy")
         self.controller = ControllerProcess(self.run)
         self.generation = 1
+        for pod in self.cluster.pods:  # kubelet: a pod with a readinessProbe starts not Ready
+            pod.ready = pod.readiness_probe is None
         self.controller.start(build_proxy_state(self.cluster, self.generation))
         self.timings["controller"] = time.monotonic() - t0
 
@@ -138,6 +158,7 @@ class ClusterNetwork(Supervised):
         self.log("starting the pods' servers")
         self._start_workload()
         self._start_real_servers(self.cluster.pods)
+        self._start_prober()
         self.timings["servers"] = time.monotonic() - t3
         self._started()
         self._supervise()
@@ -210,7 +231,8 @@ class ClusterNetwork(Supervised):
         otherwise), IPv6 off (its chatter costs CPU), and on a node the route to its own pods."""
         extra = ""
         if host_name in self._node_names:
-            extra = f"; ip route add {addr.pod_cidr(self.cluster.node(host_name).index)} dev eth0"
+            index = self.cluster.node(host_name).index
+            extra = f"; ip route add {addr.pod_cidr(index)} dev eth0; {node_port_routing(index)}"
         return (f"sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; "
                 f"ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}")
 
@@ -242,7 +264,10 @@ class ClusterNetwork(Supervised):
     def _listeners(self, pod: Pod) -> list[dict]:
         host = self.net.get(pod.name)
         return [{"pod": pod.name, "namespace": pod.namespace, "node": pod.node, "podIP": pod.ip, "port": port,
-                 "netnsPid": host.pid, "bind": "0.0.0.0"} for port in workload_ports(self.cluster, pod)]
+                 "netnsPid": host.pid, "bind": "0.0.0.0", "protocol": protocol}
+                for protocol, ports in (("TCP", workload_ports(self.cluster, pod)),
+                                        ("UDP", workload_udp_ports(self.cluster, pod)))
+                for port in ports]
 
     def _start_workload(self) -> None:
         listeners = [item for pod in self.cluster.pods if pod.name not in self.crashed for item in self._listeners(pod)]
@@ -266,6 +291,16 @@ class ClusterNetwork(Supervised):
             procs = start_iperf3_servers(self.run, self.net.get(pod.name), pod)
             if procs:
                 self.real_servers[pod.name] = procs
+
+    def _start_prober(self) -> None:
+        """Kubelet's readiness probes (``lab.emulation.kubelet``): one round now, then on their periods."""
+        self.prober = Prober(node_pid=lambda node: self._node_pids().get(node), changed=lambda pod: self.publish())
+        for pod in self.cluster.pods:
+            self.prober.add(pod)
+        if self.prober.states:
+            self.prober.round()
+            self.publish()
+        self.prober.start()
 
     def _stop_real_servers(self, pod_name: str) -> None:
         for proc in self.real_servers.pop(pod_name, []):
@@ -330,7 +365,17 @@ class ClusterNetwork(Supervised):
             if self.controller is not None:
                 controller, self.controller = self.controller, None
                 controller.stop()
-        return [self._stop_supervisor, stop_real_servers, stop_beside, stop_workload, stop_net, stop_controller]
+        return [self._stop_kubelet, self._stop_supervisor, stop_real_servers, stop_beside, stop_workload, stop_net,
+                stop_controller]
+
+    def _stop_kubelet(self) -> None:
+        """Readiness probes and pending removals of terminating pods stop first."""
+        if self.prober is not None:
+            prober, self.prober = self.prober, None
+            prober.stop()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
 
     def _stop_mininet(self, net) -> None:
         """Mininet's own stop deletes links with one ``ip link del`` per interface through a shell (1,204 at
@@ -367,11 +412,14 @@ class ClusterNetwork(Supervised):
     def publish(self) -> None:
         """Tell kube-proxy about the current cluster state and wait until every switch obeys it."""
         with self.ops_lock:
+            if self.controller is None:  # torn down meanwhile (a probe round or a removal timer)
+                return
             self._publish()
 
     def _publish(self) -> None:
         self.generation += 1
-        ready = {p.name for p in self.cluster.pods} - set(self.crashed) if self.crashed else None
+        down = set(self.crashed) | self.terminating
+        ready = {p.name for p in self.cluster.pods} - down if down else None
         self.controller.publish(build_proxy_state(self.cluster, self.generation, ready_pods=ready,
                                                   netns_pids=self._node_pids()),
                                 self.dpids, timeout=self._flow_budget_s())
@@ -400,6 +448,8 @@ class ClusterNetwork(Supervised):
     def _add_pod(self, name: str, node: str, labels: dict[str, str] | None, ports: tuple[int, ...],
                  namespace: str) -> Pod:
         validate_object_name("Pod", name, Origin("Pod", name))
+        if self.cluster.node(node).unschedulable:
+            raise LabError(f"node {node} is cordoned (unschedulable)", "uncordon it or choose another node")
         taken = {p.name for p in self.cluster.pods} | {n.name for n in self.cluster.nodes}
         if name in taken:
             raise LabError(f"pod name {name!r} is already used in this cluster", "choose another name")
@@ -427,14 +477,69 @@ class ClusterNetwork(Supervised):
         self.publish()
         return pod
 
-    def delete_pod(self, name: str) -> None:
-        """Delete a pod: its endpoints go first (kube-proxy stops choosing it), then its server and host."""
+    def delete_pod(self, name: str, grace_s: float | None = None) -> None:
+        """Delete a pod as the API server and kubelet do: it is Terminating for its grace period
+        (``terminationGracePeriodSeconds`` x ``grace_scale``, or ``grace_s``): out of the endpoints for
+        new connections, its server still running, established connections flowing; then it is removed
+        (by a timer: this returns at once). With no grace it is removed now, after its connections end
+        (up to TERMINATION_GRACE_S)."""
         with self.ops_lock:
-            self._delete_pod(name)
+            pod = self.cluster.pod(name)
+            grace = pod.termination_grace_s * self.grace_scale if grace_s is None else grace_s
+            if grace <= 0 or pod.terminating:
+                self._delete_pod(name)
+                return
+            pod.terminating = True
+            self.publish()
+        timer = threading.Timer(grace, self._remove_terminated, args=(name,))
+        timer.daemon = True
+        self._timers[name] = timer
+        timer.start()
 
-    def _delete_pod(self, name: str) -> None:
+    def _remove_terminated(self, name: str) -> None:
+        """The grace period is over: kubelet kills the container; its connections go with it."""
+        self._timers.pop(name, None)
+        try:
+            with self.ops_lock:
+                if self.net is not None:
+                    self._delete_pod(name, drain_s=0)
+        except (KeyError, LabError) as e:  # the lab went down meanwhile, or the pod went another way
+            self.log(f"removing terminated pod {name}: {e}")
+
+    def set_pod_ready(self, name: str, ready: bool) -> None:
+        """Make a pod fail or pass readiness. With an httpGet readinessProbe its real server answers 503 on
+        the probe's path (kubelet notices after failureThreshold periods); without one (or with tcpSocket
+        or exec) the Ready condition is set directly, as a readiness gate would."""
         pod = self.cluster.pod(name)
-        self.cluster.pods.remove(pod)
+        probe = pod.readiness_probe
+        if probe is not None and probe.kind == "httpGet":
+            self._workload_command({"op": "readiness", "pod": name, "path": probe.path, "failing": not ready})
+            return
+        with self.ops_lock:
+            pod.ready = ready
+            self.publish()
+
+    def cordon_node(self, name: str, cordoned: bool = True) -> None:
+        """kubectl cordon/uncordon: no new pods are placed there (``add_pod`` refuses it)."""
+        self.cluster.node(name).unschedulable = cordoned
+
+    def delete_node(self, name: str) -> None:
+        """kubectl delete node, while it drains: the Node gets a deletionTimestamp, so kube-proxy's
+        ``:10256/healthz`` on it answers 503 (``/livez`` stays 200) and load balancers checking it
+        (Cluster policy) take it out of rotation. Its pods keep running."""
+        with self.ops_lock:
+            node = self.cluster.node(name)
+            node.deleting = node.unschedulable = True
+            self.publish()
+
+    def _delete_pod(self, name: str, drain_s: float = TERMINATION_GRACE_S) -> None:
+        """As Kubernetes does: the endpoints go (kube-proxy stops choosing the pod), the pod's open
+        connections get up to ``drain_s``, and only then does its network go; removing its routes with
+        its endpoints stalled every connection it was still serving."""
+        if self.prober is not None:
+            self.prober.remove(name)
+        pod = self.cluster.pod(name)
+        self.terminating.add(name)
         self.publish()
         if name in self.crashed:  # its container is down already: nothing listens
             timer = self.crashed.pop(name)
@@ -442,7 +547,11 @@ class ClusterNetwork(Supervised):
                 timer.cancel()
         else:
             self._workload_command({"op": "remove", "pod": name})
-        self._drain_connections(name)
+        if drain_s > 0:
+            self._drain_connections(name, drain_s)
+        self.cluster.pods.remove(pod)
+        self.terminating.discard(name)
+        self.publish()
         self._stop_real_servers(name)
         host = self.net.get(name)
         bridge = self.net.get(addr.node_bridge(self.cluster.node(pod.node).index))
@@ -454,21 +563,23 @@ class ClusterNetwork(Supervised):
         self.net.delHost(host)
         self.run.disown_process(pid)
 
-    def _drain_connections(self, name: str) -> None:
-        """Kubernetes gives a deleted pod terminationGracePeriodSeconds (30 s) to finish what it serves
+    def _drain_connections(self, name: str, drain_s: float = TERMINATION_GRACE_S) -> None:
+        """A pod removed without a grace period still gets up to ``drain_s`` to finish what it serves
         before its network goes: wait for its open connections as long, then remove it anyway."""
-        def drained():
-            return self._workload_command({"op": "connections", "pod": name})["open"] == 0
+        pid = self.net.get(name).pid
+
+        def drained():  # the server is done with them, and the kernel has delivered what it wrote
+            return self._workload_command({"op": "connections", "pod": name})["open"] == 0 and not _busy_sockets(pid)
         try:
-            wait_for(drained, timeout=TERMINATION_GRACE_S, interval=0.05, what=f"pod {name}'s connections to end")
+            wait_for(drained, timeout=drain_s, interval=0.05, what=f"pod {name}'s connections to end")
         except LabError:
-            self.log(f"pod {name}: connections still open after {TERMINATION_GRACE_S:.0f} s; removed anyway")
+            self.log(f"pod {name}: connections still open after {drain_s:.0f} s; removed anyway")
 
     def move_pod(self, name: str, node: str) -> Pod:
         """Reschedule a pod to another node (a new pod with the same name, labels and ports, new IP)."""
         old = self.cluster.pod(name)
         self.cluster.node(node)  # an unknown node is refused before the pod is touched
-        self.delete_pod(name)
+        self.delete_pod(name, grace_s=0)  # the new pod takes the name, so the old one goes at once
         return self.add_pod(name, node, labels=old.labels, ports=tuple(p.port for p in old.ports),
                             namespace=old.namespace)
 
@@ -485,6 +596,10 @@ class ClusterNetwork(Supervised):
     def host(self, name: str):
         return self.net.get(name)
 
+    def cluster_ip(self, service: str, namespace: str = "default") -> str:
+        """The Service's clusterIP (``spec.clusterIP``); KeyError for a headless Service."""
+        return cluster_ips(self.cluster)[(namespace, service)]
+
     def run_in(self, host_name: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         """Run a program inside a host's network namespace (mnexec -a: attach to the host's namespaces)."""
         host = self.net.get(host_name)
@@ -492,8 +607,9 @@ class ClusterNetwork(Supervised):
                               timeout=timeout)
 
     def probe(self, targets: list[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
-              path: str = "/", rate: float | None = None, host: str = addr.CLIENT_NAME) -> dict:
-        """Requests from ``host`` (the outside client, or a pod for in-cluster requests).
+              path: str = "/", rate: float | None = None, host: str = addr.CLIENT_NAME,
+              protocol: str = "TCP") -> dict:
+        """Requests from ``host`` (the outside client, a pod or a node for in-cluster requests).
 
         The probe needs only the standard library: without site (-S) it starts in a third of the time
         (no .pth files run), which a scenario of a dozen probes feels; the lab is found by PYTHONPATH."""
@@ -502,6 +618,8 @@ class ClusterNetwork(Supervised):
                 "--path", path]
         if rate is not None:
             argv += ["--rate", str(rate)]
+        if protocol != "TCP":
+            argv += ["--protocol", protocol.lower()]
         budget = 30 + requests * timeout + (requests / rate if rate else 0)
         result = self.run_in(host, argv, timeout=budget)
         if result.returncode != 0:
@@ -543,7 +661,11 @@ class ClusterNetwork(Supervised):
         return {port: rx + tx for port, (rx, tx) in dump_ports(bridge).items()}
 
     def client_ttl(self) -> int:
-        out = self.run_in(addr.CLIENT_NAME, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)
+        return self.pod_ttl(addr.CLIENT_NAME)
+
+    def pod_ttl(self, host: str) -> int:
+        """The TTL a host's packets start with (its ``ip_default_ttl``)."""
+        out = self.run_in(host, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)
         return int(out.stdout.strip())
 
 
@@ -560,3 +682,28 @@ def dump_ports(bridge: str) -> dict[int, tuple[int, int]]:
             totals[int(port)] = (int(rx.group(1)), int(tx.group(1)))
     return totals
 
+
+NODE_PORT_TABLE = 100
+
+
+def node_port_routing(index: int) -> str:
+    """Shell commands that send a node's own connections to its NodePorts into its bridge.
+
+    In iptables mode kube-proxy's nat OUTPUT rule (``KUBE-SERVICES`` -> ``KUBE-NODEPORTS``, ``addrtype
+    LOCAL``, with ``route_localnet=1`` for 127.0.0.1) DNATs a node process's connection to its own IP or
+    127.0.0.1 before routing, so it never takes the loopback. Here kube-proxy lives in Open vSwitch, so the
+    node's routing must hand such connections to the bridge instead: policy rules, ahead of the local
+    table, route what the node itself sends (``iif lo``) to its own IP or 127.0.0.1 in the NodePort range
+    out of eth0 (``accept_local`` and ``route_localnet`` let the replies, which carry those addresses,
+    back in). The bridge then does what the OUTPUT chain does: DNAT, masquerade (the source is LOCAL).
+    Everything else stays on the loopback.
+    """
+    low, high = NODE_PORT_RANGE
+    ip = addr.node_ip(index)
+    rules = "; ".join(f"ip rule add pref 10 iif lo to {dst} ipproto {proto} dport {low}-{high} "
+                      f"lookup {NODE_PORT_TABLE}"
+                      for dst in (ip, "127.0.0.1") for proto in ("tcp", "udp"))
+    return (f"ip rule add pref 100 lookup local; ip rule del pref 0 lookup local; "
+            f"ip route add default via {addr.ROUTER_UNDERLAY_IP} dev eth0 src {ip} table {NODE_PORT_TABLE}; "
+            f"{rules}; sysctl -qw net.ipv4.conf.eth0.accept_local=1 net.ipv4.conf.eth0.route_localnet=1 "
+            "net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0")

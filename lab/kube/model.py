@@ -32,6 +32,22 @@ class Node:
     index: int  # 1-based, in manifest order; addresses derive from it (lab.kube.addressing)
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
+    unschedulable: bool = False  # kubectl cordon
+    deleting: bool = False  # the Node has a deletionTimestamp (kubectl delete node, still draining)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A container's readinessProbe, as kubelet runs it: ``kind`` httpGet | tcpSocket (exec is not run)."""
+
+    kind: str
+    port: int | str  # a number or the name of a container port
+    path: str = "/"
+    initial_delay_s: float = 0.0
+    period_s: float = 10.0
+    timeout_s: float = 1.0
+    success_threshold: int = 1
+    failure_threshold: int = 3
 
 
 @dataclass
@@ -45,6 +61,11 @@ class Pod:
     owner_kind: str | None = None  # that workload's kind
     ip: str | None = None  # set when the lab places the pod on its node
     serial: int = 0  # creation order, names the pod's interface (lab.kube.addressing.pod_intf)
+    readiness_probe: Probe | None = None
+    termination_grace_s: float = 30.0  # terminationGracePeriodSeconds
+    # Conditions, as the kubelet reports them: Ready (probe passing, or no probe) and being deleted.
+    ready: bool = True
+    terminating: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,7 +74,7 @@ class ServicePort:
     node_port: int | None  # None for a ClusterIP Service: nothing listens on the nodes
     target_port: int | str  # a number, or the name of a container port
     name: str | None = None
-    protocol: str = "TCP"
+    protocol: str = "TCP"  # TCP | UDP
 
 
 @dataclass
@@ -66,6 +87,13 @@ class Service:
     external_traffic_policy: str = "Cluster"  # Cluster | Local
     health_check_node_port: int | None = None
     cluster_ip: str | None = None  # as the manifest gives it: an address, "None" (headless), or None (not set)
+    internal_traffic_policy: str = "Cluster"  # Cluster | Local
+    session_affinity_timeout: int | None = None  # sessionAffinity ClientIP: timeoutSeconds; None: no affinity
+    load_balancer_source_ranges: tuple[str, ...] = ()
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip == "None"
 
     @property
     def node_ports(self) -> list[ServicePort]:
@@ -79,6 +107,9 @@ class Endpoint:
     node: str
     ip: str
     port: int
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
 
 
 @dataclass

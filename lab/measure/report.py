@@ -64,11 +64,13 @@ def address_owners(cluster: Cluster) -> dict[str, str]:
 def entry_result(records: list[dict], *, service: str, namespace: str, policy: str, node_port: int,
                  node: str | None, node_ip: str | None, inter_node_bytes: int, client_ttl: int,
                  duration_s: float, via: str = "nodePort", port: int | None = None,
-                 port_name: str | None = None) -> dict:
+                 port_name: str | None = None, router_hops: int = EDGE_ROUTER_HOPS) -> dict:
+    """``router_hops``: routers between the client and the nodes (the edge router for the outside
+    client, none for a pod inside the cluster), left out of ``nodeHops``."""
     ok = [r for r in records if r["ok"] and r.get("response")]
     served = Counter(r["response"]["pod"] for r in ok)
     sources = Counter(r["response"]["source"]["ip"] for r in ok)
-    hops = Counter(str(client_ttl - EDGE_ROUTER_HOPS - r["response"]["synTTL"])
+    hops = Counter(str(client_ttl - router_hops - r["response"]["synTTL"])
                    for r in ok if r["response"].get("synTTL") is not None)
     errors = Counter(r["error"] for r in records if not r["ok"])
     latency = percentiles([r["latencyMs"] for r in ok], (50, 95))
@@ -167,9 +169,12 @@ def render_table(report: Report, cluster: Cluster) -> str:
         hops = _counts(r["nodeHops"], lambda k: f"{k}:").replace(": ", ":")
         empty = no_endpoints(cluster, r.get("namespace", "default"), r["service"], r.get("port"))
         served = empty if empty and not r["ok"] else _counts(r["servedBy"])
+        entry = r["node"] or f"LB {r.get('loadBalancerIP', '')}".strip()
+        if r["via"] == "clusterIP":
+            entry = f"{r['node']} pod -> clusterIP"
         rows.append([
             service_label(r["service"], r.get("namespace", "default")), port_label(r), r["policy"],
-            r["node"] or f"LB {r.get('loadBalancerIP', '')}".strip(), f"{r['ok']}/{r['failed']}", served,
+            entry, f"{r['ok']}/{r['failed']}", served,
             _counts(r["sourcesSeen"], source_label), hops, f"{r['interNodeBytes']:,}",
             "-" if r["latencyMs"]["p50"] is None else f"{r['latencyMs']['p50']:.2f}"])
     return format_table(header, rows)
@@ -201,6 +206,7 @@ def verdict(report: Report, cluster: Cluster) -> list[str]:
             silent.setdefault((r.get("namespace", "default"), r["service"]), []).append(r)
         elif r["via"] == "nodePort":
             by_policy.setdefault(r["policy"], []).append(r)
+    lines += east_west(report, cluster)
     cluster_rs, local_rs = by_policy.get("Cluster", []), by_policy.get("Local", [])
     if cluster_rs:
         ok = sum(r["ok"] for r in cluster_rs)
@@ -242,6 +248,24 @@ def verdict(report: Report, cluster: Cluster) -> list[str]:
         lines.append(f"{service_label(name, namespace)} has {why}: all {sent} requests to it failed "
                      f"({_errors(rs)}), as they would in a real cluster.")
     return lines
+
+
+def east_west(report: Report, cluster: Cluster) -> list[str]:
+    """The bill for traffic that never leaves the cluster: in-cluster clients of clusterIPs, how many
+    of their requests were served on another node, and the bytes that crossed between nodes."""
+    rows = [r for r in report.results if r["via"] == "clusterIP"]
+    if not rows:
+        return []
+    pod_node = {p.name: p.node for p in cluster.pods}
+    ok = sum(r["ok"] for r in rows)
+    crossed = sum(n for r in rows for pod, n in r["servedBy"].items() if pod_node.get(pod) != r["node"])
+    nbytes = sum(r["interNodeBytes"] for r in rows)
+    if not ok:
+        return ["East-west: no in-cluster request to a clusterIP was answered."]
+    return [f"East-west: of {ok} answered in-cluster requests to clusterIPs (a client pod on each node), "
+            f"{crossed} ({_pct(crossed, ok)}) were served on another node, moving {nbytes:,} bytes between "
+            f"nodes ({nbytes / ok:,.0f} per request); internalTrafficPolicy: Local (or topology-aware "
+            "routing) keeps them on the node."]
 
 
 def _errors(results: list[dict]) -> str:

@@ -8,8 +8,9 @@ at a time ``INJECT_AT_S`` into a window of steady traffic:
   rate (open loop, so a stall shows as failures, not as a slower client);
 - in-cluster requests: the same from the pod ``tester`` to its node's nodePort (pod to nodePort: the
   lab has no ClusterIP yet; once it has, these go to the Service's ClusterIP);
-- one established connection: a rate-limited download through node-a's Local nodePort, started before
-  the fault; it is broken when it ends short of its bytes.
+- one established connection: a rate-limited download through node-a's Local nodePort (for the pod
+  deletion: from the deleted pod itself), started before the fault; it is broken when it ends short of
+  its bytes.
 
 Faults: kube-proxy killed (SIGKILL), the pods' servers killed, one pod's container killed (that pod
 alone; kubelet restarts it after CrashLoopBackOff's 10 s), the load balancer's health checker killed,
@@ -58,6 +59,7 @@ class Fault:
     inject: Callable[[LabNetwork], object]
     window_s: float = 4.0
     recover: Callable[[LabNetwork], object] | None = None  # LINK_DOWN_S after the injection
+    download_from: Callable[[LabNetwork], str] | None = None  # "ip:port" (default: node-a's Local nodePort)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +86,7 @@ def drain(lab: LabNetwork, node: str) -> list[str]:
 
 def delete(lab: LabNetwork, pod: str) -> None:
     lab.delete_pod(pod)
-    lab.log(f"pod {pod} deleted (its endpoints first, then its listeners; open connections finish)")
+    lab.log(f"pod {pod} deleted (endpoints first, then its listeners; its network once its connections ended)")
 
 
 def lb_events(lab: LabNetwork, since: float) -> list[str]:
@@ -106,7 +108,8 @@ def faults() -> list[Fault]:
         Fault(f"node-b uplink down {LINK_DOWN_S:.0f} s, then up", lambda lab: lab.set_uplink("node-b", False),
               window_s=4.0 + LINK_DOWN_S, recover=lambda lab: lab.set_uplink("node-b", True)),
         Fault("node-b drained", lambda lab: drain(lab, "node-b"), window_s=5.0),
-        Fault("pod deleted mid-download", lambda lab: delete(lab, download_pod(lab)), window_s=5.0),
+        Fault("pod deleted mid-download", lambda lab: delete(lab, download_pod(lab)), window_s=5.0,
+              download_from=lambda lab: f"{lab.cluster.pod(download_pod(lab)).ip}:8080"),
     ]
 
 
@@ -174,7 +177,8 @@ def measure(lab: LabNetwork, fault: Fault, rate: float, logged: list) -> dict:
     ]
     download = lab.host(addr.CLIENT_NAME).popen(
         ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", "--limit-rate", BULK_RATE, "-m", "30",
-         f"http://{node_a}:{LOCAL_PORT}/bulk?bytes={BULK_BYTES}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+         f"http://{fault.download_from(lab) if fault.download_from else f'{node_a}:{LOCAL_PORT}'}"
+         f"/bulk?bytes={BULK_BYTES}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     started = time.time()
     for t in threads:
         t.start()

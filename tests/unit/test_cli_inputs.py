@@ -27,12 +27,14 @@ def test_apply_needs_manifests(capsys):
     assert capsys.readouterr().err.strip() == "error: apply needs manifests: -f FILE|FOLDER|- or -k DIR"
 
 
-def test_standard_input_is_read_and_cluster_ip_only_sets_say_why_nothing_is_probed(capsys, monkeypatch):
+def test_standard_input_is_read_and_cluster_ip_only_sets_say_why_nothing_is_probed_from_outside(capsys, monkeypatch):
+    """A ClusterIP-only set is probed from inside (``--via clusterIP``, the default); asked for nodePorts
+    only, it says why there is nothing to probe, before anything is built."""
     monkeypatch.setattr("sys.stdin", io.StringIO(INTERNAL))
-    assert cli.main(["apply", "-f", "-"]) == 1
+    assert cli.main(["apply", "-f", "-", "--via", "nodePort"]) == 1
     err = capsys.readouterr().err
-    assert "error: the manifests define no NodePort or LoadBalancer Service (1 ClusterIP Service, reachable only " \
-           "inside the cluster), so there is nothing to probe from outside" in err
+    assert "error: the manifests define no NodePort or LoadBalancer Service, so --via nodePort has nothing to " \
+           "probe: add --via clusterIP, or a Service of type NodePort" in err
     assert "no Node objects in the manifests: the lab made 3 nodes (node-a, node-b, node-c)" in err
 
 

@@ -97,6 +97,8 @@ def test_a_kustomization_in_a_folder_is_skipped_with_advice(tmp_path):
     assert len(cluster.pods) == 2
     assert f"{tmp_path / 'base' / 'kustomization.yaml'}: skipped: a kustomization is not a manifest; to render it, " \
            f"use -k {tmp_path / 'base'}" in cluster.warnings
+    message = refused(str(tmp_path / "base" / "kustomization.yaml"))
+    assert message.endswith(f"is a kustomization, not a manifest: render it with -k {tmp_path / 'base'}")
 
 
 def test_helm_charts_and_templates_say_to_render_them(tmp_path):

@@ -337,11 +337,11 @@ def test_ignored_kinds_get_one_grouped_warning_and_a_full_list(tmp_path):
 
 def test_unhonoured_service_fields_are_warned_by_name(tmp_path):
     service = SERVICE.replace("  type: NodePort\n", "  type: LoadBalancer\n  sessionAffinity: ClientIP\n"
-                              "  loadBalancerSourceRanges: [10.0.0.0/8]\n  internalTrafficPolicy: Local\n")
+                              "  externalIPs: [192.0.2.7]\n  trafficDistribution: PreferClose\n")
     cluster = load(tmp_path, workload("Deployment"), service)
     fields = [re.search(r"\): (spec\.\w+) ", w).group(1) for w in cluster.strict_problems]
-    assert fields == ["spec.sessionAffinity", "spec.loadBalancerSourceRanges", "spec.internalTrafficPolicy"]
-    assert 'spec.sessionAffinity "ClientIP" is not honoured by the lab' in cluster.strict_problems[0]
+    assert fields == ["spec.externalIPs", "spec.trafficDistribution"]  # sessionAffinity is honoured now
+    assert 'spec.externalIPs a list is not honoured by the lab' in cluster.strict_problems[0]
 
 
 def test_unhonoured_pod_fields_are_warned_with_their_index(tmp_path):
@@ -386,3 +386,20 @@ def test_external_name_is_warned_and_left_out(tmp_path):
     cluster = load(tmp_path, alias)
     assert cluster.services == []
     assert any('of type ExternalName is a DNS alias (to "db.example.com")' in w for w in cluster.warnings)
+
+
+def test_helm_test_pods_are_hooks_not_workloads(tmp_path):
+    hook = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: store-test-connection
+  annotations: {"helm.sh/hook": test}
+spec:
+  restartPolicy: Never
+  containers: [{name: wget, image: busybox, command: [wget, "store:80"]}]
+"""
+    cluster = load(tmp_path, workload("Deployment", replicas=1), hook)
+    assert [p.owner_kind for p in cluster.pods] == ["Deployment"]
+    assert "skipped 1 Helm hook Pod (store-test-connection): Helm runs them only as hooks (helm test), to " \
+           "completion" in cluster.warnings

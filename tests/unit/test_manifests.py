@@ -452,10 +452,11 @@ def test_service_port_errors(tmp_path):
     assert "spec.ports[0].port 0 is outside 1-65535" in error(tmp_path, service(ports="[{port: 0}]"))
     message = error(tmp_path, service(ports="[{port: 80, targetPort: 70000}]"))
     assert "spec.ports[0].targetPort 70000 is outside 1-65535" in message
-    dns = load(tmp_path, service(ports="[{name: dns, port: 53, protocol: UDP}, {name: tcp, port: 53}]"))
-    assert [(p.name, p.port) for p in dns.services[0].ports] == [("tcp", 53)]
-    assert any("spec.ports[0].protocol UDP is not modelled (the lab forwards TCP only): this port is left out" in w
-               for w in dns.strict_problems)
+    dns = load(tmp_path, service(ports="[{name: dns, port: 53, protocol: UDP}, {name: tcp, port: 53}, "
+                                       "{name: s, port: 54, protocol: SCTP}]"))
+    assert [(p.name, p.port, p.protocol) for p in dns.services[0].ports] == [("dns", 53, "UDP"), ("tcp", 53, "TCP")]
+    assert any("spec.ports[2].protocol SCTP is not modelled (the lab forwards TCP and UDP): this port is left out"
+               in w for w in dns.strict_problems)
     message = error(tmp_path, service(ports="[{port: 80}, {port: 81}]"))
     assert "spec.ports[0].name is required when a Service has more than one port" in message
     message = error(tmp_path, service(ports="[{name: a, port: 80}, {name: b, port: 80}]"))

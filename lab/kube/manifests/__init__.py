@@ -29,7 +29,14 @@ from lab.kube import names
 from lab.kube.allocation import PortRange
 from lab.kube.manifests.fields import object_metadata, string_map
 from lab.kube.manifests.nodes import DEFAULT_NODES, default_node_name, read_nodes
-from lab.kube.manifests.objects import MODELLED_KINDS, WORKLOAD_KINDS, ignored_objects, meta_of, without_owned
+from lab.kube.manifests.objects import (
+    MODELLED_KINDS,
+    WORKLOAD_KINDS,
+    ignored_objects,
+    meta_of,
+    without_helm_hooks,
+    without_owned,
+)
 from lab.kube.manifests.pods import Builder, add_pod
 from lab.kube.manifests.reader import Doc, Inputs, parse, read_inputs
 from lab.kube.manifests.services import (
@@ -86,7 +93,7 @@ def build_cluster(
     """What the control plane makes of these objects, in order."""
     warnings = list(warnings or [])
     strict: list[str] = []
-    docs = without_owned(docs, warnings)
+    docs = without_helm_hooks(without_owned(docs, warnings), warnings)
     ignored = ignored_objects(docs, warnings, strict)
     namespaces = _namespaces([doc for doc in docs if doc.kind == "Namespace"])
     node_docs = [doc for doc in docs if doc.kind == "Node"]

@@ -84,6 +84,25 @@ def without_owned(docs: list[Doc], warnings: list[str]) -> list[Doc]:
     return kept
 
 
+def without_helm_hooks(docs: list[Doc], warnings: list[str]) -> list[Doc]:
+    """The documents less the Pods that are Helm hooks (``helm.sh/hook``, e.g. ``helm test`` pods): ``helm
+    template`` prints them, but an install runs them only as hooks, to completion."""
+    kept: list[Doc] = []
+    hooks: list[str] = []
+    for doc in docs:
+        meta = doc.body.get("metadata")
+        annotations = meta.get("annotations") if isinstance(meta, dict) else None
+        if doc.kind == "Pod" and isinstance(annotations, dict) and "helm.sh/hook" in annotations:
+            hooks.append(display(*meta_of(doc)))
+        else:
+            kept.append(doc)
+    if hooks:
+        more = f" +{len(hooks) - 5} more" if len(hooks) > 5 else ""
+        warnings.append(f"skipped {len(hooks)} Helm hook Pod{'s' if len(hooks) != 1 else ''} "
+                        f"({', '.join(hooks[:5])}{more}): Helm runs them only as hooks (helm test), to completion")
+    return kept
+
+
 def _controller(doc: Doc) -> tuple[str, str] | None:
     meta = doc.body.get("metadata")
     refs = meta.get("ownerReferences") if isinstance(meta, dict) else None

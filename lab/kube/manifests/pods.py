@@ -25,9 +25,10 @@ from lab.kube.manifests.fields import (
     string_map,
     type_name,
 )
+from lab.kube.manifests.probes import grace_period, readiness_probe
 from lab.kube.manifests.reader import Doc
 from lab.kube.manifests.unhonoured import unhonoured
-from lab.kube.model import ContainerPort, Node, Pod
+from lab.kube.model import ContainerPort, Node, Pod, Probe
 from lab.kube.scheduler import (
     TAINT_EFFECTS,
     TOLERATION_OPERATORS,
@@ -60,6 +61,8 @@ class Template:
     pod_anti_affinity: PodAffinity = field(default_factory=PodAffinity)
     topology_spread: tuple[SpreadConstraint, ...] = ()
     tolerations: tuple[Toleration, ...] = ()
+    readiness_probe: Probe | None = None
+    termination_grace_s: float = 30.0
 
 
 @dataclass
@@ -96,6 +99,7 @@ def pod_template(
     ports: list[ContainerPort] = []
     containers = sequence(spec, "containers", origin, f"{prefix}.containers", required=True)
     container_names: set[str] = set()
+    probe: Probe | None = None
     for c_index, container in enumerate(containers):
         c_field = f"{prefix}.containers[{c_index}]"
         if not isinstance(container, dict):
@@ -114,9 +118,15 @@ def pod_template(
         if not string(container, "image", origin, f"{c_field}.image"):
             # The lab runs no image, but the API requires one, so the manifest stays valid for a cluster.
             raise origin.error(f"{c_field}.image", "is required", "add an image, e.g. image: nginx")
-        ports.extend(_container_ports(container, origin, c_field))
+        own_ports = _container_ports(container, origin, c_field)
+        ports.extend(own_ports)
+        found = readiness_probe(container, own_ports, origin, c_field, warnings)
+        if found is not None and probe is not None:
+            warnings.append(f"{c_field}.readinessProbe: only the first container's readinessProbe is run")
+        probe = probe or found
     return Template(
-        labels, node_name, selector, tuple(ports), node_affinity, pod_affinity, pod_anti_affinity, spread, tolerations
+        labels, node_name, selector, tuple(ports), node_affinity, pod_affinity, pod_anti_affinity, spread, tolerations,
+        readiness_probe=probe, termination_grace_s=grace_period(spec, origin, prefix),
     )
 
 
@@ -247,6 +257,8 @@ def create_pod(
             owner_kind=owner[0] if owner else None,
             ip=addressing.pod_ip(node.index, host_number),
             serial=len(builder.pods) + 1,
+            readiness_probe=template.readiness_probe,
+            termination_grace_s=template.termination_grace_s,
         )
     )
 

@@ -92,6 +92,9 @@ def _expand(raw: str, recursive: bool, warnings: list[str]) -> list[str]:
     if raw == STDIN:
         return [STDIN]
     if os.path.isfile(raw):
+        if os.path.basename(raw) in KUSTOMIZATION_FILES:
+            folder = os.path.dirname(raw) or "."
+            raise ManifestError("", "", "", "is a kustomization, not a manifest", f"render it with -k {folder}", raw)
         return [raw]
     if not os.path.isdir(raw):
         raise ManifestError("", "", "", "does not exist", "check the path", raw)

@@ -4,7 +4,9 @@ NodePort and LoadBalancer Services get their nodePorts (and, for LoadBalancer + 
 healthCheckNodePort) from ``lab.kube.allocation``. ClusterIP Services (headless ones too, ``clusterIP:
 None``) are in the model with their ports and no nodePorts; ``clusterIP`` is kept as given (an export from
 a live cluster carries the one it chose). ExternalName Services are DNS aliases: ignored with a warning.
-Ports of protocol UDP or SCTP are left out with a warning: the lab forwards TCP only.
+Read and honoured: ``internalTrafficPolicy``, ``sessionAffinity: ClientIP`` with
+``sessionAffinityConfig.clientIP.timeoutSeconds`` (1-86400, default 10800), ``loadBalancerSourceRanges``,
+TCP and UDP ports; SCTP ports are left out with a warning.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import ipaddress
 from dataclasses import dataclass
 
 from lab.errors import ManifestError, Origin, shown
-from lab.kube import names
+from lab.kube import addressing, names
 from lab.kube.allocation import PortConflict, PortRange, PortRequest, allocate
+from lab.kube.cluster_ips import check_cluster_ip
 from lab.kube.endpoints import selected_pods
 from lab.kube.manifests.fields import (
     display,
@@ -34,6 +37,8 @@ SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
 HEADLESS = "None"  # spec.clusterIP of a headless Service
 TRAFFIC_POLICIES = ("Cluster", "Local")
 HEALTH_CHECK_KEY = "healthCheckNodePort"  # never a port name: those are lowercase
+AFFINITY_DEFAULT_S = 10800  # k8s.io/api: ClientIPConfig.timeoutSeconds default (3 h)
+AFFINITY_MAX_S = 86400
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class _PortDraft:
     port: int
     target_port: int | str
     node_port: int | None  # None: allocate one
+    protocol: str = "TCP"
 
 
 @dataclass
@@ -58,6 +64,9 @@ class _ServiceDraft:
     health_check_node_port: int | None
     needs_health_check: bool
     cluster_ip: str | None = None
+    internal_policy: str = "Cluster"
+    affinity_timeout: int | None = None
+    source_ranges: tuple[str, ...] = ()
 
     @property
     def has_node_ports(self) -> bool:
@@ -117,7 +126,57 @@ def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceD
         health_check_node_port=health,
         needs_health_check=needs_health_check,
         cluster_ip=cluster_ip,
+        internal_policy=_policy(spec, "internalTrafficPolicy", origin),
+        affinity_timeout=_affinity(spec, origin),
+        source_ranges=_source_ranges(spec, service_type, origin, warnings, display(name, namespace)),
     )
+
+
+def _policy(spec: dict, key: str, origin: Origin) -> str:
+    policy = string(spec, key, origin, f"spec.{key}") or "Cluster"
+    if policy not in TRAFFIC_POLICIES:
+        raise origin.error(f"spec.{key}", f"{shown(policy)} is not a policy", "use Cluster or Local")
+    return policy
+
+
+def _affinity(spec: dict, origin: Origin) -> int | None:
+    affinity = string(spec, "sessionAffinity", origin, "spec.sessionAffinity") or "None"
+    if affinity not in ("None", "ClientIP"):
+        raise origin.error("spec.sessionAffinity", f"{shown(affinity)} is not a session affinity",
+                           "use None or ClientIP")
+    config = mapping(mapping(spec, "sessionAffinityConfig", origin, "spec.sessionAffinityConfig"),
+                     "clientIP", origin, "spec.sessionAffinityConfig.clientIP")
+    field = "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
+    timeout = integer(config, "timeoutSeconds", origin, field)
+    if affinity == "None":
+        if timeout is not None:
+            raise origin.error(field, "may only be set when sessionAffinity is ClientIP",
+                               "remove it or set sessionAffinity: ClientIP")
+        return None
+    if timeout is None:
+        return AFFINITY_DEFAULT_S
+    if not 0 < timeout <= AFFINITY_MAX_S:
+        raise origin.error(field, f"{timeout} is outside 1-{AFFINITY_MAX_S}",
+                           "use a number of seconds in that range")
+    return timeout
+
+
+def _source_ranges(spec: dict, service_type: str, origin: Origin, warnings: list[str], shown_name: str
+                   ) -> tuple[str, ...]:
+    ranges = []
+    values = sequence(spec, "loadBalancerSourceRanges", origin, "spec.loadBalancerSourceRanges")
+    for index, value in enumerate(values):
+        field = f"spec.loadBalancerSourceRanges[{index}]"
+        try:
+            ranges.append(str(ipaddress.IPv4Network(str(value).strip(), strict=False)))
+        except ValueError:
+            raise origin.error(field, f"{shown(str(value))} is not an IPv4 CIDR",
+                               "write it as 203.0.113.0/24") from None
+    if ranges and service_type != "LoadBalancer":
+        warnings.append(f"Service/{shown_name}: spec.loadBalancerSourceRanges has no effect on type "
+                        f"{service_type} (only a load balancer's address is filtered; nodePorts stay open, "
+                        "as in kube-proxy)")
+    return tuple(ranges)
 
 
 def _cluster_ip(spec: dict, service_type: str, origin: Origin) -> str | None:
@@ -135,6 +194,10 @@ def _cluster_ip(spec: dict, service_type: str, origin: Origin) -> str | None:
     except ValueError as exc:
         raise origin.error("spec.clusterIP", f"{shown(value)} is not an IPv4 address",
                            'use an address, "None" for a headless Service, or leave it out') from exc
+    problem = check_cluster_ip(Service("", [], cluster_ip=value))
+    if problem:
+        raise origin.error("spec.clusterIP", problem, "use an address of the Service CIDR "
+                           f"({addressing.SERVICE_CIDR}) or leave it out to have one allocated")
     return value
 
 
@@ -168,9 +231,9 @@ def _service_ports(
         protocol = string(entry, "protocol", origin, f"{field}.protocol") or "TCP"
         if protocol not in ("TCP", "UDP", "SCTP"):
             raise origin.error(f"{field}.protocol", f"{shown(protocol)} is not a protocol", "use TCP, UDP or SCTP")
-        if protocol != "TCP":
+        if protocol == "SCTP":
             message = str(origin.error(f"{field}.protocol", f"{protocol} is not modelled (the lab forwards TCP "
-                                       "only)", "this port is left out"))
+                                       "and UDP)", "this port is left out"))
             warnings.append(message)
             strict.append(message)
             continue
@@ -179,7 +242,7 @@ def _service_ports(
             raise origin.error(f"{field}.port", "is required", "add port: <number>")
         port_number(number, origin, f"{field}.port")
         for other, taken in enumerate(ports):
-            if taken.port == number:
+            if taken.port == number and taken.protocol == protocol:
                 raise origin.error(
                     f"{field}.port",
                     f"{number} is already used by spec.ports[{other}]",
@@ -189,7 +252,7 @@ def _service_ports(
         if node_port is not None and service_type == "ClusterIP":
             raise origin.error(f"{field}.nodePort", "may not be set when type is ClusterIP",
                                "remove it, or use type NodePort")
-        ports.append(_PortDraft(name, number, _target_port(entry, number, origin, field), node_port))
+        ports.append(_PortDraft(name, number, _target_port(entry, number, origin, field), node_port, protocol))
     return ports
 
 
@@ -268,9 +331,13 @@ def _service(draft: _ServiceDraft, node_ports: dict[str, int]) -> Service:
                 node_port=node_ports[_port_key(draft, port.name)] if draft.has_node_ports else None,
                 target_port=port.target_port,
                 name=port.name,
+                protocol=port.protocol,
             )
             for port in draft.ports
         ],
+        internal_traffic_policy=draft.internal_policy,
+        session_affinity_timeout=draft.affinity_timeout,
+        load_balancer_source_ranges=draft.source_ranges,
     )
 
 

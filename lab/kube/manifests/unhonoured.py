@@ -29,16 +29,11 @@ class Unhonoured:
 
 
 UNHONOURED = (
-    Unhonoured("Service", ("spec", "sessionAffinity"), lambda v: v in (None, "None"),
-               "every connection is balanced on its own (no ClientIP affinity)"),
-    Unhonoured("Service", ("spec", "loadBalancerSourceRanges"), _unset,
-               "the load balancer accepts clients from every address"),
-    Unhonoured("Service", ("spec", "internalTrafficPolicy"), lambda v: v in (None, "Cluster"),
-               "traffic from inside the cluster goes to every endpoint (Cluster)"),
     Unhonoured("Service", ("spec", "externalIPs"), _unset, "the Service is reachable only through nodePorts and its "
                "load balancer"),
     Unhonoured("Service", ("spec", "loadBalancerIP"), _unset, "the load balancer gets the lab's own address"),
-    Unhonoured("Service", ("spec", "publishNotReadyAddresses"), _unset, "the lab's pods are ready once they run"),
+    Unhonoured("Service", ("spec", "publishNotReadyAddresses"), _unset,
+               "pods that are not Ready are left out of the endpoints"),
     Unhonoured("Service", ("spec", "trafficDistribution"), _unset, "endpoints are chosen without topology"),
     Unhonoured("Service", ("spec", "ipFamilies"), lambda v: v in (None, [], ["IPv4"]), "the lab is IPv4 only"),
     Unhonoured("Pod", ("hostNetwork",), _unset,
