@@ -10,7 +10,7 @@ import pytest
 
 from controllers.diff import Changes, diff, diff_touched
 from controllers.incremental import IncrementalPrograms
-from controllers.pipeline import Program, compile_state
+from controllers.pipeline import Program, compile_state, group_id
 from lab.emulation.proxy_state import build_proxy_state
 from lab.kube import addressing as addr
 from lab.kube.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
@@ -99,9 +99,11 @@ def test_a_pod_change_touches_only_its_service_port():
     incremental = IncrementalPrograms()
     incremental.update(build_proxy_state(cluster, 1))
     cluster.services[7].selector = {"app": "app-0"}
-    touched = incremental.update(build_proxy_state(cluster, 2))
+    state = build_proxy_state(cluster, 2)
+    touched = incremental.update(state)
+    sp = next(p for p in state.service_ports if p.service == "svc-7")
     for t in touched.values():
-        assert set(t.groups) <= {30007 * 2, 30007 * 2 + 1}, t.groups  # only svc-7's groups
+        assert set(t.groups) <= {group_id(sp.id, local=False), group_id(sp.id, local=True)}, t.groups  # svc-7's
         assert len(t.flows) <= 4, t.flows  # its nodePort flow, and hairpin flows of endpoints that came or went
 
 
