@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Mininet and Open vSwitch from the distribution; real programs the lab runs inside its hosts.
-PACKAGES="mininet openvswitch-switch iperf3 ethtool curl iproute2 iputils-ping procps kmod python3 python3-venv python3-pip"
+PACKAGES="mininet openvswitch-switch iperf3 ethtool curl iproute2 iputils-ping procps kmod iptables python3 python3-venv python3-pip"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

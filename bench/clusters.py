@@ -118,9 +118,12 @@ def datapath_target(cluster: Cluster, path: DataPath, kind: str, run: int = 0) -
 
 # --- control plane ------------------------------------------------------------------------------------
 
+# Beyond 2,768 Services the nodePorts leave the default 30000-32767 range, as a cluster with a wider
+# --service-node-port-range would; the flip Service sits below them all.
 CONTROL_NODE_PORT_BASE = 30000
 CONTROL_TARGET_PORT_BASE = 10000
-FLIP_NODE_PORT = 32700
+FLIP_NODE_PORT = 29999
+MAX_CONTROL_SERVICES = 65535 - CONTROL_NODE_PORT_BASE
 ENDPOINTS_PER_SERVICE = 10
 
 
@@ -133,9 +136,8 @@ def control_plane_cluster(nodes: int = 10, pods_per_node: int = 10) -> Cluster:
 
 def control_plane_services(count: int, groups: int = 10) -> list[Service]:
     """``count`` Cluster-policy Services; Service i selects pod group ``i % groups`` (one pod per node)."""
-    if count > FLIP_NODE_PORT - CONTROL_NODE_PORT_BASE:
-        raise ValueError(f"at most {FLIP_NODE_PORT - CONTROL_NODE_PORT_BASE} Services fit below the flip "
-                         "Service's nodePort")
+    if count > min(MAX_CONTROL_SERVICES, CONTROL_NODE_PORT_BASE - CONTROL_TARGET_PORT_BASE):
+        raise ValueError(f"at most {CONTROL_NODE_PORT_BASE - CONTROL_TARGET_PORT_BASE} Services have ports here")
     return [Service(f"svc-{i}", [ServicePort(80, CONTROL_NODE_PORT_BASE + i, CONTROL_TARGET_PORT_BASE + i)],
                     selector={"group": str(i % groups)})
             for i in range(count)]

@@ -20,11 +20,11 @@ class Config:
     # control plane
     cp_nodes: int = 10
     cp_pods_per_node: int = 10
-    cp_services: tuple[int, ...] = (1, 100, 1000)
-    change_backgrounds: tuple[int, ...] = (0, 100)  # Services installed while pods change
+    cp_services: tuple[int, ...] = (1, 100, 1000, 10000)
+    change_backgrounds: tuple[int, ...] = (0, 1000)  # Services installed while pods change
     changes: int = 100  # per background; a p99 needs about 100 samples to be more than the maximum
     # scale
-    scale_nodes: tuple[int, ...] = (5, 10, 20, 50)
+    scale_nodes: tuple[int, ...] = (5, 10, 20, 50, 100)
     scale_pods_per_node: int = 10
     # probe rate
     probe_requests: int = 2000

@@ -14,13 +14,16 @@ its figure over the mean of the routed figures measured just before and after it
 Each run's connection rates use ports of their own (``bench.clusters.conn_ports``) and the client its
 whole source-port range, so no measurement reuses a 4-tuple that conntrack still holds from another.
 Figures are medians over runs. Open vSwitch's CPU time per connection and per megabyte is read for
-each path too: on a busy machine it is a steadier measure of cost than a rate.
+each path too: on a busy machine it is a steadier measure of cost than a rate. In the same runs the
+same traffic crosses the kernel alone (``bench.kernel_path``: forwarding and netfilter DNAT+MASQUERADE
+in plain namespaces, no Open vSwitch), so every figure also reads as a fraction of the machine's limit.
 """
 
 from __future__ import annotations
 
 import contextlib
 
+from bench import kernel_path as kernel
 from bench.clusters import (
     DATAPATH_PATHS,
     DATAPATH_POD,
@@ -99,6 +102,7 @@ def run(cfg, log) -> BenchResult:
     lab = LabNetwork(cluster)
     lock = time_lock(lab)
     with lab, contextlib.ExitStack() as servers:
+        servers.enter_context(kernel.kernel_path(cfg.runs))
         cluster.services = datapath_services(paths, cfg.runs)
         publish(lab)
         ports = [str(conn_ports(p, run)[0]) for run in range(cfg.runs) for p in paths]
@@ -120,7 +124,14 @@ def run(cfg, log) -> BenchResult:
             order = sandwich(base, rotate(paths[1:], i))
             conns = [(p.name, conn_rate(lab, cfg, p, i)) for p in order]
             iperfs = [(p.name, iperf(lab, cfg, p)) for p in order]
-            runs.append({"conn": conns, "iperf": iperfs,
+            kconns = [(n, kernel.conn_rate(n == "nat", i, cfg.conn_seconds, cfg.conn_concurrency))
+                      for n in ("routed", "nat", "routed")]
+            kiperfs = [(n, kernel.iperf(n == "nat", cfg.iperf_seconds)) for n in ("routed", "nat", "routed")]
+            runs.append({"kernelConn": kconns, "kernelIperf": kiperfs,
+                         "kernelConnRatio": sandwich_ratios([(n, m["rate"]) for n, m in kconns], "routed")["nat"],
+                         "kernelIperfRatio": sandwich_ratios([(n, m["bitsPerSecond"]) for n, m in kiperfs],
+                                                             "routed")["nat"]})
+            runs[-1].update({"conn": conns, "iperf": iperfs,
                          "connRatios": sandwich_ratios([(n, m["rate"]) for n, m in conns], base.name),
                          "iperfRatios": sandwich_ratios([(n, m["bitsPerSecond"]) for n, m in iperfs], base.name)})
             log(f"run {i + 1}/{cfg.runs}: routed {_base(iperfs, base.name) / 1e9:.2f} Gbit/s, "
@@ -137,6 +148,23 @@ def run(cfg, log) -> BenchResult:
     for p in paths[1:]:
         result.figures.append(Figure(f"connections/s ratio, {p.label}", "", [r["connRatios"][p.name] for r in runs],
                                      GOALS.get(p.name)))
+    # The machine's own limit, measured in the same runs (bench.kernel_path): every lab figure as a fraction.
+    k_iperf = [_base(r["kernelIperf"], "routed") for r in runs]
+    k_conn = [_base(r["kernelConn"], "routed", "rate") for r in runs]
+    result.figures += [
+        Figure("kernel, no OVS: iperf3 routed (the machine's limit)", "Gbit/s", [v / 1e9 for v in k_iperf]),
+        Figure("kernel: iperf3 ratio, netfilter DNAT+MASQUERADE / routed", "", [r["kernelIperfRatio"] for r in runs]),
+        Figure("lab routed iperf3 / kernel routed iperf3", "",
+               [ratio(_base(r["iperf"], base.name), k) for r, k in zip(runs, k_iperf, strict=True)]),
+        Figure("kernel, no OVS: connections/s routed (the machine's limit)", "conn/s", k_conn),
+        Figure("kernel: connections/s ratio, netfilter DNAT+MASQUERADE / routed", "",
+               [r["kernelConnRatio"] for r in runs]),
+        Figure("lab routed connections/s / kernel routed", "",
+               [ratio(_base(r["conn"], base.name, "rate"), k) for r, k in zip(runs, k_conn, strict=True)]),
+        Figure("lab nodePort DNAT+SNAT (entry node) connections/s / kernel DNAT+MASQUERADE", "",
+               [ratio(median(m["rate"] for n, m in r["conn"] if n == "dnat-snat"),
+                      median(m["rate"] for n, m in r["kernelConn"] if n == "nat")) for r in runs]),
+    ]
     per_path = lambda kind, key: {  # noqa: E731  median over every measurement of each path
         p.name: median(m[key] for r in runs for n, m in r[kind] if n == p.name) for p in paths}
     errors = {p.name: sum(sum(m["errors"].values()) for r in runs for n, m in r["conn"] if n == p.name)

@@ -14,7 +14,7 @@ import sys
 
 from bench.labtools import run_json, time_lock
 from bench.machine import cpu_seconds, ovs_pid
-from bench.report import BenchResult, Figure
+from bench.report import BenchResult, Figure, Goal
 from bench.stats import median, percentile
 from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
@@ -22,6 +22,8 @@ from lab.kube.manifests import load_manifests
 from lab.scenarios.cluster_vs_local import SEED
 
 DEFAULT_CONCURRENCY = 8  # lab.measure.probe's default, used by every scenario
+
+CLIENT_SHARE_GOAL = Goal("<=", 1 / 3)  # the client must never be what limits a measurement
 
 
 def probe_argv(target: str, requests: int, concurrency: int) -> list[str]:
@@ -49,6 +51,7 @@ def one(lab: LabNetwork, target: str, requests: int, concurrency: int, startup_c
         "ovsCores": (after[0] - before[0]) / duration if duration else None,
         "serverCores": (after[1] - before[1]) / duration if duration else None,
         "probeCpuUsPerRequest": work / requests * 1e6 if requests else None,
+        "ovsCpuUsPerRequest": (after[0] - before[0]) / requests * 1e6 if requests else None,
     }
 
 
@@ -80,6 +83,10 @@ def run(cfg, log) -> BenchResult:
             Figure(f"  probe CPU at concurrency {c}", "% core", [100 * r["probeCores"] for r in rs]),
             Figure(f"  probe CPU per request at concurrency {c}", "us", [r["probeCpuUsPerRequest"] for r in rs]),
             Figure("  Open vSwitch CPU, same requests", "% core", [100 * r["ovsCores"] for r in rs]),
+            Figure("  Open vSwitch CPU per request", "us", [r["ovsCpuUsPerRequest"] for r in rs]),
+            Figure("  probe CPU per request / Open vSwitch CPU per request", "",
+                   [r["probeCpuUsPerRequest"] / r["ovsCpuUsPerRequest"] if r["ovsCpuUsPerRequest"] else None
+                    for r in rs], CLIENT_SHARE_GOAL),
             Figure("  pod servers CPU, same requests", "% core", [100 * r["serverCores"] for r in rs]),
         ]
     result.details = {"lockWaitS": lock.get("lockWaitS"), "target": target, "probeStartupCpuS": startup_cpu,

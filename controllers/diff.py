@@ -10,8 +10,12 @@ modified group only after the flows its new endpoints need, and a flow must be g
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from controllers.pipeline import Flow, Group, Program
+
+if TYPE_CHECKING:
+    from controllers.incremental import Touched
 
 
 @dataclass
@@ -44,4 +48,29 @@ def diff(installed: Program, desired: Program) -> Changes:
             changes.modify_flows.append(flow)
     changes.delete_flows = [f for k, f in installed.flows.items() if k not in desired.flows]
     changes.delete_groups = [gid for gid in installed.groups if gid not in desired.groups]
+    return changes
+
+
+def diff_touched(touched: Touched, desired: Program) -> Changes:
+    """``diff`` of only the flows and groups an incremental update touched (``controllers.incremental``):
+    what they were before it against what ``desired`` holds now, without walking the rest."""
+    changes = Changes()
+    for gid, old in touched.groups.items():
+        group = desired.groups.get(gid)
+        if group is None:
+            if old is not None:
+                changes.delete_groups.append(gid)
+        elif old is None:
+            changes.add_groups.append(group)
+        elif old != group:
+            changes.modify_groups.append(group)
+    for key, old in touched.flows.items():
+        flow = desired.flows.get(key)
+        if flow is None:
+            if old is not None:
+                changes.delete_flows.append(old)
+        elif old is None or old.cookie != flow.cookie:
+            changes.add_flows.append(flow)
+        elif old.actions != flow.actions:
+            changes.modify_flows.append(flow)
     return changes

@@ -3,7 +3,8 @@
 The shape of Ryu's simple_switch_13, one handler per event: a switch connects -> the app reads what it
 holds (flows, groups) and sends only what makes it hold its program, so a restarted controller neither
 drops nor duplicates flows and leaves their counters and ages alone (``_finish_resync``); the state
-file changes -> each switch gets only the difference; a packet
+changes -> only the Service ports that changed are compiled again (``controllers.incremental``) and
+each switch gets only the flows and groups they touched; a packet
 comes up from the reject flow -> the app answers ICMP port unreachable, as iptables' REJECT does for
 a Service without endpoints. After each barrier the app acknowledges the generation it applied in the
 status file, which is how the lab knows the data plane obeys a state before it sends traffic.
@@ -26,13 +27,14 @@ from datetime import UTC, datetime
 
 from controllers import openflow as of
 from controllers.conntrack import flush_commands, stale_udp_endpoints
-from controllers.diff import diff
+from controllers.diff import diff, diff_touched
 from controllers.health import PROXY_HEALTH_PORT, HealthServers, health_ports, proxy_answer, service_answer
-from controllers.pipeline import COOKIE_REJECT, Flow, Group, Program, compile_state
-from controllers.state import ProxyState, read_state, write_json_atomic
+from controllers.incremental import IncrementalPrograms, Touched
+from controllers.pipeline import COOKIE_REJECT, Flow, Group, Program
+from controllers.state import ProxyState, apply_delta, log_path, read_state, write_json_atomic
 
 LOG = logging.getLogger("kube-proxy")
-WATCH_INTERVAL_S = 0.02
+WATCH_INTERVAL_S = 0.002  # two stat() calls: polling this often costs nothing measurable
 RESYNC_TIMEOUT_S = 3.0  # a connecting switch's flow and group listings, or it is emptied instead
 HEALTH_TIMEOUT_S = 60.0  # kube-proxy: 2 x syncPeriod (30 s) without applying queued changes -> unhealthy
 
@@ -47,7 +49,6 @@ class KubeProxy(of.app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.lock = threading.Lock()
         self.datapaths: dict[int, object] = {}
-        self.installed: dict[int, Program] = {}
         self.acked: dict[int, int] = {}
         self.pending: dict[tuple[int, int], int] = {}  # (dpid, barrier xid) -> generation
         # (underlay dpid, barrier xid) -> the health verdicts its program followed; once acked, the
@@ -56,8 +57,10 @@ class KubeProxy(of.app_manager.OSKenApp):
         self.lb_applied: dict[str, list[str]] = {}
         self.state: ProxyState | None = None
         self.programs: dict[int, Program] = {}
+        self.incremental = IncrementalPrograms()
         self.lb_healthy: dict[str, list[str]] = {}
         self._stamps: dict[str, tuple] = {}
+        self._log_offset = 0  # how far the state's change log (controllers.state.log_path) has been applied
         self.pending_since: float | None = None  # when a generation was loaded that not all switches hold
         self.last_synced: dict[int, datetime] = {}
         self.resyncing: dict[int, dict] = {}  # dpid -> what a connecting switch said it holds, so far
@@ -137,8 +140,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         LOG.info("switch %016x holds %d flows (%d not in the program) and %d groups: resynchronising", dp.id,
                  len(held["flows"]), len(stale), len(held["groups"]))
         self.datapaths[dp.id] = dp
-        self.installed[dp.id] = installed
-        self._sync(dp)
+        self._sync(dp, None, installed)
 
     def _resync_overdue(self) -> None:
         """A switch whose replies did not come (or could not be parsed) is emptied and given its whole
@@ -151,8 +153,7 @@ class KubeProxy(of.app_manager.OSKenApp):
                 for msg in of.clear_all(dp):
                     dp.send_msg(msg)
                 self.datapaths[dpid] = dp
-                self.installed[dpid] = Program()
-                self._sync(dp)
+                self._sync(dp, None)
 
     @of.set_ev_cls(of.ofp_event.EventOFPStateChange, of.DEAD_DISPATCHER)
     def state_change_handler(self, ev):
@@ -164,7 +165,6 @@ class KubeProxy(of.app_manager.OSKenApp):
                 del self.resyncing[dp.id]
             if self.datapaths.get(dp.id) is dp:
                 del self.datapaths[dp.id]
-                self.installed.pop(dp.id, None)
                 self.acked.pop(dp.id, None)
                 LOG.info("switch %016x disconnected", dp.id)
                 self._write_status()
@@ -208,10 +208,12 @@ class KubeProxy(of.app_manager.OSKenApp):
                     with self.lock:
                         self._resync_overdue()
                 previous = self.state
-                if self._load_state():
-                    with self.lock:
+                with self.lock:  # a switch connecting meanwhile must get the program before or after a change
+                    touched = self._load_state()
+                    if touched is not None:
                         for dp in list(self.datapaths.values()):
-                            self._sync(dp)
+                            self._sync(dp, touched.get(dp.id, Touched()))
+                if touched is not None:
                     self._flush_stale_udp(previous)
             except Exception:  # a bad state file must not kill the proxy; the lab sees no ack
                 LOG.exception("could not apply %s", self.state_path)
@@ -230,29 +232,59 @@ class KubeProxy(of.app_manager.OSKenApp):
         self._stamps[path] = stamp
         return True
 
-    def _load_state(self) -> bool:
+    def _load_state(self) -> dict[int, Touched] | None:
+        """Take in a new state (the whole file, or the lines appended to its change log) and new health
+        verdicts; recompile only what they changed. Returns what each bridge's update touched, or None."""
         state_changed = self._changed(self.state_path)
         health_changed = self._changed(self.lb_health_path)
-        if not (state_changed or health_changed):
-            return False
         state = read_state(self.state_path) if state_changed else self.state
+        if state_changed:
+            self._log_offset = 0
+        state, logged = self._read_log(state)
+        state_changed = state_changed or logged
         if health_changed:
             with open(self.lb_health_path) as f:
                 services = json.load(f).get("services", {})
             self.lb_healthy = {key: entry["healthy"] for key, entry in services.items()}
-        if state is None:
-            return False
-        programs = compile_state(state, self.lb_healthy)
-        with self.lock:
-            if state_changed:
-                self.pending_since = time.monotonic()
-            self.state, self.programs = state, programs
+        if state is None or not (state_changed or health_changed):
+            return None
+        touched = self.incremental.update(state, self.lb_healthy)
+        self.programs = self.incremental.programs
+        if state_changed:
+            self.pending_since = time.monotonic()
+        self.state = state
         if state_changed:
             self.health.reconcile(state)
-            LOG.info("state generation %d: %d service ports", state.generation, len(state.service_ports))
+            LOG.info("state generation %d: %d service ports, %d flows and groups touched", state.generation,
+                     len(state.service_ports), sum(len(t) for t in touched.values()))
         if health_changed:
             LOG.info("load balancer health: %s", self.lb_healthy)
-        return True
+        return touched
+
+    def _read_log(self, state: ProxyState | None) -> tuple[ProxyState | None, bool]:
+        """Apply the complete lines appended to the state's change log since the last read."""
+        if state is None:
+            return state, False
+        try:
+            if os.stat(log_path(self.state_path)).st_size <= self._log_offset:
+                return state, False  # nothing new: one stat() per look
+            with open(log_path(self.state_path), "rb") as f:
+                f.seek(self._log_offset)
+                data = f.read()
+        except FileNotFoundError:
+            return state, False
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next look
+        if not end:
+            return state, False
+        self._log_offset += end
+        applied = False
+        for line in data[:end].splitlines():
+            delta = json.loads(line)
+            if delta["generation"] <= state.generation:
+                continue  # already in the state file this log follows
+            state = apply_delta(state, delta)
+            applied = True
+        return state, applied
 
     def _flush_stale_udp(self, previous: ProxyState | None) -> None:
         """After the new flows are sent: forget the UDP conntrack entries of endpoints no longer used."""
@@ -283,18 +315,19 @@ class KubeProxy(of.app_manager.OSKenApp):
             return 503, {"error": f"no Service uses health check port {port}"}, {}
         return service_answer(state, node, *service, proxy_healthy=healthy)
 
-    def _sync(self, dp) -> None:
-        """Send ``dp`` the difference to its desired program, then a barrier to learn when it holds."""
+    def _sync(self, dp, touched: Touched | None, installed: Program | None = None) -> None:
+        """Send ``dp`` what changed (``touched``: what the last update touched; None: the difference from
+        ``installed``, what a connecting switch holds, empty by default), then a barrier to learn when
+        it holds it."""
         if self.state is None:
             return
         desired = self.programs.get(dp.id)
         if desired is None:
             LOG.warning("switch %016x is not part of the cluster state", dp.id)
             return
-        changes = diff(self.installed.get(dp.id, Program()), desired)
+        changes = diff(installed or Program(), desired) if touched is None else diff_touched(touched, desired)
         if len(changes):
             dp.send(of.messages(dp, changes))  # one buffer: 20,000 messages would be 20,000 queue hand-offs
-        self.installed[dp.id] = desired
         request = of.barrier(dp)
         dp.set_xid(request)
         self.pending[(dp.id, request.xid)] = self.state.generation

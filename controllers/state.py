@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -121,17 +121,66 @@ class ProxyState:
             generation=int(data["generation"]),
             nodes=tuple(NodeInfo(**n) for n in data["nodes"]),
             pods=tuple(PodInfo(**p) for p in data["pods"]),
-            service_ports=tuple(
-                ServicePortInfo(
-                    **{k: v for k, v in sp.items() if k not in ("endpoints", "source_ranges")},
-                    endpoints=tuple(EndpointInfo(**e) for e in sp["endpoints"]),
-                    source_ranges=tuple(sp.get("source_ranges", ())),
-                )
-                for sp in data["service_ports"]
-            ),
+            service_ports=tuple(_service_port(sp) for sp in data["service_ports"]),
             underlay=UnderlayInfo(**data["underlay"]),
             externals=tuple(ExternalHost(**e) for e in data.get("externals", ())),
         )
+
+
+def _service_port(data: dict) -> ServicePortInfo:
+    return ServicePortInfo(**{k: v for k, v in data.items() if k not in ("endpoints", "source_ranges")},
+                           endpoints=tuple(EndpointInfo(**e) for e in data["endpoints"]),
+                           source_ranges=tuple(data.get("source_ranges", ())))
+
+
+# The lab writes the whole state once (``write_json_atomic``) and then appends one line per new
+# generation to ``<state>.log``: only what changed (``state_delta``), so publishing a pod change in a
+# cluster of 10,000 Service ports costs that pod's Service ports, not a 15 MB document.
+_WHOLE = {"nodes": NodeInfo, "pods": PodInfo, "externals": ExternalHost}
+
+
+def log_path(state_path: str) -> str:
+    return state_path + ".log"
+
+
+def state_delta(old: ProxyState, new: ProxyState) -> dict:
+    """What turns ``old`` into ``new``: Service ports by key (changed ones whole, removed ones' keys, the
+    order when it changed) and nodes, pods, externals and the underlay whole when they changed."""
+    delta: dict = {"base": old.generation, "generation": new.generation}
+    for name in (*_WHOLE, "underlay"):
+        if getattr(new, name) != getattr(old, name):
+            value = getattr(new, name)
+            delta[name] = asdict(value) if name == "underlay" else [asdict(v) for v in value]
+    before = {sp.key: sp for sp in old.service_ports}
+    keys = [sp.key for sp in new.service_ports]
+    delta["changed"] = [_service_port_dict(sp) for key, sp in zip(keys, new.service_ports, strict=True)
+                        if before.get(key) is not sp and before.get(key) != sp]
+    if keys != list(before):
+        delta["order"] = keys
+    return delta
+
+
+def _service_port_dict(sp: ServicePortInfo) -> dict:
+    """``asdict(sp)``, ten times faster (it deep-copies): 10,000 Service ports are written in one line."""
+    data = dict(vars(sp))
+    data["endpoints"] = [vars(e) for e in sp.endpoints]
+    return data
+
+
+def apply_delta(state: ProxyState, delta: dict) -> ProxyState:
+    """``state`` with ``delta`` applied; ValueError if the delta was made from another generation."""
+    if delta.get("base") != state.generation:
+        raise ValueError(f"a change from generation {delta.get('base')} cannot apply to generation {state.generation}")
+    fields = {name: tuple(cls(**v) for v in delta[name]) for name, cls in _WHOLE.items() if name in delta}
+    if "underlay" in delta:
+        fields["underlay"] = UnderlayInfo(**delta["underlay"])
+    ports = {sp.key: sp for sp in state.service_ports}
+    for data in delta.get("changed", ()):
+        sp = _service_port(data)
+        ports[sp.key] = sp
+    order = delta.get("order")
+    service_ports = tuple(ports[k] for k in order) if order is not None else tuple(ports.values())
+    return replace(state, generation=int(delta["generation"]), service_ports=service_ports, **fields)
 
 
 def write_json_atomic(path: str, data: dict) -> None:

@@ -14,6 +14,8 @@ leaves a half-built lab behind; errors are one line on stderr and a non-zero exi
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import json
 import os
 import platform
@@ -25,13 +27,13 @@ from functools import partial
 from pathlib import Path
 
 from lab import scenarios
-from lab.cloud.load_balancer import load_balancer_ips
-from lab.emulation.environment import datapath, has_netem
 from lab.errors import LabError, ManifestError
 from lab.kube.manifests import DEFAULT_NODES, load_manifests
-from lab.measure.experiment import health_checks, probe_all_load_balancers
-from lab.measure.report import new_report, render_health_checks, render_table, verdict
 from lab.scenarios import Outcome
+
+# Start-up imports only what reading the command line and the manifests needs: a refused manifest
+# answers before Mininet, Open vSwitch helpers, the measuring code or matplotlib are loaded (bench/
+# time_to_result.py times it, tests/unit/test_startup.py checks it). Each command imports what it runs.
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REQUESTS = 200
@@ -42,6 +44,8 @@ def progress(message: str) -> None:
 
 
 def machine_facts() -> dict:
+    from lab.emulation.environment import datapath, has_netem
+
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or None
     return {"cores": os.cpu_count(), "kernel": platform.release(), "ovsDatapath": datapath(),
@@ -98,10 +102,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from lab.cloud.network import LabNetwork
-    from lab.measure.drawing import plot_results
-    from lab.measure.measurements import measure_all, measure_cluster_ips, topology
-
     started = time.monotonic()
     via = parse_via(args.via)
     cluster = _load(args)
@@ -112,6 +112,12 @@ def cmd_apply(args) -> int:
     if via == ("nodePort",) and not any(s.node_ports for s in cluster.services):
         raise LabError("the manifests define no NodePort or LoadBalancer Service, so --via nodePort has nothing "
                        "to probe", "add --via clusterIP, or a Service of type NodePort")
+    from lab.cloud.load_balancer import load_balancer_ips
+    from lab.cloud.network import LabNetwork
+    from lab.measure.experiment import health_checks, probe_all_load_balancers
+    from lab.measure.measurements import measure_all, measure_cluster_ips, topology
+    from lab.measure.report import new_report, render_health_checks, render_table, verdict
+
     report = new_report(cluster)
     report.warnings += cluster.warnings
     with LabNetwork(cluster, log=progress, grace_scale=args.grace_scale) as lab:
@@ -126,7 +132,7 @@ def cmd_apply(args) -> int:
         checks = health_checks(lab)
     outcome = Outcome(report=report.to_dict(), table=render_table(report, cluster),
                       verdict=verdict(report, cluster), warnings=report.warnings,
-                      plot=partial(plot_results, report.results, topology=topology(cluster)))
+                      plot=partial(_plot_results, report.results, topology=topology(cluster)))
     if checks:
         outcome.report["healthChecks"] = checks
         outcome.report["loadBalancers"] = [
@@ -199,7 +205,23 @@ def _inputs(p: argparse.ArgumentParser) -> None:
                    help="fail on warnings about workload kinds or fields the lab does not honour (for CI)")
 
 
-def parser() -> argparse.ArgumentParser:
+def _plot_results(*args, **kwargs) -> None:
+    from lab.measure.drawing import plot_results  # matplotlib only when a picture is asked for
+
+    plot_results(*args, **kwargs)
+
+
+def _summary(name: str) -> str:
+    """A scenario's first docstring line, read from its source without importing it."""
+    spec = importlib.util.find_spec(scenarios.SCENARIOS[name])
+    with open(spec.origin) as f:
+        return (ast.get_docstring(ast.parse(f.read())) or "").strip().splitlines()[0]
+
+
+def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Only the scenario named in ``argv`` (default: the command line) gets its own arguments added."""
+    words = sys.argv[1:] if argv is None else argv
+    chosen = {w for w in words if w in scenarios.SCENARIOS} if "run" in words else set()
     ap = argparse.ArgumentParser(prog="python -m lab", description="Kubernetes NodePort, shown with real "
                                  "packets in Mininet and Open vSwitch. Without a command: the default "
                                  f"scenario ({scenarios.DEFAULT}).")
@@ -210,10 +232,11 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a named scenario: " + ", ".join(scenarios.SCENARIOS))
     run_sub = run.add_subparsers(dest="scenario", metavar="NAME", required=True)
     for name in scenarios.SCENARIOS:
-        sp = run_sub.add_parser(name, help=(scenarios.load(name).__doc__ or "").strip().splitlines()[0])
+        sp = run_sub.add_parser(name, help=_summary(name))
         _common(sp)
         sp.add_argument("--plot", metavar="FILE", help="also draw the results as a PNG")
-        scenarios.load(name).add_arguments(sp)
+        if name in chosen:  # only the scenario being run is imported (the bandwidth one loads a lot)
+            scenarios.load(name).add_arguments(sp)
     apply = sub.add_parser("apply", help="build a cluster from Kubernetes YAML and probe every Service")
     _inputs(apply)
     _common(apply)
@@ -233,7 +256,7 @@ COMMANDS = {"run": cmd_run, "apply": cmd_apply, "cli": cmd_cli, "clean": cmd_cle
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser(argv).parse_args(argv)
     # Python leaves SIGINT alone when it starts ignored (a script's `python -m lab &`), and then
     # `kill -INT` would not tear the network down: take it back.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -87,6 +87,22 @@ def pod_host_params(node_index: int, pod: Pod) -> dict:
             "defaultRoute": f"via {addr.pod_gateway_ip(node_index)}"}
 
 
+def static_neighbours(cluster: Cluster) -> dict[str, list[tuple[str, str]]]:
+    """Per host on the underlay, the (IP, MAC) of every neighbour it may send to there.
+
+    With these as permanent ARP entries no host ever resolves a neighbour across the underlay, so the
+    underlay's port counters carry only IP traffic, and bytes between nodes can be read from them at
+    once (``ClusterNetwork.inter_node_bytes``) instead of waiting for flow counters. The underlay still
+    answers ARP (a user's ``ip neigh flush`` keeps working); it is just never needed."""
+    router = (addr.ROUTER_UNDERLAY_IP, addr.mac_for(addr.ROUTER_UNDERLAY_IP))
+    edge = (addr.ROUTER_CLIENT_IP, addr.mac_for(addr.ROUTER_CLIENT_IP))
+    nodes = [(n.name, addr.node_ip(n.index)) for n in cluster.nodes]
+    table = {addr.CLIENT_NAME: [edge], addr.LB_NAME: [edge]}
+    for name, _ in nodes:
+        table[name] = [router] + [(ip, addr.mac_for(ip)) for other, ip in nodes if other != name]
+    return table
+
+
 def bridge_names(cluster: Cluster) -> list[str]:
     return [addr.underlay_bridge()] + [addr.node_bridge(n.index) for n in cluster.nodes]
 

@@ -1,6 +1,7 @@
 """Runs kube-proxy (``python -m controllers``) as its own process and talks to it through two files.
 
-The lab writes the cluster state (``cluster.json``); the controller acknowledges each generation per
+The lab writes the cluster state (``cluster.json``, then one line of changes per new generation to
+``cluster.json.log``: ``controllers.state.state_delta``); the controller acknowledges each generation per
 switch (``controller-status.json``) after a barrier. ``publish`` returns once every switch holds the
 new generation, so a probe never races the flows it depends on.
 
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 
-from controllers.state import ProxyState, write_json_atomic
+from controllers.state import ProxyState, log_path, state_delta, write_json_atomic
 from lab.emulation.resources import RunDir, private_socket_dir, start_process, stop_process
 from lab.errors import LabError
 from lab.polling import wait_for
@@ -36,6 +37,7 @@ class ControllerProcess:
         self.lb_health_path = run.file("lb-health.json")
         self.proc: subprocess.Popen | None = None
         self.generation = 0
+        self.state: ProxyState | None = None  # the last state published
         self.supervised = False  # once a supervisor restarts it, a death is a wait, not an error
 
     @property
@@ -46,6 +48,9 @@ class ControllerProcess:
     def start(self, state: ProxyState) -> None:
         self.generation = state.generation
         write_json_atomic(self.state_path, state.to_dict())
+        if os.path.exists(log_path(self.state_path)):
+            os.unlink(log_path(self.state_path))
+        self.state = state
         self.respawn()
 
     def respawn(self) -> None:
@@ -69,8 +74,13 @@ class ControllerProcess:
         wait_for(listening, timeout=20, what=f"controller listening on {self.socket_path}")
 
     def publish(self, state: ProxyState, dpids: list[int], timeout: float = 30) -> None:
+        """Append what changed since the last state to the state's change log (one line, one write),
+        and wait until every switch holds it."""
         self.generation = state.generation
-        write_json_atomic(self.state_path, state.to_dict())
+        line = json.dumps(state_delta(self.state, state), separators=(",", ":")) + "\n"
+        with open(log_path(self.state_path), "a") as f:
+            f.write(line)
+        self.state = state
         self.wait_applied(dpids, timeout)
 
     def wait_applied(self, dpids: list[int], timeout: float = 30) -> None:
@@ -82,7 +92,7 @@ class ControllerProcess:
             acked = self._status().get("datapaths", {})
             missing = {d for d in wanted if acked.get(d, -1) < self.generation}
             return not missing or {"waiting for": sorted(missing), "generation": self.generation}
-        wait_for(lambda: applied() is True, timeout=timeout,
+        wait_for(lambda: applied() is True, timeout=timeout, interval=0.005,
                  what=f"all switches to hold generation {self.generation}", last=applied)
 
     def lb_rotation(self) -> dict[str, list[str]]:
@@ -104,8 +114,7 @@ class ControllerProcess:
 
     def restart(self) -> None:
         """Stop and start the controller alone, as one restarts kube-proxy; switches reconnect to it."""
-        with open(self.state_path) as f:
-            state = ProxyState.from_dict(json.load(f))
+        state = self.state
         self.stop()
         if os.path.exists(self.status_path):
             os.unlink(self.status_path)

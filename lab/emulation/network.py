@@ -47,9 +47,18 @@ from lab.kube.endpoints import workload_ports, workload_udp_ports
 from lab.kube.model import NODE_PORT_RANGE, Cluster, ContainerPort, Pod
 from lab.kube.names import validate_object_name
 from lab.polling import wait_for
-from topologies.cluster import ClusterTopo, LinkShape, bridge_names, pod_host_params, root_interfaces
+from topologies.cluster import (
+    ClusterTopo,
+    LinkShape,
+    bridge_names,
+    pod_host_params,
+    root_interfaces,
+    static_neighbours,
+)
 
 OFFLOADS_OFF = "tx off tso off gso off"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where ``lab`` is
+TEARDOWN_GROUP_BASE = 0x4E500000  # interface groups of the lab's teardown: "NP" + the run's pid
 TERMINATION_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds default
 
 
@@ -162,18 +171,24 @@ class ClusterNetwork(Supervised):
         from mininet.net import Mininet
         from mininet.node import OVSSwitch
 
+        from lab.emulation.fast_nodes import LabHost, LabIntf, finish, interfaces_up
+
         setLogLevel("error")
         self.run.own_bridges(bridge_names(self.cluster))
         self.run.own_interfaces(root_interfaces(self.cluster))
         switch = partial(OVSSwitch, datapath=datapath(), protocols="OpenFlow13", batch=True,
                          failMode="secure")
         self.net = Mininet(topo=ClusterTopo(self.cluster, underlay=self.underlay), switch=switch,
-                           link=Link, controller=None, build=False, autoSetMacs=False,
-                           autoStaticArp=False, waitConnected=False)
+                           host=partial(LabHost, tune=self._tune_command, deferred=True), intf=LabIntf, link=Link,
+                           controller=None, build=False, autoSetMacs=False, autoStaticArp=False,
+                           waitConnected=False)
         self.net.build()
+        finish(self.net.hosts)  # hosts configured themselves in parallel
+        interfaces_up(root_interfaces(self.cluster), self.run.file("interfaces-up.batch"))
         for node in self.net.hosts + self.net.switches:
             self.run.own_process(node.pid, f"mininet {node.name}")
-        self._tune_interfaces(self.net.hosts)
+        self._tune_interfaces([])  # the hosts' own ends were tuned as they were configured (_tune_command)
+        self._pin_neighbours()
         self.net.start()
         self._connect_switches()
 
@@ -187,6 +202,21 @@ class ClusterNetwork(Supervised):
                      "max_backoff=1000", "--", "set", "Bridge", switch.name, f"controller=@c{i}"]
         subprocess.run(args, check=True, capture_output=True)
 
+    def _pin_neighbours(self) -> None:
+        """Permanent ARP entries for every underlay neighbour (``topologies.cluster.static_neighbours``):
+        one ``ip -batch`` per host, all hosts at once."""
+        procs = []
+        for name, entries in static_neighbours(self.cluster).items():
+            path = self.run.file(f"neigh-{name}.batch")
+            with open(path, "w") as f:
+                f.writelines(f"neigh replace {ip} lladdr {mac} dev eth0 nud permanent\n" for ip, mac in entries)
+            procs.append((name, subprocess.Popen(["mnexec", "-a", str(self.net.get(name).pid), "ip", "-batch", path],
+                                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+        for name, proc in procs:
+            _, err = proc.communicate(timeout=30)
+            if proc.returncode != 0:
+                raise LabError(f"could not set the static ARP entries of {name}: {err.strip()[-200:]}")
+
     def _started(self) -> None:
         """Called once the cluster is up: what runs beside it (``lab.cloud.network``) starts here."""
 
@@ -196,15 +226,20 @@ class ClusterNetwork(Supervised):
     def _stop_beside(self, errors: list[Exception]) -> None:
         """Called first at teardown: stop what ``_started`` started, adding failures to ``errors``."""
 
+    def _tune_command(self, host_name: str) -> str:
+        """What a host runs when it is configured: offloads off (the userspace datapath drops TCP
+        otherwise), IPv6 off (its chatter costs CPU), and on a node the route to its own pods."""
+        extra = ""
+        if host_name in self._node_names:
+            index = self.cluster.node(host_name).index
+            extra = f"; ip route add {addr.pod_cidr(index)} dev eth0; {node_port_routing(index)}"
+        return (f"sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; "
+                f"ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}")
+
     def _tune_interfaces(self, hosts, root_names: list[str] | None = None) -> None:
-        """Offloads off (the userspace datapath drops TCP otherwise) and IPv6 off (its chatter costs CPU)."""
+        """``_tune_command`` in ``hosts``; offloads and IPv6 off on root-namespace interfaces."""
         for host in hosts:
-            extra = ""
-            if host.name in self._node_names:
-                index = self.cluster.node(host.name).index
-                extra = f"; ip route add {addr.pod_cidr(index)} dev eth0; {node_port_routing(index)}"
-            host.cmd(f"sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; "
-                     f"ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}")
+            host.cmd(self._tune_command(host.name))
         names = root_interfaces(self.cluster) if root_names is None else root_names
         for name in names:
             try:
@@ -212,8 +247,11 @@ class ClusterNetwork(Supervised):
                     f.write("1")
             except OSError:
                 pass
-        script = "; ".join(f"ethtool -K {n} {OFFLOADS_OFF} >/dev/null 2>&1" for n in names)
-        subprocess.run(["sh", "-c", script], check=False)
+        shells = [subprocess.Popen(["sh", "-c", "; ".join(f"ethtool -K {n} {OFFLOADS_OFF} >/dev/null 2>&1"
+                                                          for n in names[k::4])])
+                  for k in range(min(4, len(names)))]  # one ethtool per interface: four at a time
+        for shell in shells:
+            shell.wait()
 
     @property
     def _node_names(self) -> set[str]:
@@ -321,7 +359,7 @@ class ClusterNetwork(Supervised):
         def stop_net():
             if self.net is not None:
                 net, self.net = self.net, None
-                net.stop()
+                self._stop_mininet(net)
 
         def stop_controller():
             if self.controller is not None:
@@ -338,6 +376,36 @@ class ClusterNetwork(Supervised):
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+
+    def _stop_mininet(self, net) -> None:
+        """Mininet's own stop deletes links with one ``ip link del`` per interface through a shell (1,204 at
+        50 nodes: 20 s). Instead: every host's shell ended, so its namespace goes and the kernel removes
+        the veths inside it, and their peers; what is left (links with both ends in the root namespace,
+        and ends the kernel has not reached yet) deleted as one group, by the exact names the run
+        recorded; then every bridge in one ``ovs-vsctl`` transaction. That last step is Open vSwitch's
+        userspace datapath removing its ports one by one (about 15 ms each here), most of the time."""
+        for controller in net.controllers:
+            controller.stop()
+        for node in net.hosts + net.switches:
+            node.terminate()
+        owned = [n for n in self.run.resources.interfaces if os.path.exists(f"/sys/class/net/{n}")]
+        if owned:
+            # Tagged by exact name with a group of this run's own, then deleted as one group: the kernel
+            # unregisters them together (one RCU grace period, not one per interface: 9 ms each here).
+            group = TEARDOWN_GROUP_BASE + os.getpid() % 0x10000
+            path = self.run.file("teardown.batch")
+            with open(path, "w") as f:
+                f.writelines(f"link set dev {name} group {group}\n" for name in owned)
+                f.write(f"link del group {group}\n")
+            subprocess.run(["ip", "-force", "-batch", path], capture_output=True, check=False)
+        args = []
+        for bridge in (s.name for s in net.switches):
+            args += ["--", "--if-exists", "del-br", bridge]
+        if args:
+            started = time.monotonic()
+            subprocess.run(["ovs-vsctl", "--timeout=120", *args[1:]], capture_output=True, check=False)
+            self.timings["teardownBridges"] = time.monotonic() - started  # Open vSwitch removing every port
+        net.links, net.hosts, net.switches, net.controllers = [], [], [], []
 
     # --- operations -----------------------------------------------------------------------------------
 
@@ -399,8 +467,9 @@ class ClusterNetwork(Supervised):
                                 intfName2=addr.pod_intf(pod.serial))
         subprocess.run(["ovs-vsctl", "--timeout=10", "add-port", bridge.name, link.intf2.name, "--", "set",
                         "Interface", link.intf2.name, f"ofport_request={addr.pod_ofport(pod.ip)}"], check=True)
-        host.configDefault()
-        self._tune_interfaces([host], [link.intf2.name])
+        host.configDefault()  # tuned too (_tune_command)
+        host.waitOutput()
+        self._tune_interfaces([], [link.intf2.name])
         subprocess.run(["ip", "link", "set", link.intf2.name, "up"], check=True)
         self.cluster.pods.append(pod)
         for listener in self._listeners(pod):
@@ -540,9 +609,13 @@ class ClusterNetwork(Supervised):
     def probe(self, targets: list[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
               path: str = "/", rate: float | None = None, host: str = addr.CLIENT_NAME,
               protocol: str = "TCP") -> dict:
-        """Requests from ``host`` (the outside client, a pod or a node for in-cluster requests)."""
-        argv = [sys.executable, "-m", "lab.measure.probe", "--targets", *targets, "--requests", str(requests),
-                "--concurrency", str(concurrency), "--timeout", str(timeout), "--path", path]
+        """Requests from ``host`` (the outside client, a pod or a node for in-cluster requests).
+
+        The probe needs only the standard library: without site (-S) it starts in a third of the time
+        (no .pth files run), which a scenario of a dozen probes feels; the lab is found by PYTHONPATH."""
+        argv = ["env", f"PYTHONPATH={REPO}", sys.executable, "-S", "-m", "lab.measure.probe", "--targets", *targets,
+                "--requests", str(requests), "--concurrency", str(concurrency), "--timeout", str(timeout),
+                "--path", path]
         if rate is not None:
             argv += ["--rate", str(rate)]
         if protocol != "TCP":
@@ -564,16 +637,28 @@ class ClusterNetwork(Supervised):
                 total += int(field.split("=", 1)[1])
         return total
 
+    def inter_node_bytes(self) -> int:
+        """Bytes that have crossed between nodes so far, from the underlay's port counters, read at once.
+
+        Every frame the underlay takes in from a node either goes to another node or, through the edge
+        router, to an outside host (client, load balancer), and nothing else sends to outside hosts. So
+        what the node ports received less what the outside ports sent is the traffic between nodes.
+        (Frames from outside are not used: the load balancer drops some, e.g. a late ACK of a connection
+        its conntrack has closed.) Port counters are the interfaces' own and current when read; the
+        INTERNODE flow counters (``flow_bytes``) hold the same bytes only after Open vSwitch's
+        revalidators pushed them (~0.4 s per read). ARP would break the sum (a node's request to the
+        router's responder is received and never sent on), which is why every host has static ARP
+        entries for its underlay neighbours (``_pin_neighbours``); tests/integration/test_counters.py
+        checks both readings agree on the same traffic."""
+        ports = dump_ports(addr.underlay_bridge())
+        node_ports = {addr.underlay_node_port(n.index) for n in self.cluster.nodes}
+        from_nodes = sum(rx for port, (rx, _) in ports.items() if port in node_ports)
+        to_outside = sum(tx for port, (_, tx) in ports.items() if port not in node_ports)
+        return from_nodes - to_outside
+
     def port_bytes(self, bridge: str) -> dict[int, int]:
         """Bytes each OpenFlow port of a bridge has carried so far, both directions (rx + tx)."""
-        out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge],
-                             capture_output=True, text=True, check=True).stdout
-        totals: dict[int, int] = {}
-        for block in re.split(r"^\s*port\s+", out, flags=re.M)[1:]:  # "port  1: rx pkts=.., bytes=.." + "tx .."
-            port, _, counts = block.partition(":")
-            if port.strip().isdigit():  # not LOCAL, the bridge's own interface
-                totals[int(port)] = sum(int(b) for b in re.findall(r"\bbytes=(\d+)", counts))
-        return totals
+        return {port: rx + tx for port, (rx, tx) in dump_ports(bridge).items()}
 
     def client_ttl(self) -> int:
         return self.pod_ttl(addr.CLIENT_NAME)
@@ -582,6 +667,20 @@ class ClusterNetwork(Supervised):
         """The TTL a host's packets start with (its ``ip_default_ttl``)."""
         out = self.run_in(host, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)
         return int(out.stdout.strip())
+
+
+def dump_ports(bridge: str) -> dict[int, tuple[int, int]]:
+    """(received, sent) bytes of each OpenFlow port of a bridge, as the bridge sees them."""
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge],
+                         capture_output=True, text=True, check=True).stdout
+    totals: dict[int, tuple[int, int]] = {}
+    for block in re.split(r"^\s*port\s+", out, flags=re.M)[1:]:  # "port  1: rx pkts=.., bytes=.." + "tx .."
+        port, _, counts = block.partition(":")
+        rx = re.search(r"\brx\b[^\n]*?\bbytes=(\d+)", counts)
+        tx = re.search(r"\btx\b[^\n]*?\bbytes=(\d+)", counts)
+        if port.strip().isdigit() and rx and tx:  # not LOCAL, the bridge's own interface
+            totals[int(port)] = (int(rx.group(1)), int(tx.group(1)))
+    return totals
 
 
 NODE_PORT_TABLE = 100

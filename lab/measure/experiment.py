@@ -1,8 +1,9 @@
 """Probing a running lab: for each NodePort Service and each node, real requests from the outside client.
 
 An "entry" is one (Service port, node) pair: the client sends N new TCP connections to nodeIP:nodePort.
-Bytes between nodes are the underlay's inter-node flow counters read before and after that entry
-alone, so each row of the report is charged only with its own traffic.
+Bytes between nodes are read from the underlay's port counters before and after that entry alone
+(``ClusterNetwork.inter_node_bytes``, current at once), so each row of the report is charged only with
+its own traffic.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import time
 from collections.abc import Callable
 
-from controllers.pipeline import U_INTERNODE
 from lab.cloud.load_balancer import health_check_target, load_balancer_services
 from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
@@ -22,11 +22,11 @@ from lab.measure.report import Report, entry_result
 
 def _probe_counted(lab: LabNetwork, target: str, requests: int, **probe_args) -> tuple[dict, int, float]:
     """The probe's answer, the bytes that crossed between nodes meanwhile, and how long it took."""
-    before = lab.flow_bytes(addr.underlay_bridge(), U_INTERNODE)
+    before = lab.inter_node_bytes()
     t0 = time.monotonic()
     out = lab.probe([target], requests, **probe_args)
     duration = out.get("durationS", time.monotonic() - t0)
-    return out, lab.flow_bytes(addr.underlay_bridge(), U_INTERNODE) - before, duration
+    return out, lab.inter_node_bytes() - before, duration
 
 
 def probe_entry(lab: LabNetwork, service: Service, sp: ServicePort, node_name: str, requests: int,

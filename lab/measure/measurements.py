@@ -17,6 +17,7 @@ link's byte counters, and add three keys to the report's result (``lab.measure.r
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
@@ -40,12 +41,16 @@ def topology(cluster: Cluster) -> dict:
 
 
 def link_bytes(net: LabNetwork) -> dict[str, int]:
-    """Bytes every link has carried so far (port counters), by the name of what the link attaches."""
-    underlay = net.port_bytes(addr.underlay_bridge())
+    """Bytes every link has carried so far (port counters), by the name of what the link attaches.
+    The bridges are read side by side (one ``ovs-ofctl`` each), as a probe waits for all of them."""
+    bridges = [addr.underlay_bridge()] + [addr.node_bridge(n.index) for n in net.cluster.nodes]
+    with ThreadPoolExecutor(max_workers=min(4, len(bridges))) as pool:
+        counters = dict(zip(bridges, pool.map(net.port_bytes, bridges), strict=True))
+    underlay = counters[addr.underlay_bridge()]
     links = {addr.CLIENT_NAME: underlay.get(addr.UNDERLAY_CLIENT_PORT, 0)}
     for node in net.cluster.nodes:
         links[node.name] = underlay.get(addr.underlay_node_port(node.index), 0)
-        ports = net.port_bytes(addr.node_bridge(node.index))
+        ports = counters[addr.node_bridge(node.index)]
         for pod in net.cluster.pods_on(node.name):
             links[pod.name] = ports.get(addr.pod_ofport(pod.ip), 0)
     return links

@@ -5,9 +5,10 @@ make, so every request is a fresh kube-proxy balancing decision; the pods' answe
 say which pod served it and which source address it saw.
 
 Requests go to the targets round-robin (request ``i`` to ``targets[i % len(targets)]``). Per target,
-at most ``concurrency`` requests are in flight while they get answers; the first timeout of a target
-releases all of that target's remaining requests at once. A node that silently drops traffic therefore
-costs about two timeouts, not ``requests / concurrency`` of them, while a healthy one is never flooded.
+at most ``concurrency`` requests are in flight while they get answers; the first timeout of a target,
+or a quarter of a timeout without a single connection established, releases all of that target's
+remaining requests at once. A node that silently drops traffic therefore costs about 1.25 timeouts,
+not ``requests / concurrency`` of them, while a healthy one is never flooded.
 Each request, from connect to the end of the response, has ``timeout`` seconds.
 
 ``python -m lab.measure.probe --targets 172.18.0.11:30007 [...] --requests N --concurrency C --timeout T
@@ -107,10 +108,13 @@ def _millis_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-async def _exchange(record: Record, host: str, port: int, path: str, start: float) -> None:
+async def _exchange(record: Record, host: str, port: int, path: str, start: float,
+                    connected: list[int] | None = None) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         record.connect_ms = _millis_since(start)
+        if connected is not None:
+            connected[0] += 1
         local_ip, local_port = writer.get_extra_info("sockname")[:2]
         record.local = f"{local_ip}:{local_port}"
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
@@ -133,8 +137,9 @@ async def _exchange(record: Record, host: str, port: int, path: str, start: floa
 
 
 async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
-                origin: float | None = None) -> Record:
-    """One request on a new connection; every failure is recorded, none is raised."""
+                origin: float | None = None, connected: list[int] | None = None) -> Record:
+    """One request on a new connection; every failure is recorded, none is raised. ``connected[0]``
+    counts the connections that were established."""
     host, port = target
     record = Record(target=f"{host}:{port}")
     start = time.perf_counter()
@@ -142,7 +147,7 @@ async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
         record.t = round(start - origin, 4)
     try:
         async with asyncio.timeout(timeout):
-            await _exchange(record, host, port, path, start)
+            await _exchange(record, host, port, path, start, connected)
     except TimeoutError:  # before OSError: TimeoutError is one
         record.error = "timeout"
     except OSError as exc:
@@ -158,8 +163,9 @@ async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
 
 
 async def fetch_udp(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
-                    origin: float | None = None) -> Record:
-    """One datagram from a new socket and its answer; every failure is recorded, none is raised."""
+                    origin: float | None = None, connected: list[int] | None = None) -> Record:
+    """One datagram from a new socket and its answer; every failure is recorded, none is raised.
+    (UDP connects nothing: ``connected`` is not counted, an answer stops the drop watch instead.)"""
     host, port = target
     record = Record(target=f"{host}:{port}")
     start = time.perf_counter()
@@ -195,17 +201,29 @@ FETCHERS = {"tcp": fetch, "udp": fetch_udp}
 
 async def _drive_target(target: tuple[str, int], indices: Sequence[int], records: list[Record | None],
                         concurrency: int, timeout: float, path: str, origin: float, fetcher=fetch) -> None:
-    """Run one target's requests, ``concurrency`` at a time until one times out, then all at once."""
+    """Run one target's requests, ``concurrency`` at a time until one times out, then all at once.
+
+    A target that drops silently is found sooner: when a quarter of a timeout has passed since the first
+    requests left and not one connection was established (a SYN that is answered connects in
+    milliseconds, however slow the answer after it), the rest go at once too. Every request still has
+    its whole timeout."""
     pending = deque(indices)
     running: dict[asyncio.Task[Record], int] = {}
     flooding = False
+    connected, answered = [0], 0
+    silent_after = time.perf_counter() + timeout / 4
     while pending or running:
         while pending and (flooding or len(running) < concurrency):
-            running[asyncio.create_task(fetcher(target, path, timeout, origin))] = pending.popleft()
-        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            running[asyncio.create_task(fetcher(target, path, timeout, origin, connected))] = pending.popleft()
+        watching = not flooding and pending and not connected[0] and not answered
+        wait = max(silent_after - time.perf_counter(), 0.0) if watching else None
+        done, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             record = records[running.pop(task)] = task.result()
+            answered += 1
             flooding = flooding or record.error == "timeout"
+        if watching and not done and not connected[0]:
+            flooding = True  # a quarter of a timeout and no connection at all: the target drops
 
 
 async def _paced(targets: Sequence[tuple[str, int]], requests: int, rate: float, records: list[Record | None],

@@ -98,6 +98,14 @@ def test_port_counters_are_read_per_port_both_directions(monkeypatch):
     assert LabNetwork.port_bytes(None, "npl-ul") == {101: 6888 + 4490, 1: 8242 + 12582}  # LOCAL is not a link
 
 
+def test_bytes_between_nodes_are_what_nodes_sent_less_what_reached_outside_hosts(monkeypatch, lab):
+    # node-a (port 101) and node-b (102) sent 9,000 and 4,000 bytes; 5,000 of them went on to the client
+    # (port 1); the client sent 7,000 of which the load balancer dropped some: they do not count.
+    counters = {101: (9000, 6000), 102: (4000, 9000), 1: (7000, 5000), 2: (0, 0)}
+    monkeypatch.setattr("lab.emulation.network.dump_ports", lambda bridge: counters)
+    assert LabNetwork(lab.cluster).inter_node_bytes() == 8000
+
+
 class FakeNet:
     """Counters that grow by a known amount per probe, and a cluster to look names up in."""
 

@@ -1,0 +1,167 @@
+"""Every bridge's program kept up to date piece by piece, so a change costs what changed.
+
+kube-proxy's nftables mode made an update cost the rules that changed, not the whole ruleset; this
+does the same for the compiled programs. A bridge's program is its base (``compile_node`` /
+``compile_underlay`` of the state without Service ports: ARP, conntrack, routing) plus one piece per
+Service port (``pipeline.service_port_piece``, ``pipeline.underlay_service_port_piece``). A piece is
+kept as long as its ``ServicePortInfo`` (immutable: endpoints included) and, on the underlay, its load
+balancer's healthy nodes are the same; the base is recompiled only when nodes, pods or the underlay
+change, and every piece when the nodes do (a piece depends on its node). Flows two pieces share (an
+endpoint's hairpin flow) are counted, so one leaves when the last piece holding it does.
+
+``update`` returns, per bridge, what each touched flow and group was before (``Touched``), from which
+``controllers.diff.diff_touched`` makes the messages without walking the unchanged program. The
+whole program is compiled only when the controller starts; a switch that connects gets it all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from controllers.pipeline import (
+    Flow,
+    Group,
+    Program,
+    compile_node,
+    compile_underlay,
+    service_port_piece,
+    underlay_service_port_piece,
+)
+from controllers.state import ProxyState
+
+
+@dataclass
+class Touched:
+    """What touched flows (by key) and groups (by id) were before an update; None: they did not exist."""
+
+    flows: dict[tuple, Flow | None] = field(default_factory=dict)
+    groups: dict[int, Group | None] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.flows) + len(self.groups)
+
+
+class _Counted:
+    """One bridge's program as the sum of pieces: each flow and group with the number of pieces holding it."""
+
+    def __init__(self) -> None:
+        self.program = Program()
+        self.flow_refs: dict[tuple, int] = {}
+        self.group_refs: dict[int, int] = {}
+
+    def add(self, piece: Program, touched: Touched) -> None:
+        _add(piece.flows, self.program.flows, self.flow_refs, touched.flows)
+        _add(piece.groups, self.program.groups, self.group_refs, touched.groups)
+
+    def remove(self, piece: Program, touched: Touched) -> None:
+        _remove(piece.flows, self.program.flows, self.flow_refs, touched.flows)
+        _remove(piece.groups, self.program.groups, self.group_refs, touched.groups)
+
+
+def _add(items: dict, held: dict, refs: dict, touched: dict) -> None:
+    """Count ``items`` (flows by key, or groups by id) in; the first holder makes one appear."""
+    for key, item in items.items():
+        old = held.get(key)
+        if old is None:
+            touched.setdefault(key, None)
+            held[key] = item
+            refs[key] = 1
+        elif old == item:
+            refs[key] += 1
+        else:
+            raise ValueError(f"two pieces compile different values for one match or id: {old} / {item}")
+
+
+def _remove(items: dict, held: dict, refs: dict, touched: dict) -> None:
+    """Count ``items`` out; the last holder leaving makes one disappear (``touched`` keeps what it was)."""
+    for key in items:
+        refs[key] -= 1
+        if not refs[key]:
+            touched.setdefault(key, held[key])
+            del held[key], refs[key]
+
+
+class IncrementalPrograms:
+    def __init__(self) -> None:
+        self.bridges: dict[int, _Counted] = {}
+        self._base_state: ProxyState | None = None
+        self._bases: dict[int, Program] = {}
+        # dpid -> Service port key -> (what the piece was compiled from, the piece)
+        self._pieces: dict[int, dict[str, tuple[tuple, Program]]] = {}
+        self._ports: dict[str, object] = {}  # the last update's Service ports by key, and health verdicts
+        self._healthy: dict[str, list[str]] = {}
+
+    @property
+    def programs(self) -> dict[int, Program]:
+        """Every bridge's whole program (the live objects: read, do not change)."""
+        return {dpid: counted.program for dpid, counted in self.bridges.items()}
+
+    def update(self, state: ProxyState, lb_healthy: dict[str, list[str]] | None = None) -> dict[int, Touched]:
+        lb_healthy = lb_healthy or {}
+        touched: dict[int, Touched] = {}
+        base_state = replace(state, generation=0, service_ports=())
+        nodes_changed = self._base_state is None or base_state.nodes != self._base_state.nodes
+        if nodes_changed or base_state != self._base_state:
+            self._rebase(base_state, state, touched, drop_pieces=nodes_changed)
+        nodes = {node.dpid: node for node in state.nodes}
+        ports = {sp.key: sp for sp in state.service_ports}
+        removed = [k for k in self._ports if k not in ports]
+        if nodes_changed:
+            candidates = lb_candidates = list(ports)
+        else:  # only Service ports that are not the very ones (or equal ones) of the last update
+            before = self._ports
+            candidates = [k for k, sp in ports.items() if before.get(k) is not sp and before.get(k) != sp]
+            lb_changed = {k for k in set(lb_healthy) | set(self._healthy)
+                          if lb_healthy.get(k) != self._healthy.get(k)}
+            lb_candidates = candidates + [k for k, sp in ports.items() if sp.service_key in lb_changed]
+        self._ports, self._healthy = ports, dict(lb_healthy)
+        for dpid, counted in self.bridges.items():
+            mine = touched.setdefault(dpid, Touched())
+            pieces = self._pieces.setdefault(dpid, {})
+            node = nodes.get(dpid)
+            for key in removed:
+                if key in pieces:
+                    counted.remove(pieces.pop(key)[1], mine)
+            changed = []
+            for key in dict.fromkeys(candidates if node is not None else lb_candidates):
+                sp = ports[key]
+                source = (sp,) if node is not None else (sp, tuple(lb_healthy.get(sp.service_key, ())))
+                held = pieces.get(key)
+                if held is None or held[0] != source:
+                    changed.append((key, sp, source))
+                    if held is not None:  # all old pieces leave first: a new one may take over what another held
+                        counted.remove(held[1], mine)
+            for key, sp, source in changed:
+                piece = (service_port_piece(node, sp) if node is not None
+                         else underlay_service_port_piece(state, sp, lb_healthy))
+                counted.add(piece, mine)
+                pieces[key] = (source, piece)
+        return {dpid: t for dpid, t in touched.items() if len(t)}
+
+    def _rebase(self, base_state: ProxyState, state: ProxyState, touched: dict[int, Touched],
+                drop_pieces: bool) -> None:
+        """New bases for every bridge (and no pieces, when the nodes changed: they are compiled again)."""
+        self._base_state = base_state
+        dpids = [n.dpid for n in state.nodes] + [state.underlay.dpid]
+        for dpid in [d for d in self.bridges if d not in dpids]:
+            counted = self.bridges.pop(dpid)
+            self._pieces.pop(dpid, None)
+            self._bases.pop(dpid, None)
+            gone = touched.setdefault(dpid, Touched())
+            gone.flows.update({k: f for k, f in counted.program.flows.items()})
+            gone.groups.update({g: grp for g, grp in counted.program.groups.items()})
+        for node in base_state.nodes:
+            self._set_base(node.dpid, compile_node(base_state, node), touched, drop_pieces)
+        self._set_base(state.underlay.dpid, compile_underlay(base_state, {}), touched, drop_pieces)
+
+    def _set_base(self, dpid: int, base: Program, touched: dict[int, Touched], drop_pieces: bool) -> None:
+        counted = self.bridges.setdefault(dpid, _Counted())
+        mine = touched.setdefault(dpid, Touched())
+        if drop_pieces:
+            for _, piece in self._pieces.pop(dpid, {}).values():
+                counted.remove(piece, mine)
+        old = self._bases.get(dpid)
+        if old is not None:
+            counted.remove(old, mine)
+        counted.add(base, mine)
+        self._bases[dpid] = base
