@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from lab.kube.l7_proxies import proxy_ports
 from lab.kube.model import Cluster, Endpoint, Pod, Service, ServicePort
 
 
@@ -66,14 +67,16 @@ def workload_ports(cluster: Cluster, pod: Pod) -> list[int]:
 
     The exception: a container port named ``iperf3`` (``REAL_SERVER_PORT_NAMES``) is served by a real
     ``iperf3 -s`` that ``lab.emulation.network`` starts in the pod (bulk transfers need a real TCP sender), so the
-    HTTP server must leave that port free, however it is reached.
+    HTTP server must leave that port free, however it is reached; so must an L7 proxy pod's NGINX ports
+    (``lab.kube.l7_proxies``).
     """
     ports = {port.port for port in pod.ports if port.protocol == "TCP"}
+    proxied = proxy_ports(cluster, pod)
     for service in cluster.services:
         if service.namespace != pod.namespace or not selects(service.selector, pod.labels):
             continue
         ports.update(sp.target_port for sp in service.ports if isinstance(sp.target_port, int))
-    return sorted(ports - set(real_server_ports(pod).values()))
+    return sorted(ports - set(real_server_ports(pod).values()) - proxied)
 
 
 REAL_SERVER_PORT_NAMES = ("iperf3",)

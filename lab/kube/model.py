@@ -8,6 +8,11 @@ EndpointSlice controller does), and ``lab.runner`` brings it up as a Mininet net
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lab.kube.gateway import Gateway, GatewayClass, HTTPRoute
+    from lab.kube.ingress import Ingress, IngressClass, TLSSecret
 
 NODE_PORT_RANGE = (30000, 32767)
 
@@ -36,6 +41,7 @@ class Pod:
     owner: str | None = None  # Deployment name, when the pod came from one
     ip: str | None = None  # set when the lab places the pod on its node
     serial: int = 0  # creation order, names the pod's interface (lab.kube.addressing.pod_intf)
+    images: tuple[str, ...] = ()  # the containers' images: no image runs, but some say what a pod is
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,13 @@ class Cluster:
     services: list[Service] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # pods no node could take (kube-scheduler: Pending)
+    # L7 routing objects (lab.kube.ingress, lab.kube.gateway), in manifest order.
+    ingress_classes: list[IngressClass] = field(default_factory=list)
+    ingresses: list[Ingress] = field(default_factory=list)
+    tls_secrets: list[TLSSecret] = field(default_factory=list)
+    gateway_classes: list[GatewayClass] = field(default_factory=list)
+    gateways: list[Gateway] = field(default_factory=list)
+    http_routes: list[HTTPRoute] = field(default_factory=list)
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

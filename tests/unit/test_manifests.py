@@ -119,7 +119,8 @@ def test_fixture_builds_the_whole_cluster():
     assert web.health_check_node_port != metrics.node_port
 
     assert cluster.warnings == [
-        "ignored kind ConfigMap/settings (lab models Node, Pod, Deployment, Service)",
+        "ignored kind ConfigMap/settings (lab models Node, Pod, Deployment, Service, Ingress, IngressClass, "
+        "Secret, GatewayClass, Gateway, HTTPRoute)",
         "ignored Service/web-internal of type ClusterIP (the lab probes NodePort and LoadBalancer Services)",
     ]
 

@@ -12,7 +12,9 @@ One module per part of the story:
 - ``nodes``: Node objects;
 - ``pods``: a pod spec (``Template``), placement and addresses; ``affinity``: its scheduling rules;
 - ``workloads``: the controllers that make pods (Deployment);
-- ``services``: Services and their nodePorts.
+- ``services``: Services and their nodePorts;
+- ``routing``: Ingress, IngressClass, TLS Secrets (``ingress``), GatewayClass, Gateway, HTTPRoute
+  (``gateway``), and the proxies the lab adds for them (``provisioning``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from lab.kube.allocation import PortRange
 from lab.kube.manifests.nodes import read_nodes
 from lab.kube.manifests.pods import Builder, add_pod
 from lab.kube.manifests.reader import Doc, expand, read_documents
+from lab.kube.manifests.routing import KINDS as ROUTING_KINDS
+from lab.kube.manifests.routing import provision, read_routing
 from lab.kube.manifests.services import (
     allocate_node_ports,
     check_named_target_ports,
@@ -35,7 +39,7 @@ from lab.kube.model import NODE_PORT_RANGE, Cluster
 
 __all__ = ["MODELLED_KINDS", "load_manifests", "pod_template_hash", "replica_pod_name"]
 
-MODELLED_KINDS = ("Node", "Pod", "Deployment", "Service")
+MODELLED_KINDS = ("Node", "Pod", "Deployment", "Service", *ROUTING_KINDS)
 
 
 def load_manifests(paths: Sequence[str | Path], *, node_port_range: PortRange = NODE_PORT_RANGE) -> Cluster:
@@ -44,17 +48,23 @@ def load_manifests(paths: Sequence[str | Path], *, node_port_range: PortRange = 
     warnings = [_ignored_kind(doc) for doc in docs if doc.kind not in MODELLED_KINDS]
     nodes, hosts = read_nodes(_of(docs, "Node"), paths)
     builder = Builder(nodes=nodes, hosts=hosts, warnings=warnings)
+    routing = read_routing(docs, warnings)
     for doc in docs:
         if doc.kind == "Pod":
             add_pod(builder, doc)
         elif doc.kind == "Deployment":
             add_deployment(builder, doc)
-    drafts = [draft for doc in _of(docs, "Service") if (draft := service_draft(doc, warnings))]
+    added = provision(routing, nodes, builder.pods, warnings)
+    for doc in _of(added, "Deployment"):
+        add_deployment(builder, doc)
+    service_docs = _of(docs, "Service") + _of(added, "Service")
+    drafts = [draft for doc in service_docs if (draft := service_draft(doc, warnings))]
     check_unique_services(drafts)
     services = allocate_node_ports(drafts, node_port_range)
     cluster = Cluster(
         nodes=nodes, pods=builder.pods, services=services, warnings=warnings, pending=builder.pending
     )
+    routing.into(cluster)
     for draft, service in zip(drafts, services, strict=True):
         check_named_target_ports(cluster, draft, service)
     return cluster

@@ -15,7 +15,12 @@ from lab.kube import names
 if TYPE_CHECKING:
     from lab.kube.manifests.reader import Doc
 
-API_VERSIONS = {"Node": "v1", "Pod": "v1", "Deployment": "apps/v1", "Service": "v1"}
+API_VERSIONS = {
+    "Node": "v1", "Pod": "v1", "Deployment": "apps/v1", "Service": "v1", "Secret": "v1",
+    "Ingress": "networking.k8s.io/v1", "IngressClass": "networking.k8s.io/v1",
+    "GatewayClass": "gateway.networking.k8s.io/v1", "Gateway": "gateway.networking.k8s.io/v1",
+    "HTTPRoute": "gateway.networking.k8s.io/v1",
+}
 DEFAULT_NAMESPACE = "default"
 
 

@@ -52,6 +52,7 @@ class Template:
     pod_affinity: PodAffinity = field(default_factory=PodAffinity)
     pod_anti_affinity: PodAffinity = field(default_factory=PodAffinity)
     topology_spread: tuple[SpreadConstraint, ...] = ()
+    images: tuple[str, ...] = ()
 
 
 @dataclass
@@ -81,6 +82,7 @@ def pod_template(
     ports: list[ContainerPort] = []
     containers = sequence(spec, "containers", origin, f"{prefix}.containers", required=True)
     container_names: set[str] = set()
+    images: list[str] = []
     for c_index, container in enumerate(containers):
         c_field = f"{prefix}.containers[{c_index}]"
         if not isinstance(container, dict):
@@ -96,12 +98,15 @@ def pod_template(
                 f"{c_field}.name", f'"{c_name}" is used twice', "give each container its own name"
             )
         container_names.add(c_name)
-        if not string(container, "image", origin, f"{c_field}.image"):
+        image = string(container, "image", origin, f"{c_field}.image")
+        if not image:
             # The lab runs no image, but the API requires one, so the manifest stays valid for a cluster.
             raise origin.error(f"{c_field}.image", "is required", "add an image, e.g. image: nginx")
+        images.append(image)
         ports.extend(_container_ports(container, origin, c_field))
     return Template(
-        labels, node_name, selector, tuple(ports), node_affinity, pod_affinity, pod_anti_affinity, spread
+        labels, node_name, selector, tuple(ports), node_affinity, pod_affinity, pod_anti_affinity, spread,
+        tuple(images),
     )
 
 
@@ -196,6 +201,7 @@ def create_pod(
             owner=owner,
             ip=addressing.pod_ip(node.index, host_number),
             serial=len(builder.pods) + 1,
+            images=template.images,
         )
     )
 
