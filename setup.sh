@@ -10,8 +10,9 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# Mininet and Open vSwitch from the distribution; real programs the lab runs inside its hosts.
-PACKAGES="mininet openvswitch-switch iperf3 ethtool curl iproute2 iputils-ping procps kmod python3 python3-venv python3-pip"
+# Mininet and Open vSwitch from the distribution; real programs the lab runs inside its hosts (iperf3; nginx,
+# with its realip and ssl modules, in ingress and Gateway pods; haproxy as the PROXY-protocol load balancer).
+PACKAGES="mininet openvswitch-switch iperf3 nginx haproxy ethtool curl iproute2 iputils-ping procps kmod python3 python3-venv python3-pip"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -40,7 +40,7 @@ def _own_once_exec(run: RunDir, proc: subprocess.Popen, what: str) -> None:
         run.own_process(proc.pid, what)
 
 
-def _listening(pid: int, port: int) -> bool:
+def listening(pid: int, port: int) -> bool:
     """Whether the network namespace of ``pid`` has a TCP socket listening on ``port`` (any address)."""
     for table in ("tcp", "tcp6"):
         try:
@@ -76,7 +76,7 @@ def start_iperf3_servers(run: RunDir, host, pod) -> list[subprocess.Popen]:
                 if proc.poll() is not None:
                     raise LabError(f"the iperf3 server in pod {pod.name} exited (code {proc.returncode}); "
                                    f"see {log_path}")
-                return _listening(proc.pid, port)
+                return listening(proc.pid, port)
             wait_for(up, timeout=10, what=f"the iperf3 server in pod {pod.name} to listen on {port}")
     except BaseException:
         for proc in procs:

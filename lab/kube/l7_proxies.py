@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from lab.kube.gateway import GATEWAY_NAME_LABEL, Gateway
 from lab.kube.ingress import INGRESS_NGINX
-from lab.kube.model import Cluster, Pod
+from lab.kube.model import Cluster, Pod, Service
 
 CONTROLLER_IMAGE = "ingress-nginx/controller"
 CHART_LABELS = {"app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"}
@@ -69,3 +69,11 @@ def proxy_ports(cluster: Cluster, pod: Pod) -> set[int]:
     """The ports NGINX binds in the pod (the lab's HTTP server leaves them free)."""
     role = proxy_role(cluster, pod)
     return {port for _, port in role.ports} if role else set()
+
+
+def proxy_services(cluster: Cluster, kind: str) -> list[Service]:
+    """The Services in front of the proxies of one kind ("ingress" or "gateway"): what clients reach them by."""
+    pods = [cluster.pod(name) for name, role in proxy_pods(cluster).items() if role.kind == kind]
+    return [s for s in cluster.services
+            if s.selector and any(p.namespace == s.namespace and
+                                   all(p.labels.get(k) == v for k, v in s.selector.items()) for p in pods)]
