@@ -21,6 +21,13 @@ if [ -n "$missing" ]; then
   echo "setup: installing$missing" >&2
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null
+  # The lab runs nginx and haproxy inside its own hosts only: the system services that installing them
+  # starts (on systemd machines) would hold ports 80/443 on the machine itself, so stop the ones we installed.
+  if [ -d /run/systemd/system ]; then
+    for service in nginx haproxy; do
+      case " $missing " in *" $service "*) systemctl disable --now "$service" >/dev/null 2>&1 || true ;; esac
+    done
+  fi
 fi
 
 # Open vSwitch: its daemons must run. Without the kernel module the lab uses the userspace datapath,

@@ -58,13 +58,37 @@ class LabNetwork(ClusterNetwork):
         self.proxies.start()
         self._sync_health_checker()
         if self.lb_mode == PROXY_PROTOCOL:
-            services = proxy_services(self.cluster, "ingress")
-            if not services:
-                raise LabError("the PROXY-protocol load balancer fronts the ingress controller's Service, "
-                               "and the manifests have none", "add Ingress objects or an ingress controller")
-            self.proxy_lb = ProxyLoadBalancer(self.run, self.net.get(addr.LB_NAME),
-                                              self.net.get(addr.CLIENT_NAME), self.cluster, services[0])
-            self.proxy_lb.start()
+            self._start_proxy_lb()
+
+    def _start_proxy_lb(self) -> None:
+        services = proxy_services(self.cluster, "ingress")
+        if not services:
+            raise LabError("the PROXY-protocol load balancer fronts the ingress controller's Service, "
+                           "and the manifests have none", "add Ingress objects or an ingress controller")
+        self.proxy_lb = ProxyLoadBalancer(self.run, self.net.get(addr.LB_NAME), self.net.get(addr.CLIENT_NAME),
+                                          self.cluster, services[0])
+        self.proxy_lb.start()
+
+    def set_lb_mode(self, mode: str) -> None:
+        """Switch the ingress controller's load balancer between pass-through and PROXY protocol while the
+        network runs: NGINX and the load balancer switch together, as they must (kubernetes/kubernetes#57250)."""
+        if mode not in LB_MODES:
+            raise LabError(f"unknown load balancer mode {mode!r}", f"use {' or '.join(LB_MODES)}")
+        if mode == self.lb_mode:
+            return
+        self.lb_mode = mode
+        self.proxies.proxy_protocol = mode == PROXY_PROTOCOL
+        self.proxies.sync()
+        if mode == PROXY_PROTOCOL:
+            self._start_proxy_lb()
+        elif self.proxy_lb is not None:
+            self.proxy_lb.stop()
+            self.proxy_lb = None
+
+    @property
+    def ingress_entry_lb(self) -> str | None:
+        """Where clients reach the ingress controller through the PROXY-protocol load balancer, if it runs."""
+        return self.proxy_lb.address if self.proxy_lb is not None else None
 
     def _published(self) -> None:
         if self.proxies is not None:

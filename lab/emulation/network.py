@@ -344,11 +344,19 @@ class ClusterNetwork:
                               timeout=timeout)
 
     def probe(self, targets: list[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
-              path: str = "/", rate: float | None = None) -> dict:
+              path: str = "/", rate: float | None = None, host: str | None = None, tls: bool = False,
+              headers: tuple[tuple[str, str], ...] = ()) -> dict:
+        """Run ``lab.measure.probe`` in the client; ``host``, ``tls`` and ``headers`` address an L7 proxy."""
         argv = [sys.executable, "-m", "lab.measure.probe", "--targets", *targets, "--requests", str(requests),
                 "--concurrency", str(concurrency), "--timeout", str(timeout), "--path", path]
         if rate is not None:
             argv += ["--rate", str(rate)]
+        if host:
+            argv += ["--host", host]
+        if tls:
+            argv.append("--tls")
+        for name, value in headers:
+            argv += ["--header", f"{name}:{value}"]
         budget = 30 + requests * timeout + (requests / rate if rate else 0)
         result = self.run_in(addr.CLIENT_NAME, argv, timeout=budget)
         if result.returncode != 0:

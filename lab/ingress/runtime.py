@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from lab.emulation.iperf3 import listening
 from lab.emulation.resources import RunDir, kill_owned, stop_process
 from lab.errors import LabError
-from lab.ingress.certificates import FAKE_CERTIFICATE_CN, CertificateAuthority
+from lab.ingress.certificates import FAKE_CERTIFICATE_CN, CertificateAuthority, Issued
 from lab.ingress.nginx import render
 from lab.ingress.site import ENDPOINTS, UPSTREAM_MODES, Table, gateway_table, ingress_table, site, tls_hosts
 from lab.kube.l7_proxies import ProxyRole, proxy_pods
@@ -81,6 +81,7 @@ class Proxies:
         self.proxy_protocol = proxy_protocol
         self.running: dict[str, RunningProxy] = {}
         self._ca: CertificateAuthority | None = None
+        self._issued: dict[str, Issued] = {}
 
     @property
     def run(self) -> RunDir:
@@ -119,7 +120,9 @@ class Proxies:
             if secret is not None:
                 certs[host] = self._pair(prefix, f"tls-{number}", secret.cert_pem, secret.key_pem)
             else:
-                issued = self.ca().issue(host, [host])
+                if host not in self._issued:  # one certificate per host for the run's life
+                    self._issued[host] = self.ca().issue(host, [host])
+                issued = self._issued[host]
                 certs[host] = self._pair(prefix, f"tls-{number}", issued.cert_pem, issued.key_pem)
         default_path = os.path.join(prefix, "default.crt")
         if os.path.exists(default_path):  # one default certificate per proxy for the run's life
@@ -133,7 +136,9 @@ class Proxies:
         table = self.table(role)
         certs, default = self._certificates(prefix, table)
         what = f"{'ingress-nginx controller' if role.kind == 'ingress' else 'Gateway'} pod {pod.name}"
-        return render(site(self.cluster, table, what, prefix, certs, default, self.proxy_protocol))
+        # The PROXY-protocol load balancer fronts the ingress controller only (lab.cloud.haproxy).
+        proxy_protocol = self.proxy_protocol and role.kind == "ingress"
+        return render(site(self.cluster, table, what, prefix, certs, default, proxy_protocol))
 
     # --- processes ---------------------------------------------------------------------------------------
 

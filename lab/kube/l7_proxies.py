@@ -71,9 +71,17 @@ def proxy_ports(cluster: Cluster, pod: Pod) -> set[int]:
     return {port for _, port in role.ports} if role else set()
 
 
-def proxy_services(cluster: Cluster, kind: str) -> list[Service]:
-    """The Services in front of the proxies of one kind ("ingress" or "gateway"): what clients reach them by."""
-    pods = [cluster.pod(name) for name, role in proxy_pods(cluster).items() if role.kind == kind]
+def proxy_services(cluster: Cluster, kind: str, gateway: str | None = None) -> list[Service]:
+    """The Services in front of the proxies of one kind ("ingress" or "gateway", optionally of one Gateway,
+    ``namespace/name``): what clients reach them by."""
+    pods = [cluster.pod(name) for name, role in proxy_pods(cluster).items() if role.kind == kind and
+            (gateway is None or (role.gateway and f"{role.gateway.namespace}/{role.gateway.name}" == gateway))]
     return [s for s in cluster.services
             if s.selector and any(p.namespace == s.namespace and
                                    all(p.labels.get(k) == v for k, v in s.selector.items()) for p in pods)]
+
+
+def l7_services(cluster: Cluster) -> list[Service]:
+    """Every Service in front of an L7 proxy (ingress controller or Gateway)."""
+    found = proxy_services(cluster, "ingress") + proxy_services(cluster, "gateway")
+    return [s for i, s in enumerate(found) if s not in found[:i]]

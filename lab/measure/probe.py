@@ -20,6 +20,11 @@ Each request, from connect to the end of the response, has ``timeout`` seconds.
 ``records`` are in request order. ``error`` is null, ``timeout``, ``refused`` (a TCP RST or an ICMP
 port unreachable), ``reset``, ``unreachable`` (ICMP host or network unreachable) or ``other:<text>``.
 ``response`` is the parsed body when it is JSON; ``bytes`` counts the body either way.
+
+Requests to an L7 proxy (``lab.ingress``) say more: ``--host NAME`` sets the Host header (and, with
+``--tls``, the TLS server name: SNI), ``--header NAME:VALUE`` adds headers. Such records also carry
+``location`` (a redirect's target) and, over TLS, ``certificate`` (the subject CN the server presented).
+Any status counts as an answer for them (``ok``: an HTTP response arrived); plain probes want 200.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import errno
 import json
 import math
 import resource
+import ssl
 import sys
 import time
 from collections import deque
@@ -62,11 +68,51 @@ class Record:
     response: Any = None
     local: str | None = None
     t: float | None = None  # seconds from the start of the probe to this request's connect()
+    location: str | None = None  # a redirect's Location header
+    certificate: str | None = None  # over TLS: the subject CN of the server's certificate
 
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "ok": self.ok, "error": self.error, "status": self.status,
-                "bytes": self.bytes, "connectMs": self.connect_ms, "latencyMs": self.latency_ms,
-                "response": self.response, "local": self.local, "t": self.t}
+        doc = {"target": self.target, "ok": self.ok, "error": self.error, "status": self.status,
+               "bytes": self.bytes, "connectMs": self.connect_ms, "latencyMs": self.latency_ms,
+               "response": self.response, "local": self.local, "t": self.t}
+        if self.location is not None:
+            doc["location"] = self.location
+        if self.certificate is not None:
+            doc["certificate"] = self.certificate
+        return doc
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """What a request to an L7 proxy says beyond its path: Host (and SNI), TLS, extra headers."""
+
+    host: str | None = None
+    tls: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def l7(self) -> bool:
+        return self != PLAIN
+
+
+PLAIN = HttpRequest()
+
+
+def _client_tls() -> ssl.SSLContext:
+    # The probe reports which certificate it got (a test checks it); it trusts none, like curl -k.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _peer_cn(writer: asyncio.StreamWriter) -> str | None:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
 
 
 def parse_target(text: str) -> tuple[str, int]:
@@ -102,15 +148,26 @@ def _millis_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-async def _exchange(record: Record, host: str, port: int, path: str, start: float) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+async def _exchange(record: Record, host: str, port: int, path: str, start: float,
+                    request: HttpRequest = PLAIN) -> None:
+    if request.tls:
+        reader, writer = await asyncio.open_connection(host, port, ssl=_client_tls(),
+                                                       server_hostname=request.host or host)
+    else:
+        reader, writer = await asyncio.open_connection(host, port)
     try:
         record.connect_ms = _millis_since(start)
         local_ip, local_port = writer.get_extra_info("sockname")[:2]
         record.local = f"{local_ip}:{local_port}"
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        if request.tls:
+            record.certificate = _peer_cn(writer)
+        extra = "".join(f"{name}: {value}\r\n" for name, value in request.headers)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {request.host or f'{host}:{port}'}\r\n{extra}"
+                     "Connection: close\r\n\r\n".encode())
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         record.status = int(head[0].split(" ")[1])
+        record.location = next((h.split(":", 1)[1].strip() for h in head[1:] if h.lower().startswith("location:")),
+                               None)
         is_json = any(h.lower().startswith("content-type: application/json") for h in head[1:])
         body, size = bytearray(), 0
         while chunk := await reader.read(READ_CHUNK):  # until EOF; bulk bodies are counted, not kept
@@ -125,7 +182,7 @@ async def _exchange(record: Record, host: str, port: int, path: str, start: floa
 
 
 async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
-                origin: float | None = None) -> Record:
+                origin: float | None = None, request: HttpRequest = PLAIN) -> Record:
     """One request on a new connection; every failure is recorded, none is raised."""
     host, port = target
     record = Record(target=f"{host}:{port}")
@@ -134,15 +191,17 @@ async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
         record.t = round(start - origin, 4)
     try:
         async with asyncio.timeout(timeout):
-            await _exchange(record, host, port, path, start)
+            await _exchange(record, host, port, path, start, request)
     except TimeoutError:  # before OSError: TimeoutError is one
         record.error = "timeout"
     except OSError as exc:
         record.error = classify(exc)
     except (EOFError, asyncio.LimitOverrunError, ValueError, IndexError) as exc:
         record.error = f"other:bad response: {exc}"
+    except ssl.SSLError as exc:
+        record.error = f"other:TLS: {exc.reason}"
     else:
-        record.ok = record.status == 200
+        record.ok = record.status == 200 or request.l7
         record.error = None if record.ok else f"other:HTTP {record.status}"
     if not record.ok:
         record.latency_ms = None
@@ -150,14 +209,15 @@ async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
 
 
 async def _drive_target(target: tuple[str, int], indices: Sequence[int], records: list[Record | None],
-                        concurrency: int, timeout: float, path: str, origin: float) -> None:
+                        concurrency: int, timeout: float, path: str, origin: float,
+                        request: HttpRequest = PLAIN) -> None:
     """Run one target's requests, ``concurrency`` at a time until one times out, then all at once."""
     pending = deque(indices)
     running: dict[asyncio.Task[Record], int] = {}
     flooding = False
     while pending or running:
         while pending and (flooding or len(running) < concurrency):
-            running[asyncio.create_task(fetch(target, path, timeout, origin))] = pending.popleft()
+            running[asyncio.create_task(fetch(target, path, timeout, origin, request))] = pending.popleft()
         done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             record = records[running.pop(task)] = task.result()
@@ -165,7 +225,7 @@ async def _drive_target(target: tuple[str, int], indices: Sequence[int], records
 
 
 async def _paced(targets: Sequence[tuple[str, int]], requests: int, rate: float, records: list[Record | None],
-                 timeout: float, path: str, origin: float) -> None:
+                 timeout: float, path: str, origin: float, request: HttpRequest = PLAIN) -> None:
     """Open loop: request i starts at i/rate seconds whatever happened to the others, so a time series of
     the records shows when a path stopped (or started) working, as a client population would see it."""
     tasks = []
@@ -173,13 +233,13 @@ async def _paced(targets: Sequence[tuple[str, int]], requests: int, rate: float,
         delay = origin + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(fetch(targets[i % len(targets)], path, timeout, origin)))
+        tasks.append(asyncio.create_task(fetch(targets[i % len(targets)], path, timeout, origin, request)))
     for i, record in enumerate(await asyncio.gather(*tasks)):
         records[i] = record
 
 
 async def run_probe(targets: Sequence[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
-                    path: str = "/", rate: float | None = None) -> dict[str, Any]:
+                    path: str = "/", rate: float | None = None, request: HttpRequest = PLAIN) -> dict[str, Any]:
     """Send ``requests`` requests over ``targets`` (``"ip:port"``) and return the report document.
 
     With ``rate`` (requests per second) requests start on a fixed schedule instead (open loop)."""
@@ -190,10 +250,11 @@ async def run_probe(targets: Sequence[str], requests: int, concurrency: int = 8,
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     start = time.perf_counter()
     if rate is not None:
-        await _paced(parsed, requests, rate, records, timeout, path, start)
+        await _paced(parsed, requests, rate, records, timeout, path, start, request)
     else:
         await asyncio.gather(*(
-            _drive_target(target, range(k, requests, len(parsed)), records, concurrency, timeout, path, start)
+            _drive_target(target, range(k, requests, len(parsed)), records, concurrency, timeout, path, start,
+                          request)
             for k, target in enumerate(parsed)))
     return {"startedAt": started_at, "durationS": round(time.perf_counter() - start, 6),
             "records": [r.to_json() for r in records if r is not None]}
@@ -215,13 +276,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds per request (1.0)")
     parser.add_argument("--path", default="/", help="request path (/); /bulk?bytes=N for bulk data")
     parser.add_argument("--rate", type=float, help="start requests on a fixed schedule, this many per second")
+    parser.add_argument("--host", help="Host header (and TLS server name) for an L7 proxy")
+    parser.add_argument("--tls", action="store_true", help="speak HTTPS (the certificate is reported, not checked)")
+    parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="extra header")
     args = parser.parse_args(argv)
+    if any(":" not in h for h in args.header):
+        parser.error("--header takes NAME:VALUE")
+    request = HttpRequest(args.host, args.tls, tuple((n.strip(), v.strip()) for n, _, v in
+                                                     (h.partition(":") for h in args.header)))
     # Releasing a dropping target's requests at once can open thousands of sockets.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         report = asyncio.run(
-            run_probe(args.targets, args.requests, args.concurrency, args.timeout, args.path, args.rate))
+            run_probe(args.targets, args.requests, args.concurrency, args.timeout, args.path, args.rate, request))
     except ValueError as exc:
         parser.error(str(exc))
     json.dump(report, sys.stdout)
