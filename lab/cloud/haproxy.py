@@ -14,7 +14,9 @@ the only station on the client side that answers ARP: each gets a host route via
 
 from __future__ import annotations
 
+import csv
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -31,7 +33,7 @@ HAPROXY = "haproxy"
 CHECK = "inter 1s fall 2 rise 1"
 
 
-def render(cluster: Cluster, service: Service, listen_ip: str = addr.LB_HOST_IP) -> str:
+def render(cluster: Cluster, service: Service, stats_socket: str, listen_ip: str = addr.LB_HOST_IP) -> str:
     """HAProxy's configuration for one Service: a frontend per port, every node a server of its backend."""
     check_port, check_path = health_check_target(service)
     body: list[str] = []
@@ -43,7 +45,8 @@ def render(cluster: Cluster, service: Service, listen_ip: str = addr.LB_HOST_IP)
         body += [f"    server {n.name} {addr.node_ip(n.index)}:{sp.node_port}" for n in cluster.nodes]
         body.append("")
     what = f"PROXY-protocol load balancer for Service {service.namespace}/{service.name}"
-    return TEMPLATE.read_text().replace("{{what}}", what).replace("{{body}}", "\n".join(body))
+    return (TEMPLATE.read_text().replace("{{what}}", what).replace("{{stats}}", stats_socket)
+            .replace("{{body}}", "\n".join(body)))
 
 
 class ProxyLoadBalancer:
@@ -65,7 +68,7 @@ class ProxyLoadBalancer:
         self.lb_host.cmd(f"ip route replace {addr.CLIENT_IP}/32 via {addr.ROUTER_CLIENT_IP}")
         config = self.run.file("haproxy.cfg")
         with open(config, "w") as f:
-            f.write(render(self.cluster, self.service))
+            f.write(render(self.cluster, self.service, self.stats_socket))
         log_path = self.run.file("haproxy.log")
         with open(log_path, "ab") as log:
             self.proc = self.lb_host.popen([HAPROXY, "-db", "-f", config], stdin=subprocess.DEVNULL, stdout=log,
@@ -83,9 +86,38 @@ class ProxyLoadBalancer:
                 return listening(proc.pid, port)
             for sp in self.service.ports:
                 wait_for(lambda port=sp.port: up(port), timeout=10, what=f"HAProxy to listen on {sp.port}")
+            # A cloud load balancer sends traffic only once its checks have a verdict on every node.
+            wait_for(self.settled, timeout=15, what="HAProxy's first health verdicts", last=self.servers)
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def stats_socket(self) -> str:
+        return self.run.file("haproxy.sock")
+
+    def servers(self) -> dict[str, str]:
+        """``backend/node`` -> HAProxy's state for it (UP, DOWN, or a transition such as "UP 1/2")."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(self.stats_socket)
+            s.sendall(b"show stat\n")
+            data = b"".join(iter(lambda: s.recv(65536), b"")).decode()
+        rows = list(csv.reader(line for line in data.splitlines() if line and not line.startswith("#")))
+        return {f"{row[0]}/{row[1]}": f"{row[17]} {row[36]}".strip() for row in rows
+                if row and row[1] not in ("FRONTEND", "BACKEND")}
+
+    def settled(self) -> bool:
+        """Every node checked and in a steady state, and some node up in every backend (a node's health
+        server may still be starting when HAProxy's first check arrives: it rises a check later)."""
+        try:
+            states = self.servers()
+        except OSError:
+            return False
+        steady = all(v.split()[0] in ("UP", "DOWN") and "INI" not in v and "/" not in v for v in states.values())
+        backends = {key.split("/")[0] for key in states}
+        up = {key.split("/")[0] for key, v in states.items() if v.startswith("UP")}
+        return bool(states) and steady and up == backends
 
     def stop(self) -> None:
         if self.proc is not None:
