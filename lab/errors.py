@@ -9,12 +9,41 @@ everything else a user can get wrong (environment, command line, names reaching 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+
+SHOWN_MAX = 40  # characters of a bad value a message quotes
+PART_MAX = 300  # characters of any one part of a message (a safety net for values quoted without shown())
 
 
 def _one_line(text: str) -> str:
     # Parser messages (PyYAML's especially) span several lines; a report line must stay one line.
     return " ".join(text.split())
+
+
+def shown(value: object, limit: int = SHOWN_MAX) -> str:
+    """A value as a message may quote it: strings quoted, cut to ``limit`` characters, with control and
+    non-ASCII characters escaped, so a newline, a terminal escape or a homoglyph ("nginx" with a
+    Cyrillic "х") shows as what it is; containers only by their type, never expanded (an alias bomb
+    would be)."""
+    if isinstance(value, str):
+        cut = value[:limit]
+        text = json.dumps(cut)
+        return text if len(value) <= limit else f"{text[:-1]}...\" ({len(value):,} characters)"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        text = str(value) if not isinstance(value, int) or value.bit_length() < 200 else "a huge number"
+        return text[:limit]
+    if isinstance(value, bytes | bytearray):
+        return f"binary data ({len(value):,} bytes)"
+    names = {dict: "a mapping", list: "a list", tuple: "a list", set: "a set"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _part(text: str) -> str:
+    text = "".join(c if c.isprintable() or c in " \t\n" else f"\\x{ord(c):02x}" for c in text[: PART_MAX * 4])
+    return text if len(text) <= PART_MAX else text[:PART_MAX] + "..."
 
 
 class ManifestError(Exception):
@@ -42,13 +71,15 @@ class ManifestError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        if self.kind:
-            subject = f'{self.kind} "{self.name}"' if self.name else self.kind
-            head = f"{subject} ({self.source})" if self.source else subject
+        kind, name, field, source = (_part(x) for x in (self.kind, self.name, self.field, self.source or ""))
+        if kind:
+            subject = f'{kind} "{name}"' if name else kind
+            head = f"{subject} ({source})" if source else subject
         else:
-            head = self.source or "manifests"
-        body = f"{self.field} {self.problem}" if self.field else self.problem
-        return _one_line(f"{head}: {body}: {self.fix}")
+            head = source or "manifests"
+        problem = _part(self.problem)
+        body = f"{field} {problem}" if field else problem
+        return _one_line(f"{head}: {body}: {_part(self.fix)}")
 
 
 @dataclass(frozen=True)

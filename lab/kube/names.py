@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from lab.errors import LabError, Origin
+from lab.errors import LabError, Origin, shown
 from lab.kube import addressing
 
 DNS1123_LABEL_MAX = 63
@@ -154,7 +154,7 @@ def shell_safe(name: str) -> str:
     """
     if not is_shell_safe(name):
         raise LabError(
-            f'refusing to use "{name}" in a shell command',
+            f'refusing to use {shown(name)} in a shell command',
             "use only lowercase letters, digits, '.' and '-' in Node and Pod names",
         )
     return name
@@ -174,7 +174,7 @@ def suggest(value: str, *, dots: bool = False, letter_first: bool = False, limit
 
 def _check(problem: str | None, value: str, origin: Origin, field: str, fix: str) -> None:
     if problem:
-        raise origin.error(field, f'"{value}" {problem}', fix)
+        raise origin.error(field, f'{shown(value)} {problem}', fix)
 
 
 def _rename_fix(suggestion: str) -> str:

@@ -256,7 +256,7 @@ def test_missing_file(tmp_path):
 
 
 def test_folder_without_yaml(tmp_path):
-    with pytest.raises(ManifestError, match=r"no \*\.yaml or \*\.yml files"):
+    with pytest.raises(ManifestError, match=r"holds no \*\.yaml, \*\.yml or \*\.json files"):
         load_manifests([str(tmp_path)])
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from lab.kube.allocation import PortRange
 from lab.kube.manifests.nodes import read_nodes
 from lab.kube.manifests.pods import Builder, add_pod
-from lab.kube.manifests.reader import Doc, expand, read_documents
+from lab.kube.manifests.reader import Doc, Inputs, read_inputs
 from lab.kube.manifests.routing import KINDS as ROUTING_KINDS
 from lab.kube.manifests.routing import provision, read_routing
 from lab.kube.manifests.services import (
@@ -44,7 +44,7 @@ MODELLED_KINDS = ("Node", "Pod", "Deployment", "Service", *ROUTING_KINDS)
 
 def load_manifests(paths: Sequence[str | Path], *, node_port_range: PortRange = NODE_PORT_RANGE) -> Cluster:
     """The cluster that manifest files and folders describe; raises ``ManifestError`` (one line)."""
-    docs = [doc for path in expand(paths) for doc in read_documents(path)]
+    docs, read_warnings = read_inputs(Inputs(files=[str(p) for p in paths]))
     warnings = [_ignored_kind(doc) for doc in docs if doc.kind not in MODELLED_KINDS]
     nodes, hosts = read_nodes(_of(docs, "Node"), paths)
     builder = Builder(nodes=nodes, hosts=hosts, warnings=warnings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lab.errors import Origin
+from lab.errors import Origin, shown
 from lab.kube import names
 from lab.kube.manifests.fields import (
     choices,
@@ -13,6 +13,7 @@ from lab.kube.manifests.fields import (
     integer,
     label_key,
     mapping,
+    quote_advice,
     sequence,
     string,
     string_map,
@@ -62,13 +63,13 @@ def _requirement(raw: Any, origin: Origin, field: str, operators: Sequence[str])
         raise origin.error(f"{field}.operator", "is required", f"use {choices(operators)}")
     if operator not in operators:
         raise origin.error(
-            f"{field}.operator", f'"{operator}" is not an operator', f"use {choices(operators)}"
+            f"{field}.operator", f'{shown(operator)} is not an operator', f"use {choices(operators)}"
         )
     values = sequence(entry, "values", origin, f"{field}.values")
     for number, value in enumerate(values):
         if not isinstance(value, str):
             raise origin.error(
-                f"{field}.values[{number}]", f"is {type_name(value)}, not a string", f'quote it: "{value}"'
+                f"{field}.values[{number}]", f"is {type_name(value)}, not a string", quote_advice(None, value)
             )
     if operator in ("In", "NotIn"):
         if not values:
@@ -76,7 +77,7 @@ def _requirement(raw: Any, origin: Origin, field: str, operators: Sequence[str])
         for number, value in enumerate(values):
             problem = names.label_value_problem(value)
             if problem:
-                raise origin.error(f"{field}.values[{number}]", f'"{value}" {problem}', "fix the value")
+                raise origin.error(f"{field}.values[{number}]", f'{shown(value)} {problem}', "fix the value")
     if operator in ("Exists", "DoesNotExist") and values:
         raise origin.error(f"{field}.values", f"must be empty for operator {operator}", "remove values")
     if operator in ("Gt", "Lt") and (len(values) != 1 or not INTEGER.fullmatch(values[0])):
@@ -118,12 +119,12 @@ def _field_requirement(raw: Any, origin: Origin, field: str) -> Requirement:
     entry = entry_of(raw, origin, field, f"key: {NODE_NAME_FIELD}, operator: In, values: [<node>]")
     key = string(entry, "key", origin, f"{field}.key")
     if key != NODE_NAME_FIELD:
-        raise origin.error(f"{field}.key", f'"{key}" is not a Node field selector', f"use {NODE_NAME_FIELD}")
+        raise origin.error(f"{field}.key", f'{shown(key)} is not a Node field selector', f"use {NODE_NAME_FIELD}")
     operator = string(entry, "operator", origin, f"{field}.operator")
     if operator not in FIELD_OPERATORS:
         raise origin.error(
             f"{field}.operator",
-            f'"{operator}" is not an operator for fields',
+            f'{shown(operator)} is not an operator for fields',
             f"use {choices(FIELD_OPERATORS)}",
         )
     values = sequence(entry, "values", origin, f"{field}.values")
@@ -175,7 +176,7 @@ def _namespaces(term: dict, namespace: str, origin: Origin, field: str) -> froze
     for number, value in enumerate(sequence(term, "namespaces", origin, f"{field}.namespaces")):
         n_field = f"{field}.namespaces[{number}]"
         if not isinstance(value, str):
-            raise origin.error(n_field, f"is {type_name(value)}, not a string", f'quote it: "{value}"')
+            raise origin.error(n_field, f"is {type_name(value)}, not a string", quote_advice(None, value))
         names.validate_namespace(value, origin, n_field)
         listed.append(value)
     if term.get("namespaceSelector") is None:
@@ -230,7 +231,7 @@ def _inclusion_policy(entry: dict, key: str, default: str, origin: Origin, field
     value = string(entry, key, origin, f"{field}.{key}") or default
     if value not in INCLUSION_POLICIES:
         raise origin.error(
-            f"{field}.{key}", f'"{value}" is not a policy', f"use {choices(INCLUSION_POLICIES)}"
+            f"{field}.{key}", f'{shown(value)} is not a policy', f"use {choices(INCLUSION_POLICIES)}"
         )
     return value
 
@@ -243,14 +244,14 @@ def _match_label_keys(
         k_field = f"{field}.matchLabelKeys[{number}]"
         if not isinstance(key, str) or names.label_key_problem(key):
             raise origin.error(
-                k_field, f'"{key}" is not a label key', "name a pod label, e.g. pod-template-hash"
+                k_field, f'{shown(key)} is not a label key', "name a pod label, e.g. pod-template-hash"
             )
         if selector is None:
             raise origin.error(
                 f"{field}.labelSelector", "is required when matchLabelKeys is set", "add labelSelector"
             )
         if key in selector.match_labels or any(r.key == key for r in selector.match_expressions):
-            raise origin.error(k_field, f'"{key}" is also in labelSelector', "name it in only one of them")
+            raise origin.error(k_field, f'{shown(key)} is also in labelSelector', "name it in only one of them")
         keys.append(key)
     return tuple(keys)
 
@@ -276,7 +277,7 @@ def _spread_constraint(raw: Any, origin: Origin, field: str, warnings: list[str]
         )
     if when not in WHEN_UNSATISFIABLE:
         raise origin.error(
-            f"{field}.whenUnsatisfiable", f'"{when}" is not supported', f"use {choices(WHEN_UNSATISFIABLE)}"
+            f"{field}.whenUnsatisfiable", f'{shown(when)} is not supported', f"use {choices(WHEN_UNSATISFIABLE)}"
         )
     selector = _optional_selector(entry, "labelSelector", origin, f"{field}.labelSelector")
     min_domains = integer(entry, "minDomains", origin, f"{field}.minDomains")

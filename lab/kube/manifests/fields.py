@@ -6,10 +6,11 @@ either returns the value or raises a one-line ``ManifestError`` naming object, f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from lab.errors import Origin
+from lab.errors import Origin, shown
 from lab.kube import names
 
 if TYPE_CHECKING:
@@ -33,6 +34,17 @@ TYPE_NAMES = {
     float: "a number",
     type(None): "empty",
 }
+
+
+def quote_advice(key: str | None, value: Any) -> str:
+    """How to make a number or boolean a string; for anything else, what to write instead."""
+    if isinstance(value, bool | float):
+        text = json.dumps(value)
+    elif isinstance(value, int):
+        text = shown(value)
+    else:
+        return f"write {key or 'it'} as a string"
+    return f'quote it: {key}: "{text}"' if key else f'quote it: "{text}"'
 
 
 def type_name(value: Any) -> str:
@@ -64,7 +76,7 @@ def sequence(parent: dict, key: str, origin: Origin, field: str, *, required: bo
 def string(parent: dict, key: str, origin: Origin, field: str) -> str | None:
     value = parent.get(key)
     if value is not None and not isinstance(value, str):
-        raise origin.error(field, f"is {type_name(value)}, not a string", f'quote it: {key}: "{value}"')
+        raise origin.error(field, f"is {type_name(value)}, not a string", quote_advice(key, value))
     return value
 
 
@@ -78,7 +90,7 @@ def integer(parent: dict, key: str, origin: Origin, field: str) -> int | None:
 
 def port_number(value: int, origin: Origin, field: str) -> int:
     if not 1 <= value <= 65535:
-        raise origin.error(field, f"{value} is outside 1-65535", "use a port number from 1 to 65535")
+        raise origin.error(field, f"{shown(value)} is outside 1-65535", "use a port number from 1 to 65535")
     return value
 
 
@@ -88,13 +100,13 @@ def string_map(parent: dict, key: str, origin: Origin, field: str) -> dict[str, 
     result: dict[str, str] = {}
     for label, value in raw.items():
         if not isinstance(label, str):
-            raise origin.error(f"{field} key", f'"{label}" is not a string', "quote the key")
+            raise origin.error(f"{field} key", f'{shown(label)} is not a string', "quote the key")
         if value is None:
             value = ""
         if not isinstance(value, str):
             # YAML reads `tier: 1` or `canary: true` as a number or boolean; the API wants strings.
             raise origin.error(
-                f"{field}[{label}]", f"is {type_name(value)}, not a string", f'quote it: {label}: "{value}"'
+                f"{field}[{label}]", f"is {type_name(value)}, not a string", quote_advice(label, value)
             )
         result[label] = value
     names.validate_labels(result, origin, field)
@@ -139,7 +151,7 @@ def check_api_version(doc: Doc, origin: Origin) -> None:
         raise origin.error("apiVersion", "is missing", f"add apiVersion: {expected}")
     if version != expected:
         raise origin.error(
-            "apiVersion", f'"{version}" does not serve {doc.kind}', f"use apiVersion: {expected}"
+            "apiVersion", f'{shown(version)} does not serve {doc.kind}', f"use apiVersion: {expected}"
         )
 
 
@@ -165,5 +177,5 @@ def label_key(parent: dict, key: str, origin: Origin, field: str, example: str) 
         raise origin.error(field, "is required", f"name a label key, e.g. {key}: {example}")
     problem = names.label_key_problem(value)
     if problem:
-        raise origin.error(field, f'"{value}" {problem}', "fix the label key")
+        raise origin.error(field, f'{shown(value)} {problem}', "fix the label key")
     return value

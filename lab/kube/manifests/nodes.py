@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab.errors import ManifestError
+from lab.errors import ManifestError, shown
 from lab.kube import addressing
 from lab.kube.manifests.fields import describe, object_metadata, string_map
 from lab.kube.manifests.reader import Doc
@@ -32,7 +32,7 @@ def read_nodes(docs: list[Doc], paths: Sequence[str | Path]) -> tuple[list[Node]
         origin, name, _, meta = object_metadata(doc, namespaced=False)
         if name in seen:
             raise origin.error(
-                "metadata.name", f'"{name}" is already used by {seen[name]}', "rename one of them"
+                "metadata.name", f'{shown(name)} is already used by {seen[name]}', "rename one of them"
             )
         if index > addressing.MAX_NODES:
             raise origin.error(

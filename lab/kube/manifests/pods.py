@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.errors import Origin
+from lab.errors import Origin, shown
 from lab.kube import addressing, names
 from lab.kube.manifests import affinity as rules
 from lab.kube.manifests.fields import (
@@ -95,7 +95,7 @@ def pod_template(
         names.validate_dns1123_label(c_name, origin, f"{c_field}.name")
         if c_name in container_names:
             raise origin.error(
-                f"{c_field}.name", f'"{c_name}" is used twice', "give each container its own name"
+                f"{c_field}.name", f'{shown(c_name)} is used twice', "give each container its own name"
             )
         container_names.add(c_name)
         image = string(container, "image", origin, f"{c_field}.image")
@@ -126,13 +126,13 @@ def _container_ports(container: dict, origin: Origin, c_field: str) -> list[Cont
             if any(port.name == name for port in ports):
                 raise origin.error(
                     f"{p_field}.name",
-                    f'"{name}" is used twice in this container',
+                    f'{shown(name)} is used twice in this container',
                     "give each port its own name",
                 )
         protocol = string(entry, "protocol", origin, f"{p_field}.protocol") or "TCP"
         if protocol not in CONTAINER_PROTOCOLS:
             raise origin.error(
-                f"{p_field}.protocol", f'"{protocol}" is not a protocol', "use TCP, UDP or SCTP"
+                f"{p_field}.protocol", f'{shown(protocol)} is not a protocol', "use TCP, UDP or SCTP"
             )
         ports.append(ContainerPort(port=number, name=name, protocol=protocol))
     return ports
@@ -143,7 +143,7 @@ def claim_host(builder: Builder, name: str, owner: str, origin: Origin, field: s
     if holder is not None:
         raise origin.error(
             field,
-            f'"{name}" is already used by {holder}',
+            f'{shown(name)} is already used by {holder}',
             "rename it: every Node and Pod becomes a Mininet host, so their names are unique cluster-wide",
         )
     builder.hosts[name] = owner

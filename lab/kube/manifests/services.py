@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.errors import Origin
+from lab.errors import Origin, shown
 from lab.kube import names
 from lab.kube.allocation import PortConflict, PortRange, PortRequest, allocate
 from lab.kube.endpoints import selected_pods
@@ -69,13 +69,13 @@ def service_draft(doc: Doc, warnings: list[str]) -> _ServiceDraft | None:
     if service_type not in SERVICE_TYPES:
         raise origin.error(
             "spec.type",
-            f'"{service_type}" is not a Service type',
+            f'{shown(service_type)} is not a Service type',
             "use NodePort or LoadBalancer (ClusterIP and ExternalName are ignored)",
         )
     policy = string(spec, "externalTrafficPolicy", origin, "spec.externalTrafficPolicy") or "Cluster"
     if policy not in TRAFFIC_POLICIES:
         raise origin.error(
-            "spec.externalTrafficPolicy", f'"{policy}" is not a policy', "use Cluster or Local"
+            "spec.externalTrafficPolicy", f'{shown(policy)} is not a policy', "use Cluster or Local"
         )
     if service_type == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts") is False:
         raise origin.error(
@@ -126,7 +126,7 @@ def _service_ports(spec: dict, origin: Origin) -> list[_PortDraft]:
                 if taken.name == name:
                     raise origin.error(
                         f"{field}.name",
-                        f'"{name}" is already used by spec.ports[{other}]',
+                        f'{shown(name)} is already used by spec.ports[{other}]',
                         "give each port its own name",
                     )
         protocol = string(entry, "protocol", origin, f"{field}.protocol") or "TCP"
@@ -137,7 +137,7 @@ def _service_ports(spec: dict, origin: Origin) -> list[_PortDraft]:
                 "remove this port or use TCP",
             )
         if protocol != "TCP":
-            raise origin.error(f"{field}.protocol", f'"{protocol}" is not a protocol', "use TCP")
+            raise origin.error(f"{field}.protocol", f'{shown(protocol)} is not a protocol', "use TCP")
         number = integer(entry, "port", origin, f"{field}.port")
         if number is None:
             raise origin.error(f"{field}.port", "is required", "add port: <number>")
@@ -166,7 +166,7 @@ def _target_port(entry: dict, port: int, origin: Origin, field: str) -> int | st
         # IntOrString: a quoted "8080" is a *name* to the API, and an invalid one.
         raise origin.error(
             f"{field}.targetPort",
-            f'"{value}" is a quoted number, which the API reads as a port name',
+            f'{shown(value)} is a quoted number, which the API reads as a port name',
             f"write it unquoted: targetPort: {value}",
         )
     names.validate_port_name(value, origin, f"{field}.targetPort")
@@ -249,9 +249,9 @@ def check_named_target_ports(cluster: Cluster, draft: _ServiceDraft, service: Se
             for port in pod.ports
         ):
             continue
-        shown = ", ".join(pod.name for pod in pods[:3]) + (", ..." if len(pods) > 3 else "")
+        some = ", ".join(pod.name for pod in pods[:3]) + (", ..." if len(pods) > 3 else "")
         raise draft.origin.error(
             f"spec.ports[{index}].targetPort",
-            f'"{wanted}" is not a port name of any selected pod ({shown})',
+            f'{shown(wanted)} is not a port name of any selected pod ({some})',
             f'name a containerPort "{wanted}" in those pods, or use a port number',
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
-from lab.errors import Origin
+from lab.errors import Origin, shown
 from lab.kube.manifests.affinity import label_selector
 from lab.kube.manifests.fields import (
     describe,
@@ -65,7 +65,7 @@ def add_deployment(builder: Builder, doc: Doc) -> None:
     if (namespace, name) in builder.deployments:
         raise origin.error(
             "metadata.name",
-            f'"{name}" is already used by {builder.deployments[namespace, name]}',
+            f'{shown(name)} is already used by {builder.deployments[namespace, name]}',
             "rename one of them",
         )
     builder.deployments[namespace, name] = describe("Deployment", display(name, namespace), doc.source)
