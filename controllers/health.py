@@ -4,8 +4,10 @@ kube-proxy's own on :10256, on every node, answering from the live cluster state
 What each answers is pure (``service_answer``, ``proxy_answer``), as in kube-proxy's
 ``pkg/proxy/healthcheck``: any path of a Service's health port gets 200 when the node has at least one
 ready local endpoint and 503 otherwise, with a tab-indented JSON body and the header
-``X-Load-Balancing-Endpoint-Weight``; ``/healthz`` on 10256 says whether this proxy has applied the
-latest state, ``/livez`` the same (node deletion is not modelled, so both agree).
+``X-Load-Balancing-Endpoint-Weight`` (only ready endpoints count: a node whose local endpoints are all
+terminating answers 503 while it still forwards to them, KEP-1669); ``/healthz`` on 10256 says whether
+this proxy has applied the latest state and the node is not being deleted (``nodeEligible``),
+``/livez`` the same without the node's deletion.
 
 ``HealthServers`` puts the listeners where kube-proxy has them, in each node's own network stack: a
 thread enters the node's network namespace just long enough to create the socket (a socket keeps the
@@ -44,7 +46,7 @@ def health_ports(state: ProxyState) -> dict[int, tuple[str, str]]:
 def service_answer(state: ProxyState, node: str, namespace: str, name: str, proxy_healthy: bool) -> Answer:
     local = {(e.ip, e.port) for sp in state.service_ports
              if sp.namespace == namespace and sp.service == name
-             for e in sp.endpoints if e.node == node}
+             for e in sp.endpoints if e.node == node and e.ready}
     count = len({ip for ip, _ in local})  # endpoints are pods (an EndpointSlice lists each pod once)
     body = {"service": {"namespace": namespace, "name": name}, "localEndpoints": count,
             "serviceProxyHealthy": proxy_healthy}
@@ -52,13 +54,16 @@ def service_answer(state: ProxyState, node: str, namespace: str, name: str, prox
     return status, body, {"X-Load-Balancing-Endpoint-Weight": str(count)}
 
 
-def proxy_answer(path: str, last_updated: datetime | None, healthy: bool) -> Answer:
+def proxy_answer(path: str, last_updated: datetime | None, healthy: bool, node_eligible: bool = True) -> Answer:
+    """``/healthz``: 200 iff the proxy is healthy and its node is eligible (not being deleted); ``/livez``
+    ignores the node (kube-proxy's ``pkg/proxy/healthcheck/proxy_health.go``)."""
     now = datetime.now(UTC)
     stamp = (last_updated or now).isoformat()
     body = {"lastUpdated": stamp, "currentTime": now.isoformat(), "healthy": healthy}
-    if not path.startswith("/livez"):
-        body["nodeEligible"] = True
-    return (200 if healthy else 503), body, {}
+    if path.startswith("/livez"):
+        return (200 if healthy else 503), body, {}
+    body["nodeEligible"] = node_eligible
+    return (200 if healthy and node_eligible else 503), body, {}
 
 
 class HealthServers:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import threading
 import time
 from datetime import UTC, datetime
 
 from controllers import openflow as of
+from controllers.conntrack import flush_commands, stale_udp_endpoints
 from controllers.diff import diff
 from controllers.health import PROXY_HEALTH_PORT, HealthServers, health_ports, proxy_answer, service_answer
 from controllers.pipeline import COOKIE_REJECT, Program, compile_state
@@ -120,10 +122,12 @@ class KubeProxy(of.app_manager.OSKenApp):
     def _watch_state(self):
         while True:
             try:
+                previous = self.state
                 if self._load_state():
                     with self.lock:
                         for dp in list(self.datapaths.values()):
                             self._sync(dp)
+                    self._flush_stale_udp(previous)
             except Exception:  # a bad state file must not kill the proxy; the lab sees no ack
                 LOG.exception("could not apply %s", self.state_path)
             time.sleep(WATCH_INTERVAL_S)
@@ -165,6 +169,16 @@ class KubeProxy(of.app_manager.OSKenApp):
             LOG.info("load balancer health: %s", self.lb_healthy)
         return True
 
+    def _flush_stale_udp(self, previous: ProxyState | None) -> None:
+        """After the new flows are sent: forget the UDP conntrack entries of endpoints no longer used."""
+        stale = stale_udp_endpoints(previous, self.state)
+        for argv in flush_commands(self.state, stale):
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+            if result.returncode != 0:
+                LOG.error("%s: %s", " ".join(argv), result.stderr.strip())
+        if stale:
+            LOG.info("flushed UDP conntrack of %s", sorted(stale))
+
     def _node_healthy(self, node: str) -> bool:
         """kube-proxy's /healthz: unhealthy when queued changes stay unapplied for longer than the timeout."""
         info = next((n for n in self.state.nodes if n.name == node), None) if self.state else None
@@ -177,7 +191,8 @@ class KubeProxy(of.app_manager.OSKenApp):
         healthy = self._node_healthy(node)
         if port == PROXY_HEALTH_PORT:
             info = next((n for n in state.nodes if n.name == node), None)
-            return proxy_answer(path, self.last_synced.get(info.dpid) if info else None, healthy)
+            return proxy_answer(path, self.last_synced.get(info.dpid) if info else None, healthy,
+                                node_eligible=not (info and info.deleting))
         service = health_ports(state).get(port)
         if service is None:
             return 503, {"error": f"no Service uses health check port {port}"}, {}

@@ -18,15 +18,15 @@ import struct
 from os_ken.ofproto import nicira_ext, ofproto_common
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
-from controllers.pipeline import Ct, Flow, Group
+from controllers.flows import Ct, Flow, Group, Learn
 
 NX_CT_F_COMMIT = 1
 NX_NAT_F_SRC, NX_NAT_F_DST = 1, 2
 NX_CT_RECIRC_NONE = 0xFF
 
 # What a pipeline match or set_field value is on the wire, by field: its kind and length in bytes.
-_INT = {"eth_type": 2, "in_port": 4, "ip_proto": 1, "tcp_dst": 2, "arp_op": 2, "ct_state": 4, "ct_mark": 4,
-        "reg3": 4}
+_INT = {"eth_type": 2, "in_port": 4, "ip_proto": 1, "tcp_dst": 2, "udp_dst": 2, "udp_src": 2, "arp_op": 2,
+        "ct_state": 4, "ct_mark": 4, "reg0": 4, "reg3": 4, "reg4": 4, "reg5": 4, "reg6": 4, "reg7": 4}
 _MAC = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
 _IPV4 = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
 _LENGTH = {**_INT, **dict.fromkeys(_MAC, 6), **dict.fromkeys(_IPV4, 4)}
@@ -109,15 +109,50 @@ def _nat(spec: str) -> bytes:
     return _nx(nicira_ext.NXAST_NAT, struct.pack("!2xHH", flags, present) + ranges)
 
 
+def _move(src: str, dst: str, n_bits: int) -> bytes:
+    body = struct.pack("!HHH", n_bits, 0, 0) + _oxm_header(src, _LENGTH[src], False) + \
+        _oxm_header(dst, _LENGTH[dst], False)
+    return _nx(nicira_ext.NXAST_REG_MOVE, body)
+
+
 def _ct(ct: Ct) -> bytes:
     inner = b""
     if ct.mark is not None:
         inner += _set_field("ct_mark", ct.mark)
+    if ct.mark_from is not None:
+        inner += _move(ct.mark_from, "ct_mark", 1)
     if ct.nat is not None:
         inner += _nat(ct.nat)
     table = NX_CT_RECIRC_NONE if ct.table is None else ct.table
     head = struct.pack("!H4sHB3xH", NX_CT_F_COMMIT if ct.commit else 0, bytes(4), ct.zone, table, 0)
     return _nx(nicira_ext.NXAST_CT, head + inner)
+
+
+def _learn(learn: Learn) -> bytes:
+    """NXAST_LEARN: header, then one flow spec per match or load (nx_flow_mod_spec, ovs-actions(7))."""
+    specs = b""
+    for spec in learn.specs:
+        kind, name = spec[0], spec[1]
+        if kind == "load":  # the new flow loads this packet's field ``spec[2]`` into register ``name``
+            src = spec[2]
+            n_bits = _LENGTH[src] * 8
+            specs += (struct.pack("!H", 1 << 11 | n_bits) + _oxm_header(src, _LENGTH[src], False)
+                      + struct.pack("!H", 0) + _oxm_header(name, _LENGTH[name], False) + struct.pack("!H", 0))
+            continue
+        n_bits = _LENGTH[name] * 8
+        dst = _oxm_header(name, _LENGTH[name], False) + struct.pack("!H", 0)
+        if len(spec) == 2:  # match this packet's own value of the field
+            specs += struct.pack("!H", n_bits) + dst + dst
+        else:
+            value = spec[2].to_bytes(_round2(n_bits // 8), "big")
+            specs += struct.pack("!H", 1 << 13 | n_bits) + value + dst
+    head = struct.pack("!HHHQHBxHH", learn.idle_timeout, learn.hard_timeout, learn.priority, learn.cookie, 0,
+                       learn.table, 0, 0)
+    return _nx(nicira_ext.NXAST_LEARN, head + specs)
+
+
+def _round2(n: int) -> int:
+    return n + (n % 2)
 
 
 def action(a: tuple) -> bytes:
@@ -128,9 +163,12 @@ def action(a: tuple) -> bytes:
     if kind == "set_field":
         return _set_field(a[1], a[2])
     if kind == "move":
-        body = struct.pack("!HHH", a[3], 0, 0) + _oxm_header(a[1], _LENGTH[a[1]], False) + \
-            _oxm_header(a[2], _LENGTH[a[2]], False)
-        return _nx(nicira_ext.NXAST_REG_MOVE, body)
+        return _move(a[1], a[2], a[3])
+    if kind == "resubmit":
+        # in_port is 16 bits here: OpenFlow 1.0 OFPP_IN_PORT (0xfff8), "keep the packet's own in_port"
+        return _nx(nicira_ext.NXAST_RESUBMIT_TABLE, struct.pack("!HB3x", 0xFFF8, a[1]))
+    if kind == "learn":
+        return _learn(a[1])
     if kind == "dec_ttl":
         return struct.pack("!HH4x", ofp.OFPAT_DEC_NW_TTL, 8)
     if kind == "group":

@@ -8,10 +8,18 @@ datapath holds the conntrack of every emulated node, while real nodes each have 
                     masqueraded connections), then everything goes to conntrack
     5  ARP          answers for the pod gateway and local pods; the node's own host talks to the underlay
     10 CONNTRACK    ct(zone=dnat, nat): established connections get their DNAT (or its reverse) here
-    20 SERVICE      new connections to nodeIP:nodePort -> select group (KUBE-SVC/KUBE-SVL: one bucket per
-                    endpoint, equal weights), or drop (Local, no local endpoint), or reject (no endpoints).
-                    Each bucket is the endpoint's KUBE-SEP DNAT: ct(commit, nat(dst=pod:port)), with
-                    ct_mark=1 (KUBE-MARK-MASQ) in the groups of Cluster Services
+    15 FIREWALL     loadBalancerSourceRanges: new connections to a load balancer address from outside
+                    its ranges are dropped (KUBE-FW)
+    20 SERVICE      new connections to a clusterIP, a load balancer address (served by the client's own
+                    node), nodeIP:nodePort or, from the node itself, 127.0.0.1:nodePort: the chains of
+                    ``controllers.services`` (KUBE-SERVICES, KUBE-EXT, KUBE-SVC/KUBE-SVL): masquerade or
+                    not (reg0), then a select group with one bucket per endpoint (its KUBE-SEP DNAT,
+                    ct(commit, nat(dst=pod:port)), committing reg0 into ct_mark), or drop (Local, no
+                    local endpoint), or reject (no endpoints)
+    21 AFFINITY     sessionAffinity: flows learned by earlier choices, (Service port, client IP) ->
+                    endpoint, idle_timeout = timeoutSeconds; looked up by resubmit
+    22 STICKY       the remembered endpoint if the chain still has it, else the chain's group
+    25 REMEMBER     after an affinity chain's DNAT: learn (Service port, client IP) -> the new destination
     30 ENDPOINT     hairpin: a pod that reached itself through the Service is masqueraded too (KUBE-SEP's
                     ``-s podIP -j KUBE-MARK-MASQ``): one flow per endpoint address; a new connection
                     whose DNAT failed is dropped, as netfilter drops a packet it cannot NAT
@@ -43,127 +51,60 @@ Flows are plain ``Flow``/``Group`` values; ``controllers.ofwire`` writes them as
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Any
 
-from controllers.state import NodeInfo, ProxyState, ServicePortInfo
+from controllers.flows import (  # noqa: F401 (re-exported: the pipeline's vocabulary)
+    CLUSTER_CIDR_MASK,
+    CLUSTER_CIDR_NET,
+    COOKIE_ARP,
+    COOKIE_CLASSIFY,
+    COOKIE_EDGE,
+    COOKIE_ENDPOINT,
+    COOKIE_FIREWALL,
+    COOKIE_INTERNODE,
+    COOKIE_LB,
+    COOKIE_NAT_FAILED,
+    COOKIE_OUTPUT,
+    COOKIE_REJECT,
+    COOKIE_ROUTING,
+    COOKIE_SERVICE,
+    COOKIE_SNAT,
+    CT_NEW,
+    CT_RPL,
+    CT_TRK,
+    IP_PROTO,
+    L4_DST,
+    LB_ZONE,
+    MASQ_MARK,
+    NEW,
+    NODE_HOST_PORT,
+    T_AFFINITY,
+    T_ARP,
+    T_CLASSIFY,
+    T_CONNTRACK,
+    T_ENDPOINT,
+    T_FIREWALL,
+    T_OUTPUT,
+    T_ROUTING,
+    T_SERVICE,
+    T_SNAT,
+    T_STICKY,
+    U_CLASSIFY,
+    U_INTERNODE,
+    U_LB,
+    U_ROUTE,
+    UPLINK_PORT,
+    Action,
+    Ct,
+    Flow,
+    Group,
+    Learn,
+    Program,
+    net_mask,
+)
+from controllers.services import compile_service_port, dnat_zone, group_id, snat_zone  # noqa: F401
+from controllers.state import NodeInfo, ProxyState
 
-# Node bridge tables.
-T_CLASSIFY = 0
-T_ARP = 5
-T_CONNTRACK = 10
-T_SERVICE = 20
-T_ENDPOINT = 30
-T_SNAT = 40
-T_ROUTING = 50
-T_OUTPUT = 60
-
-# Underlay bridge tables.
-U_CLASSIFY = 0
-U_INTERNODE = 10
-U_LB = 12
-U_ROUTE = 20
-LB_ZONE = 3000
-
-# Cookies say which part of the pipeline a flow belongs to (and let the lab read counters by purpose).
-COOKIE_ARP = 0x1
-COOKIE_CLASSIFY = 0x2
-COOKIE_SERVICE = 0x3
-COOKIE_REJECT = 0x4
-COOKIE_ENDPOINT = 0x5
-COOKIE_SNAT = 0x6
-COOKIE_ROUTING = 0x7
-COOKIE_OUTPUT = 0x8
-COOKIE_INTERNODE = 0x10
-COOKIE_EDGE = 0x11
-COOKIE_DROP_LOCAL = 0x12
-COOKIE_LB = 0x13
-COOKIE_NAT_FAILED = 0x14
-
-# conntrack state bits (ovs-fields(7)).
-CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
-MASQ_MARK = 0x1  # ct_mark bit: this connection is masqueraded (KUBE-MARK-MASQ's 0x4000)
-
-UPLINK_PORT = 1
-NODE_HOST_PORT = 2
-UNDERLAY_NODE_PORT_BASE = 100
-
-CLUSTER_CIDR_NET, CLUSTER_CIDR_MASK = "10.244.0.0", "255.255.0.0"  # --cluster-cidr
-
-
-def dnat_zone(node: NodeInfo) -> int:
-    return 1000 + node.index
-
-
-def snat_zone(node: NodeInfo) -> int:
-    return 2000 + node.index
-
-
-@dataclass(frozen=True)
-class Ct:
-    """The ``ct`` action. ``nat`` is None (no NAT), "" (apply existing NAT) or ``dst=ip:port``/``src=ip``."""
-
-    zone: int
-    table: int | None = None
-    commit: bool = False
-    nat: str | None = None
-    mark: int | None = None  # set ct_mark at commit
-
-
-Action = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Flow:
-    table: int
-    priority: int
-    match: tuple[tuple[str, Any], ...]
-    actions: tuple[Action, ...]
-    cookie: int = 0
-
-    @property
-    def key(self) -> tuple:
-        return (self.table, self.priority, self.match)
-
-    def __str__(self) -> str:
-        match = ",".join(_fmt_match(k, v) for k, v in self.match)
-        acts = ",".join(_fmt_action(a) for a in self.actions) or "drop"
-        return (f"cookie={self.cookie:#x},table={self.table},priority={self.priority}"
-                f"{',' + match if match else ''} actions={acts}")
-
-
-@dataclass(frozen=True)
-class Group:
-    group_id: int
-    buckets: tuple[tuple[Action, ...], ...]
-    type: str = "select"
-
-    def __str__(self) -> str:
-        buckets = ",".join(
-            "bucket=weight:100," + ",".join(_fmt_action(a) for a in b) for b in self.buckets)
-        return f"group_id={self.group_id},type={self.type},{buckets}"
-
-
-@dataclass
-class Program:
-    """Everything one bridge should hold."""
-
-    flows: dict[tuple, Flow] = field(default_factory=dict)
-    groups: dict[int, Group] = field(default_factory=dict)
-
-    def add(self, table: int, priority: int, match: dict, actions: list, cookie: int) -> None:
-        flow = Flow(table, priority, tuple(match.items()), tuple(actions), cookie)
-        if flow.key in self.flows:
-            raise ValueError(f"two flows with one match: {flow}")
-        self.flows[flow.key] = flow
-
-    def dump(self) -> list[str]:
-        return sorted(str(f) for f in self.flows.values()) + sorted(str(g) for g in self.groups.values())
-
-
-def group_id(node_port: int, local: bool) -> int:
-    """Stable ids: one group of all endpoints (KUBE-SVC) and one of local endpoints (KUBE-SVL) per nodePort."""
-    return node_port * 2 + (1 if local else 0)
+_net_mask = net_mask
 
 
 def compile_state(state: ProxyState, lb_healthy: dict[str, list[str]] | None = None) -> dict[int, Program]:
@@ -184,10 +125,12 @@ def compile_node(state: ProxyState, node: NodeInfo) -> Program:
     _node_classify(prog, node)
     _node_arp(prog, node, local_pods)
     prog.add(T_CONNTRACK, 50, {"eth_type": 0x0800},
-             [("ct", Ct(zone=dnat_zone(node), nat="", table=T_SERVICE))], COOKIE_CLASSIFY)
+             [("ct", Ct(zone=dnat_zone(node), nat="", table=T_FIREWALL))], COOKIE_CLASSIFY)
     for sp in state.service_ports:
-        _service(prog, node, sp)
+        prog.merge(compile_service_port(node, sp))
+    prog.add(T_FIREWALL, 0, {}, [("goto", T_SERVICE)], COOKIE_FIREWALL)
     prog.add(T_SERVICE, 0, {}, [("goto", T_SNAT)], COOKIE_SERVICE)
+    prog.add(T_AFFINITY, 0, {}, [], COOKIE_SERVICE)  # no learned flow: no endpoint remembered
     _hairpin(prog, node, state.service_ports)
     _nat_failed(prog, node)
     _snat(prog, node)
@@ -239,47 +182,6 @@ def _node_arp(prog: Program, node: NodeInfo, local_pods: list) -> None:
     prog.add(T_ARP, 0, {}, [], COOKIE_ARP)
 
 
-def _new_to_nodeport(node: NodeInfo, sp: ServicePortInfo, **extra: Any) -> dict:
-    return {"eth_type": 0x0800, "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_RPL), **extra,
-            "ipv4_dst": node.ip, "ip_proto": 6, "tcp_dst": sp.node_port}
-
-
-def _service(prog: Program, node: NodeInfo, sp: ServicePortInfo) -> None:
-    """KUBE-NODEPORTS -> KUBE-EXT-X -> KUBE-SVC-X / KUBE-SVL-X for one service port on one node."""
-    reject = [("controller",)]
-    if not sp.endpoints:
-        # KUBE-EXTERNAL-SERVICES: REJECT "has no endpoints" (ICMP port unreachable, sent by the controller).
-        prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), reject, COOKIE_REJECT)
-        return
-    all_gid = group_id(sp.node_port, local=False)
-    if sp.policy == "Cluster":
-        # KUBE-EXT-X: KUBE-MARK-MASQ for every external connection, then KUBE-SVC-X.
-        all_group = _select_group(prog, node, all_gid, sp.endpoints, masquerade=True)
-        prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), [("group", all_group)], COOKIE_SERVICE)
-        return
-    # Local. Pod-sourced traffic short-circuits to all endpoints without masquerade (KUBE-EXT rule 1).
-    all_group = _select_group(prog, node, all_gid, sp.endpoints, masquerade=False)
-    prog.add(T_SERVICE, 110, _new_to_nodeport(node, sp, ipv4_src=(CLUSTER_CIDR_NET, CLUSTER_CIDR_MASK)),
-             [("group", all_group)], COOKIE_SERVICE)
-    local = tuple(e for e in sp.endpoints if e.node == node.name)
-    if local:
-        local_group = _select_group(prog, node, group_id(sp.node_port, local=True), local, masquerade=False)
-        prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), [("group", local_group)], COOKIE_SERVICE)
-    else:
-        # "has no local endpoints": DROP, silently. The client sees nothing and times out.
-        prog.add(T_SERVICE, 100, _new_to_nodeport(node, sp), [], COOKIE_DROP_LOCAL)
-
-
-def _select_group(prog: Program, node: NodeInfo, gid: int, endpoints, masquerade: bool) -> int:
-    """One bucket per endpoint, each its KUBE-SEP DNAT: the choice and the NAT in one step, as OVN did
-    before ct_lb, so a Service costs one group per node however many endpoints it has."""
-    mark = MASQ_MARK if masquerade else None
-    prog.groups[gid] = Group(gid, tuple(
-        (("ct", Ct(zone=dnat_zone(node), commit=True, nat=f"dst={e.ip}:{e.port}", mark=mark, table=T_ENDPOINT)),)
-        for e in endpoints))
-    return gid
-
-
 def _hairpin(prog: Program, node: NodeInfo, service_ports) -> None:
     """KUBE-SEP-Y's ``-s podIP -j KUBE-MARK-MASQ``: after DNAT a hairpin connection has its own address
     as both source and destination. The mark is added to the connection the bucket committed, so its
@@ -299,6 +201,10 @@ def _nat_failed(prog: Program, node: NodeInfo) -> None:
     refused"), a failure a real node never shows. netfilter drops a packet it cannot NAT; so does this."""
     prog.add(T_ENDPOINT, 90, {"eth_type": 0x0800, "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK), "ipv4_dst": node.ip},
              [], COOKIE_NAT_FAILED)
+    # The node's own processes reach their own address through here when it is not a Service (the
+    # node's routing sends NodePort-range connections to its own IP into the bridge): back they go.
+    prog.add(T_ENDPOINT, 95, {"eth_type": 0x0800, "in_port": NODE_HOST_PORT, "ipv4_dst": node.ip},
+             [("goto", T_SNAT)], COOKIE_NAT_FAILED)
 
 
 def _snat(prog: Program, node: NodeInfo) -> None:
@@ -403,70 +309,14 @@ def _load_balancers(prog: Program, state: ProxyState, lb_healthy: dict[str, list
         buckets = tuple(
             (("ct", Ct(zone=LB_ZONE, commit=True, nat=f"dst={n.ip}:{sp.node_port}", table=U_ROUTE)),)
             for n in state.nodes if n.name in healthy)
-        gid = group_id(sp.node_port, local=False)
+        gid = group_id(sp.id, local=False)
         prog.groups[gid] = Group(gid, buckets)
-        prog.add(U_LB, 100, {"eth_type": 0x0800, "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_RPL),
-                             "ipv4_dst": sp.load_balancer_ip, "ip_proto": 6, "tcp_dst": sp.port},
-                 [("group", gid)], COOKIE_LB)
+        match = {"eth_type": 0x0800, "ct_state": NEW, "ipv4_dst": sp.load_balancer_ip,
+                 "ip_proto": IP_PROTO[sp.protocol], L4_DST[sp.protocol]: sp.port}
+        # loadBalancerSourceRanges: the cloud's firewall in front of the load balancer (a GCE firewall
+        # rule, an AWS security group) lets only those sources in.
+        for cidr in sp.source_ranges:
+            prog.add(U_LB, 110, {**match, "ipv4_src": net_mask(cidr)}, [("group", gid)], COOKIE_LB)
+        prog.add(U_LB, 100, match, [] if sp.source_ranges else [("group", gid)],
+                 COOKIE_FIREWALL if sp.source_ranges else COOKIE_LB)
     prog.add(U_LB, 0, {}, [("goto", U_ROUTE)], COOKIE_LB)
-
-
-# --- helpers -------------------------------------------------------------------------------------------
-
-def _net_mask(cidr: str) -> tuple[str, str]:
-    net = ipaddress.ip_network(cidr)
-    return str(net.network_address), str(net.netmask)
-
-
-_OFCTL_FIELDS = {"eth_type": "dl_type", "ipv4_dst": "nw_dst", "ipv4_src": "nw_src", "ip_proto": "nw_proto",
-                 "tcp_dst": "tp_dst", "eth_dst": "dl_dst", "eth_src": "dl_src"}
-
-
-def _fmt_ct_state(value: int, mask: int) -> str:
-    names = [(CT_NEW, "new"), (CT_EST, "est"), (CT_REL, "rel"), (CT_RPL, "rpl"), (CT_INV, "inv"), (CT_TRK, "trk")]
-    return "".join(("+" if value & bit else "-") + name for bit, name in names if mask & bit)
-
-
-def _fmt_match(key: str, value: Any) -> str:
-    if key == "ct_state":
-        return "ct_state=" + _fmt_ct_state(*value)
-    name = _OFCTL_FIELDS.get(key, key)
-    if isinstance(value, tuple):
-        v, m = value
-        if isinstance(v, str) and "." in v:
-            prefix = ipaddress.ip_network(f"{v}/{m}").prefixlen
-            return f"{name}={v}/{prefix}"
-        return f"{name}={v:#x}/{m:#x}"
-    if key == "eth_type":
-        return f"{name}={value:#x}"
-    return f"{name}={value}"
-
-
-def _fmt_action(action: Action) -> str:
-    kind = action[0]
-    if kind == "output":
-        return "IN_PORT" if action[1] == "in_port" else f"output:{action[1]}"
-    if kind == "set_field":
-        value = action[2]
-        return f"set_field:{value:#x}->{action[1]}" if isinstance(value, int) else f"set_field:{value}->{action[1]}"
-    if kind == "move":
-        return f"move:{action[1]}->{action[2]}"
-    if kind == "goto":
-        return f"goto_table:{action[1]}"
-    if kind == "group":
-        return f"group:{action[1]}"
-    if kind == "dec_ttl":
-        return "dec_ttl"
-    if kind == "controller":
-        return "CONTROLLER"
-    if kind == "ct":
-        ct: Ct = action[1]
-        parts = (["commit"] if ct.commit else []) + [f"zone={ct.zone}"]
-        if ct.nat is not None:
-            parts.append(f"nat({ct.nat})" if ct.nat else "nat")
-        if ct.mark is not None:
-            parts.append(f"exec(set_field:{ct.mark:#x}->ct_mark)")
-        if ct.table is not None:
-            parts.append(f"table={ct.table}")
-        return f"ct({','.join(parts)})"
-    raise ValueError(f"unknown action {action!r}")

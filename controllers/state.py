@@ -26,6 +26,7 @@ class NodeInfo:
     gateway_mac: str
     dpid: int
     netns_pid: int | None = None  # the node's own network stack, where kube-proxy's health servers listen
+    deleting: bool = False  # the Node has a deletionTimestamp: kube-proxy's /healthz answers 503
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,16 @@ class PodInfo:
 
 @dataclass(frozen=True)
 class EndpointInfo:
+    """One EndpointSlice endpoint, with its conditions: ``ready`` (Ready and not terminating),
+    ``serving`` (its readiness probe passes, terminating or not) and ``terminating`` (being deleted)."""
+
     pod: str
     node: str
     ip: str
     port: int
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,13 @@ class ServicePortInfo:
     policy: str  # "Cluster" | "Local" (externalTrafficPolicy)
     endpoints: tuple[EndpointInfo, ...] = ()
     health_check_node_port: int | None = None
-    service_type: str = "NodePort"  # NodePort | LoadBalancer
+    service_type: str = "NodePort"  # ClusterIP | NodePort | LoadBalancer
     load_balancer_ip: str | None = None  # status.loadBalancer.ingress[0].ip
+    id: int = 0  # stable per Service port (lab.emulation.proxy_state): names its groups and affinity
+    cluster_ip: str | None = None  # None: headless, or no clusterIP
+    internal_policy: str = "Cluster"  # internalTrafficPolicy: Cluster | Local
+    affinity_timeout: int | None = None  # sessionAffinity ClientIP's timeoutSeconds; None: no affinity
+    source_ranges: tuple[str, ...] = ()  # loadBalancerSourceRanges (CIDRs)
 
     @property
     def key(self) -> str:
@@ -111,8 +123,9 @@ class ProxyState:
             pods=tuple(PodInfo(**p) for p in data["pods"]),
             service_ports=tuple(
                 ServicePortInfo(
-                    **{k: v for k, v in sp.items() if k != "endpoints"},
+                    **{k: v for k, v in sp.items() if k not in ("endpoints", "source_ranges")},
                     endpoints=tuple(EndpointInfo(**e) for e in sp["endpoints"]),
+                    source_ranges=tuple(sp.get("source_ranges", ())),
                 )
                 for sp in data["service_ports"]
             ),

@@ -14,7 +14,8 @@
     draw_entry(r)                             # the cluster with the path the requests took
 
 ``probe(service, via=LOAD_BALANCER)`` goes through a LoadBalancer Service's external address instead of
-a node; ``health_checks()`` and ``load_balancer()`` say what the nodes answer to the load balancer's
+a node; ``probe(service, via=CLUSTER_IP, client=POD)`` from a pod inside the cluster to the clusterIP;
+``health_checks()`` and ``load_balancer()`` say what the nodes answer to the load balancer's
 health checks and which nodes it keeps in rotation. While the block runs, ``lab.net`` is the running
 ``LabNetwork``, for the scenarios' own measuring functions.
 
@@ -41,12 +42,20 @@ from lab.cloud.network import LabNetwork
 from lab.kube.manifests import load_manifests
 from lab.kube.model import Cluster
 from lab.measure.experiment import health_checks, set_policy
-from lab.measure.measurements import measure_all, measure_entry, measure_load_balancer, topology
+from lab.measure.measurements import (
+    in_cluster_clients,
+    measure_all,
+    measure_cluster_ip,
+    measure_entry,
+    measure_load_balancer,
+    topology,
+)
 from lab.measure.report import address_owners, format_table, new_report, verdict
 from topologies.cluster import LinkShape
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LOAD_BALANCER = "loadBalancer"  # Lab.probe(via=LOAD_BALANCER): through the Service's external address
+CLUSTER_IP = "clusterIP"  # Lab.probe(via=CLUSTER_IP, client=pod): from a pod to the Service's clusterIP
 
 
 # --- the notebook-facing object --------------------------------------------------------------------------
@@ -60,7 +69,8 @@ class Lab:
     """
 
     def __init__(self, *manifests: str | Path, yaml: str | None = None, underlay: LinkShape = LinkShape(),  # noqa: B008
-                 log: Callable[[str], None] | None = None, requests: int = 50, lb_profile: str = "gce"):
+                 log: Callable[[str], None] | None = None, requests: int = 50, lb_profile: str = "gce",
+                 grace_scale: float = 1.0):
         if yaml is not None:
             with tempfile.TemporaryDirectory(prefix="npl-manifests-") as folder:
                 path = Path(folder) / "manifests.yaml"
@@ -72,6 +82,8 @@ class Lab:
             raise ValueError("give manifests (files or folders) or yaml=TEXT")
         self.underlay = underlay
         self.lb_profile = lb_profile  # how the cloud load balancer health-checks nodes (lab.cloud.PROFILES)
+        self.grace_scale = grace_scale  # terminationGracePeriodSeconds x this, for demos
+        self._clients: dict[str, str] = {}  # node -> the lab's in-cluster client pod there
         self.log = log or (lambda message: None)
         self.requests = requests
         self.results: list[dict] = []
@@ -86,7 +98,8 @@ class Lab:
         if self.net is not None:
             raise RuntimeError("this lab is already up")
         _quiet_htb_quantum_notice()
-        self.net = LabNetwork(self.cluster, underlay=self.underlay, log=self.log, lb_profile=self.lb_profile)
+        self.net = LabNetwork(self.cluster, underlay=self.underlay, log=self.log, lb_profile=self.lb_profile,
+                              grace_scale=self.grace_scale)
         self.net.start()  # tears down what it built if it fails
         self.warnings += self.net.warnings
         self.timings.update({k: round(v, 3) for k, v in self.net.timings.items()})
@@ -94,6 +107,7 @@ class Lab:
 
     def __exit__(self, *exc) -> None:
         net, self.net, self._client_ttl = self.net, None, None
+        self._clients = {}
         if net is not None:
             net.stop()
             self.log("cluster torn down")
@@ -119,16 +133,22 @@ class Lab:
     # measuring
 
     def probe(self, service: str, via: str, requests: int | None = None, port: int | str | None = None,
-              timeout: float = 1.0, rate: float | None = None) -> dict:
+              timeout: float = 1.0, rate: float | None = None, client: str | None = None) -> dict:
         """Send ``requests`` new connections from the client to node ``via``'s IP and the Service's nodePort,
         or, with ``via=LOAD_BALANCER``, to the Service's external address (``rate``: connections per second,
-        spread evenly, instead of as fast as answers come)."""
+        spread evenly, instead of as fast as answers come), or, with ``via=CLUSTER_IP``, from pod ``client``
+        (default: a lab-made client pod on the first node) to the Service's clusterIP."""
         net = self._up()
         svc = self.cluster.service(service)
         if self._client_ttl is None:
             self._client_ttl = net.client_ttl()
         n = requests or self.requests
-        if via == LOAD_BALANCER:
+        if via == CLUSTER_IP:
+            if client is None:
+                client = self._clients.get(self.cluster.nodes[0].name) or next(iter(self._in_cluster().values()))
+            self.log(f"probing {service} clusterIP from {client}, {n} requests")
+            result = measure_cluster_ip(net, svc, client, n, port, timeout)
+        elif via == LOAD_BALANCER:
             self.log(f"probing {service} ({svc.external_traffic_policy}) through its load balancer "
                      f"{net.load_balancer_ip(service)}, {n} requests")
             result = measure_load_balancer(net, svc, n, self._client_ttl, port, timeout, rate)
@@ -137,6 +157,11 @@ class Lab:
             result = measure_entry(net, svc, via, n, self._client_ttl, port, timeout)
         self.results.append(result)
         return result
+
+    def _in_cluster(self) -> dict[str, str]:
+        if not self._clients:
+            self._clients = in_cluster_clients(self._up())
+        return self._clients
 
     def probe_all(self, requests: int | None = None, timeout: float = 1.0) -> list[dict]:
         """Every port of every NodePort Service through every node."""
@@ -164,8 +189,21 @@ class Lab:
         pod = self._up().add_pod(name, node, labels=labels, ports=ports)
         return {"name": pod.name, "node": pod.node, "ip": pod.ip}
 
-    def delete_pod(self, name: str) -> None:
-        self._up().delete_pod(name)
+    def delete_pod(self, name: str, grace_s: float | None = None) -> None:
+        """Delete a pod: Terminating for its grace period (or ``grace_s``), then gone; returns at once."""
+        self._up().delete_pod(name, grace_s)
+
+    def set_pod_ready(self, name: str, ready: bool) -> None:
+        """Make a pod fail (False) or pass (True) readiness: its real server fails its httpGet probe, or
+        the condition is set directly for pods without one."""
+        self._up().set_pod_ready(name, ready)
+
+    def cordon_node(self, name: str, cordoned: bool = True) -> None:
+        self._up().cordon_node(name, cordoned)
+
+    def delete_node(self, name: str) -> None:
+        """Mark a node for deletion: its kube-proxy /healthz answers 503 from now on."""
+        self._up().delete_node(name)
 
     def move_pod(self, name: str, node: str) -> dict:
         pod = self._up().move_pod(name, node)

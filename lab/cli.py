@@ -5,7 +5,7 @@ leaves a half-built lab behind; errors are one line on stderr and a non-zero exi
 
     python -m lab                        the default scenario: the seed Service under Cluster, then Local
     python -m lab run NAME               a named scenario (lab.scenarios)
-    python -m lab apply -f PATH ...      build a cluster from manifests, probe every NodePort via every node
+    python -m lab apply -f PATH ...      build a cluster from manifests, probe every Service every way in
     python -m lab cli -f PATH ...        the same cluster, then the Mininet CLI (hosts named after objects)
     python -m lab clean                  remove what a crashed run left behind, and nothing else
 """
@@ -86,19 +86,24 @@ def cmd_run(args) -> int:
 def cmd_apply(args) -> int:
     from lab.cloud.network import LabNetwork
     from lab.measure.drawing import plot_results
-    from lab.measure.measurements import measure_all, topology
+    from lab.measure.measurements import measure_all, measure_cluster_ips, topology
 
     started = time.monotonic()
+    via = parse_via(args.via)
     cluster = _load(args.file)
     if not cluster.services:
-        raise LabError("the manifests define no NodePort or LoadBalancer Service, so there is nothing to probe",
-                       "add a Service of type NodePort (see examples/seed/service.yaml)")
+        raise LabError("the manifests define no Service, so there is nothing to probe",
+                       "add a Service (see examples/seed/service.yaml)")
     report = new_report(cluster)
-    with LabNetwork(cluster, log=progress) as lab:
+    with LabNetwork(cluster, log=progress, grace_scale=args.grace_scale) as lab:
         report.warnings += lab.warnings
         report.timings.update({k: round(v, 3) for k, v in lab.timings.items()})
-        report.results += measure_all(lab, args.requests, progress=progress)
-        probe_all_load_balancers(lab, report, args.requests, progress=progress)
+        if "nodePort" in via:
+            report.results += measure_all(lab, args.requests, progress=progress)
+        if "loadBalancer" in via:
+            probe_all_load_balancers(lab, report, args.requests, progress=progress)
+        if "clusterIP" in via:
+            report.results += measure_cluster_ips(lab, args.requests, progress=progress)
         checks = health_checks(lab)
     outcome = Outcome(report=report.to_dict(), table=render_table(report, cluster),
                       verdict=verdict(report, cluster), warnings=report.warnings,
@@ -113,15 +118,30 @@ def cmd_apply(args) -> int:
     return 0
 
 
+VIAS = ("nodePort", "clusterIP", "loadBalancer")
+
+
+def parse_via(text: str | None) -> tuple[str, ...]:
+    """``--via nodePort,clusterIP,loadBalancer``: which ways in to probe (default: all that apply)."""
+    if not text:
+        return VIAS
+    chosen = tuple(dict.fromkeys(w.strip() for w in text.split(",") if w.strip()))
+    unknown = [w for w in chosen if w not in VIAS]
+    if unknown or not chosen:
+        raise LabError(f"--via {text!r}: {', '.join(unknown) or 'nothing'} is not a way in",
+                       f"use a comma-separated list of {', '.join(VIAS)}")
+    return chosen
+
+
 def cmd_cli(args) -> int:
     from lab.cloud.network import LabNetwork
     from lab.shell import LabShell
 
     cluster = _load(args.file)
-    with LabNetwork(cluster, log=progress) as lab:
+    with LabNetwork(cluster, log=progress, grace_scale=args.grace_scale) as lab:
         print("Hosts are named after the Kubernetes objects; the outside client is 'client'. Type 'help' for "
-              "pods, services, delete-pod, add-pod, move-pod and lb; 'exit' tears everything down.",
-              file=sys.stderr)
+              "pods, services, delete-pod, add-pod, move-pod, ready-pod, unready-pod, cordon, delete-node "
+              "and lb; 'exit' tears everything down.", file=sys.stderr)
         LabShell(lab)
     return 0
 
@@ -156,12 +176,17 @@ def parser() -> argparse.ArgumentParser:
         _common(sp)
         sp.add_argument("--plot", metavar="FILE", help="also draw the results as a PNG")
         scenarios.load(name).add_arguments(sp)
-    apply = sub.add_parser("apply", help="build a cluster from Kubernetes YAML and probe every NodePort")
+    apply = sub.add_parser("apply", help="build a cluster from Kubernetes YAML and probe every Service")
     apply.add_argument("-f", "--file", action="append", required=True, help="YAML file or folder (repeatable)")
     _common(apply)
     apply.add_argument("--plot", metavar="FILE", help="also draw the cluster with the measured paths as a PNG")
+    apply.add_argument("--via", metavar="WAYS", help="comma-separated: nodePort, clusterIP, loadBalancer "
+                       "(default: all that apply)")
     cli = sub.add_parser("cli", help="bring the cluster up and open the Mininet CLI")
     cli.add_argument("-f", "--file", action="append", required=True, help="YAML file or folder (repeatable)")
+    for p in (apply, cli):
+        p.add_argument("--grace-scale", type=float, default=1.0, metavar="X",
+                       help="deleted pods stay Terminating for terminationGracePeriodSeconds x X (default 1)")
     sub.add_parser("clean", help="remove what a crashed run of the lab left behind")
     return ap
 

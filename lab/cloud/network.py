@@ -40,11 +40,11 @@ LB_MODES = (PASS_THROUGH, PROXY_PROTOCOL)
 
 class LabNetwork(ClusterNetwork):
     def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
-                 log=lambda msg: None, lb_profile: str | HealthCheckProfile = "gce", lb_mode: str = PASS_THROUGH,
-                 ingress_upstream: str = ENDPOINTS):
+                 log=lambda msg: None, lb_profile: str | HealthCheckProfile = "gce", grace_scale: float = 1.0,
+                 lb_mode: str = PASS_THROUGH, ingress_upstream: str = ENDPOINTS):
         if lb_mode not in LB_MODES:
             raise LabError(f"unknown load balancer mode {lb_mode!r}", f"use {' or '.join(LB_MODES)}")
-        super().__init__(cluster, underlay=underlay, log=log)
+        super().__init__(cluster, underlay=underlay, log=log, grace_scale=grace_scale)
         self.lb_profile = PROFILES[lb_profile] if isinstance(lb_profile, str) else lb_profile
         self.lb_mode = lb_mode
         self.ingress_upstream = ingress_upstream

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 
@@ -26,12 +27,14 @@ from controllers.state import write_json_atomic
 from lab.emulation.controller_process import ControllerProcess
 from lab.emulation.environment import datapath, has_netem, preflight
 from lab.emulation.iperf3 import start_iperf3_servers
+from lab.emulation.kubelet import Prober
 from lab.emulation.proxy_state import build_proxy_state
 from lab.emulation.resources import MachineLock, RunDir, clean_stale_runs, remove_recorded, start_process, stop_process
 from lab.errors import LabError, Origin
 from lab.kube import addressing as addr
-from lab.kube.endpoints import workload_ports
-from lab.kube.model import Cluster, ContainerPort, Pod
+from lab.kube.cluster_ips import cluster_ips
+from lab.kube.endpoints import workload_ports, workload_udp_ports
+from lab.kube.model import NODE_PORT_RANGE, Cluster, ContainerPort, Pod
 from lab.kube.names import validate_object_name
 from lab.polling import wait_for
 from topologies.cluster import ClusterTopo, LinkShape, bridge_names, pod_host_params, root_interfaces
@@ -41,8 +44,12 @@ OFFLOADS_OFF = "tx off tso off gso off"
 
 class ClusterNetwork:
     def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
-                 log=lambda msg: None):
+                 log=lambda msg: None, grace_scale: float = 1.0):
         self.cluster = cluster
+        self.grace_scale = grace_scale  # terminationGracePeriodSeconds x this (0: pods go at once)
+        self.prober: Prober | None = None
+        self._timers: dict[str, threading.Timer] = {}  # terminating pod -> its removal
+        self._state_lock = threading.RLock()  # the prober and removal timers publish too
         self.underlay = underlay
         self.log = log
         self.lock = MachineLock()
@@ -89,6 +96,8 @@ class ClusterNetwork:
             self.underlay = LinkShape(bw_mbit=self.underlay.bw_mbit)
         self.controller = ControllerProcess(self.run)
         self.generation = 1
+        for pod in self.cluster.pods:  # kubelet: a pod with a readinessProbe starts not Ready
+            pod.ready = pod.readiness_probe is None
         self.controller.start(build_proxy_state(self.cluster, self.generation))
         self.timings["controller"] = time.monotonic() - t0
 
@@ -104,6 +113,7 @@ class ClusterNetwork:
         t3 = time.monotonic()
         self._start_workload()
         self._start_real_servers(self.cluster.pods)
+        self._start_prober()
         self.timings["servers"] = time.monotonic() - t3
         self._started()
         self.log(f"cluster up in {time.monotonic() - t0:.1f} s ({datapath()} datapath, "
@@ -154,7 +164,7 @@ class ClusterNetwork:
             extra = ""
             if host.name in self._node_names:
                 index = self.cluster.node(host.name).index
-                extra = f"; ip route add {addr.pod_cidr(index)} dev eth0"
+                extra = f"; ip route add {addr.pod_cidr(index)} dev eth0; {node_port_routing(index)}"
             host.cmd(f"sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; "
                      f"ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}")
         names = root_interfaces(self.cluster) if root_names is None else root_names
@@ -178,7 +188,10 @@ class ClusterNetwork:
     def _listeners(self, pod: Pod) -> list[dict]:
         host = self.net.get(pod.name)
         return [{"pod": pod.name, "namespace": pod.namespace, "node": pod.node, "podIP": pod.ip, "port": port,
-                 "netnsPid": host.pid, "bind": "0.0.0.0"} for port in workload_ports(self.cluster, pod)]
+                 "netnsPid": host.pid, "bind": "0.0.0.0", "protocol": protocol}
+                for protocol, ports in (("TCP", workload_ports(self.cluster, pod)),
+                                        ("UDP", workload_udp_ports(self.cluster, pod)))
+                for port in ports]
 
     def _start_workload(self) -> None:
         listeners = [item for pod in self.cluster.pods for item in self._listeners(pod)]
@@ -203,6 +216,16 @@ class ClusterNetwork:
             if procs:
                 self.real_servers[pod.name] = procs
 
+    def _start_prober(self) -> None:
+        """Kubelet's readiness probes (``lab.emulation.kubelet``): one round now, then on their periods."""
+        self.prober = Prober(node_pid=lambda node: self._node_pids().get(node), changed=lambda pod: self.publish())
+        for pod in self.cluster.pods:
+            self.prober.add(pod)
+        if self.prober.states:
+            self.prober.round()
+            self.publish()
+        self.prober.start()
+
     def _stop_real_servers(self, pod_name: str) -> None:
         for proc in self.real_servers.pop(pod_name, []):
             stop_process(self.run, proc)
@@ -210,6 +233,12 @@ class ClusterNetwork:
     def stop(self) -> None:
         """Idempotent, and tolerant: each step runs even if an earlier one failed."""
         errors = []
+        if self.prober is not None:
+            self.prober.stop()
+            self.prober = None
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for pod_name in list(self.real_servers):
             try:
                 self._stop_real_servers(pod_name)
@@ -253,10 +282,13 @@ class ClusterNetwork:
 
     def publish(self) -> None:
         """Tell kube-proxy about the current cluster state and wait until every switch obeys it."""
-        self.generation += 1
-        self.controller.publish(build_proxy_state(self.cluster, self.generation, netns_pids=self._node_pids()),
-                                self.dpids, timeout=self._flow_budget_s())
-        self._published()
+        with self._state_lock:
+            if self.controller is None:
+                return
+            self.generation += 1
+            self.controller.publish(build_proxy_state(self.cluster, self.generation, netns_pids=self._node_pids()),
+                                    self.dpids, timeout=self._flow_budget_s())
+            self._published()
 
     def _flow_budget_s(self) -> float:
         """How long switches may take to hold a state: every node holds about three flows per endpoint
@@ -274,6 +306,8 @@ class ClusterNetwork:
                 ports: tuple[int, ...] = (8080,), namespace: str = "default") -> Pod:
         """Start a pod on a node while traffic flows: host, link, server first, then its endpoints."""
         validate_object_name("Pod", name, Origin("Pod", name))
+        if self.cluster.node(node).unschedulable:
+            raise LabError(f"node {node} is cordoned (unschedulable)", "uncordon it or choose another node")
         taken = {p.name for p in self.cluster.pods} | {n.name for n in self.cluster.nodes}
         if name in taken:
             raise LabError(f"pod name {name!r} is already used in this cluster", "choose another name")
@@ -300,11 +334,65 @@ class ClusterNetwork:
         self.publish()
         return pod
 
-    def delete_pod(self, name: str) -> None:
-        """Delete a pod: its endpoints go first (kube-proxy stops choosing it), then its server and host."""
+    def delete_pod(self, name: str, grace_s: float | None = None) -> None:
+        """Delete a pod as the API server and kubelet do: it is Terminating for its grace period
+        (``terminationGracePeriodSeconds`` x ``grace_scale``, or ``grace_s``): out of the endpoints for
+        new connections, its server still running, established connections flowing; then it is removed
+        (by a timer: this returns at once). With no grace it is removed now."""
         pod = self.cluster.pod(name)
-        self.cluster.pods.remove(pod)
-        self.publish()
+        grace = pod.termination_grace_s * self.grace_scale if grace_s is None else grace_s
+        if grace <= 0 or pod.terminating:
+            self._remove_pod(name)
+            return
+        with self._state_lock:
+            pod.terminating = True
+            self.publish()
+        timer = threading.Timer(grace, self._remove_terminated, args=(name,))
+        timer.daemon = True
+        self._timers[name] = timer
+        timer.start()
+
+    def _remove_terminated(self, name: str) -> None:
+        self._timers.pop(name, None)
+        try:
+            self._remove_pod(name)
+        except (KeyError, LabError) as e:  # the lab went down meanwhile, or the pod went another way
+            self.log(f"removing terminated pod {name}: {e}")
+
+    def set_pod_ready(self, name: str, ready: bool) -> None:
+        """Make a pod fail or pass readiness. With an httpGet readinessProbe its real server answers 503 on
+        the probe's path (kubelet notices after failureThreshold periods); without one (or with tcpSocket
+        or exec) the Ready condition is set directly, as a readiness gate would."""
+        pod = self.cluster.pod(name)
+        probe = pod.readiness_probe
+        if probe is not None and probe.kind == "httpGet":
+            self._workload_command({"op": "readiness", "pod": name, "path": probe.path, "failing": not ready})
+            return
+        with self._state_lock:
+            pod.ready = ready
+            self.publish()
+
+    def cordon_node(self, name: str, cordoned: bool = True) -> None:
+        """kubectl cordon/uncordon: no new pods are placed there (``add_pod`` refuses it)."""
+        self.cluster.node(name).unschedulable = cordoned
+
+    def delete_node(self, name: str) -> None:
+        """kubectl delete node, while it drains: the Node gets a deletionTimestamp, so kube-proxy's
+        ``:10256/healthz`` on it answers 503 (``/livez`` stays 200) and load balancers checking it
+        (Cluster policy) take it out of rotation. Its pods keep running."""
+        with self._state_lock:
+            node = self.cluster.node(name)
+            node.deleting = node.unschedulable = True
+            self.publish()
+
+    def _remove_pod(self, name: str) -> None:
+        """Remove a pod: its endpoints go first (kube-proxy stops choosing it), then its server and host."""
+        if self.prober is not None:
+            self.prober.remove(name)
+        with self._state_lock:
+            pod = self.cluster.pod(name)
+            self.cluster.pods.remove(pod)
+            self.publish()
         self._workload_command({"op": "remove", "pod": name})
         self._stop_real_servers(name)
         host = self.net.get(name)
@@ -320,7 +408,7 @@ class ClusterNetwork:
     def move_pod(self, name: str, node: str) -> Pod:
         """Reschedule a pod to another node (a new pod with the same name, labels and ports, new IP)."""
         old = self.cluster.pod(name)
-        self.delete_pod(name)
+        self.delete_pod(name, grace_s=0)  # the new pod takes the name, so the old one goes at once
         return self.add_pod(name, node, labels=old.labels, ports=tuple(p.port for p in old.ports),
                             namespace=old.namespace)
 
@@ -337,6 +425,10 @@ class ClusterNetwork:
     def host(self, name: str):
         return self.net.get(name)
 
+    def cluster_ip(self, service: str, namespace: str = "default") -> str:
+        """The Service's clusterIP (``spec.clusterIP``); KeyError for a headless Service."""
+        return cluster_ips(self.cluster)[(namespace, service)]
+
     def run_in(self, host_name: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         """Run a program inside a host's network namespace (mnexec -a: attach to the host's namespaces)."""
         host = self.net.get(host_name)
@@ -344,13 +436,17 @@ class ClusterNetwork:
                               timeout=timeout)
 
     def probe(self, targets: list[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
-              path: str = "/", rate: float | None = None, host: str | None = None, tls: bool = False,
+              path: str = "/", rate: float | None = None, source: str = addr.CLIENT_NAME,
+              protocol: str = "TCP", host: str | None = None, tls: bool = False,
               headers: tuple[tuple[str, str], ...] = ()) -> dict:
-        """Run ``lab.measure.probe`` in the client; ``host``, ``tls`` and ``headers`` address an L7 proxy."""
+        """Run ``lab.measure.probe`` in ``source`` (the client, a pod or a node) and return its report;
+        ``host``, ``tls`` and ``headers`` address an L7 proxy."""
         argv = [sys.executable, "-m", "lab.measure.probe", "--targets", *targets, "--requests", str(requests),
                 "--concurrency", str(concurrency), "--timeout", str(timeout), "--path", path]
         if rate is not None:
             argv += ["--rate", str(rate)]
+        if protocol != "TCP":
+            argv += ["--protocol", protocol.lower()]
         if host:
             argv += ["--host", host]
         if tls:
@@ -358,7 +454,7 @@ class ClusterNetwork:
         for name, value in headers:
             argv += ["--header", f"{name}:{value}"]
         budget = 30 + requests * timeout + (requests / rate if rate else 0)
-        result = self.run_in(addr.CLIENT_NAME, argv, timeout=budget)
+        result = self.run_in(source, argv, timeout=budget)
         if result.returncode != 0:
             raise LabError(f"the probe failed (code {result.returncode}): {result.stderr.strip()[-300:]}")
         return json.loads(result.stdout)
@@ -386,8 +482,38 @@ class ClusterNetwork:
         return totals
 
     def client_ttl(self) -> int:
-        out = self.run_in(addr.CLIENT_NAME, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)
+        return self.pod_ttl(addr.CLIENT_NAME)
+
+    def pod_ttl(self, host: str) -> int:
+        """The TTL a host's packets start with (its ``ip_default_ttl``)."""
+        out = self.run_in(host, ["cat", "/proc/sys/net/ipv4/ip_default_ttl"], timeout=5)
         return int(out.stdout.strip())
+
+
+NODE_PORT_TABLE = 100
+
+
+def node_port_routing(index: int) -> str:
+    """Shell commands that send a node's own connections to its NodePorts into its bridge.
+
+    In iptables mode kube-proxy's nat OUTPUT rule (``KUBE-SERVICES`` -> ``KUBE-NODEPORTS``, ``addrtype
+    LOCAL``, with ``route_localnet=1`` for 127.0.0.1) DNATs a node process's connection to its own IP or
+    127.0.0.1 before routing, so it never takes the loopback. Here kube-proxy lives in Open vSwitch, so the
+    node's routing must hand such connections to the bridge instead: policy rules, ahead of the local
+    table, route what the node itself sends (``iif lo``) to its own IP or 127.0.0.1 in the NodePort range
+    out of eth0 (``accept_local`` and ``route_localnet`` let the replies, which carry those addresses,
+    back in). The bridge then does what
+    the OUTPUT chain does: DNAT, masquerade (the source is LOCAL). Everything else stays on the loopback.
+    """
+    low, high = NODE_PORT_RANGE
+    ip = addr.node_ip(index)
+    rules = "; ".join(f"ip rule add pref 10 iif lo to {dst} ipproto {proto} dport {low}-{high} "
+                      f"lookup {NODE_PORT_TABLE}"
+                      for dst in (ip, "127.0.0.1") for proto in ("tcp", "udp"))
+    return (f"ip rule add pref 100 lookup local; ip rule del pref 0 lookup local; "
+            f"ip route add default via {addr.ROUTER_UNDERLAY_IP} dev eth0 src {ip} table {NODE_PORT_TABLE}; "
+            f"{rules}; sysctl -qw net.ipv4.conf.eth0.accept_local=1 net.ipv4.conf.eth0.route_localnet=1 "
+            "net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0")
 
 
 def _raise_interrupt(signum, frame):

@@ -6,6 +6,9 @@ number comes from ``lab.kube.addressing``; the controller receives finished fact
 
 from __future__ import annotations
 
+import zlib
+from dataclasses import replace
+
 from controllers.state import (
     EndpointInfo,
     ExternalHost,
@@ -16,6 +19,7 @@ from controllers.state import (
     UnderlayInfo,
 )
 from lab.kube import addressing as addr
+from lab.kube.cluster_ips import cluster_ips
 from lab.kube.endpoints import endpoints
 from lab.kube.load_balancers import load_balancer_ips
 from lab.kube.model import Cluster
@@ -26,7 +30,7 @@ def node_info(node, netns_pid: int | None = None) -> NodeInfo:
     ip = addr.node_ip(node.index)
     return NodeInfo(name=node.name, index=node.index, ip=ip, mac=addr.mac_for(ip),
                     pod_cidr=addr.pod_cidr(node.index), gateway_ip=gw, gateway_mac=addr.mac_for(gw),
-                    dpid=addr.node_dpid(node.index), netns_pid=netns_pid)
+                    dpid=addr.node_dpid(node.index), netns_pid=netns_pid, deleting=node.deleting)
 
 
 def external_hosts() -> tuple[ExternalHost, ...]:
@@ -43,6 +47,7 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
     pids = netns_pids or {}
     nodes = tuple(node_info(n, pids.get(n.name)) for n in cluster.nodes)
     lb_ips = load_balancer_ips(cluster)
+    vips = cluster_ips(cluster)
     pods = tuple(
         PodInfo(name=p.name, namespace=p.namespace, node=p.node, ip=p.ip, mac=addr.mac_for(p.ip),
                 ofport=addr.pod_ofport(p.ip))
@@ -51,14 +56,19 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
     for svc in cluster.services:
         for sp in svc.ports:
             eps = tuple(
-                EndpointInfo(pod=e.pod, node=e.node, ip=e.ip, port=e.port)
+                EndpointInfo(pod=e.pod, node=e.node, ip=e.ip, port=e.port, ready=e.ready, serving=e.serving,
+                             terminating=e.terminating)
                 for e in endpoints(cluster, svc, sp)
                 if ready_pods is None or e.pod in ready_pods)
+            key = (svc.namespace, svc.name)
             service_ports.append(ServicePortInfo(
                 service=svc.name, namespace=svc.namespace, port_name=sp.name or "", protocol=sp.protocol,
                 port=sp.port, node_port=sp.node_port, policy=svc.external_traffic_policy,
                 endpoints=eps, health_check_node_port=svc.health_check_node_port, service_type=svc.type,
-                load_balancer_ip=lb_ips.get((svc.namespace, svc.name))))
+                load_balancer_ip=lb_ips.get(key), cluster_ip=vips.get(key),
+                internal_policy=svc.internal_traffic_policy, affinity_timeout=svc.session_affinity_timeout,
+                source_ranges=tuple(svc.load_balancer_source_ranges)))
+    service_ports = _with_ids(service_ports)
     underlay = UnderlayInfo(
         dpid=addr.underlay_dpid(), router_ip=addr.ROUTER_UNDERLAY_IP,
         router_mac=addr.mac_for(addr.ROUTER_UNDERLAY_IP), external_gateway_ip=addr.ROUTER_CLIENT_IP,
@@ -66,3 +76,20 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
         node_ports={n.name: addr.underlay_node_port(n.index) for n in cluster.nodes})
     return ProxyState(generation=generation, nodes=nodes, pods=pods, service_ports=tuple(service_ports),
                       underlay=underlay, externals=external_hosts())
+
+
+ID_BITS = 26  # group ids are id * 2 + 1: well inside OpenFlow's group id space
+
+
+def _with_ids(service_ports: list[ServicePortInfo]) -> list[ServicePortInfo]:
+    """Give every Service port a stable id (its groups' and affinity flows' name): a hash of its key,
+    the next free number on a collision (in key order), so adding a Service renames no other's groups."""
+    taken: set[int] = set()
+    ids: dict[str, int] = {}
+    for key in sorted(f"{sp.key}/{sp.protocol}" for sp in service_ports):
+        number = zlib.crc32(key.encode()) % (1 << ID_BITS) or 1
+        while number in taken:
+            number = number % ((1 << ID_BITS) - 1) + 1
+        taken.add(number)
+        ids[key] = number
+    return [replace(sp, id=ids[f"{sp.key}/{sp.protocol}"]) for sp in service_ports]

@@ -16,12 +16,18 @@ node's after SNAT) and ``synTTL``, the IP TTL of the SYN on arrival as the kerne
 ``headers`` are the request's own, names in lower case: behind an L7 proxy (``lab.ingress``), ``source`` is
 the proxy pod and ``x-forwarded-for`` / ``x-real-ip`` carry the client as the proxy saw it.
 
+UDP ports (``"protocol": "UDP"`` in a listener) answer every datagram with a datagram holding the same
+JSON (``path`` is the datagram's text; ``synTTL`` is the TTL the datagram arrived with, ``IP_RECVTTL``):
+a UDP Service is measured the same way, one new source port per request.
+
 ``python -m lab.emulation.workload --config FILE``, FILE being ``{"listeners": [{"pod", "namespace", "node",
-"podIP", "port", "netnsPid", "bind"}], "ready": PATH, "control": PATH}`` (``netnsPid`` null: this
+"podIP", "port", "netnsPid", "bind", "protocol"}], "ready": PATH, "control": PATH}`` (``netnsPid`` null: this
 process's namespace; ``port`` 0: ephemeral; ``bind`` defaults to 0.0.0.0). Once all listen, the ready
 file is written atomically: ``{"pid", "listeners": [{"pod", "namespace", "podIP", "port"}]}`` with the
 actual ports. The control socket takes lines of JSON, ``{"op": "add", "listener": {...}}`` or ``{"op":
-"remove", "pod": name}`` (its listening sockets close, its connections finish), and answers a line
+"remove", "pod": name}`` (its listening sockets close, its connections finish) or ``{"op": "readiness",
+"pod": name, "path": "/ready", "failing": true}`` (that path answers 503 while failing: how the lab
+makes a pod fail its httpGet readinessProbe on its real server), and answers a line
 each, ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``. SIGTERM or SIGINT closes everything,
 removes the ready file and the control socket, and exits 0.
 """
@@ -49,6 +55,7 @@ from urllib.parse import parse_qs, urlsplit
 CLONE_NEWNET = 0x40000000
 TCP_SAVE_SYN = 27  # not exported by the socket module
 TCP_SAVED_SYN = 28
+IP_RECVTTL = 12  # linux/in.h; not exported by the socket module
 SAVED_SYN_BUFFER = 512  # IPv4 (<= 60) or IPv6 (40) header plus TCP (<= 60)
 HEAD_LIMIT = 8 * 1024
 READ_TIMEOUT_S = 5.0
@@ -71,6 +78,7 @@ class Listener:
     pod_ip: str = ""
     netns_pid: int | None = None
     bind: str = "0.0.0.0"
+    protocol: str = "TCP"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Listener:
@@ -78,7 +86,8 @@ class Listener:
             raise ValueError(f"a listener needs at least 'pod' and 'port', got {data!r}")
         return cls(pod=str(data["pod"]), port=int(data["port"]), namespace=data.get("namespace", "default"),
                    node=data.get("node", ""), pod_ip=data.get("podIP", ""),
-                   netns_pid=data.get("netnsPid"), bind=data.get("bind", "0.0.0.0"))
+                   netns_pid=data.get("netnsPid"), bind=data.get("bind", "0.0.0.0"),
+                   protocol=data.get("protocol", "TCP"))
 
 
 def parse_saved_syn(raw: bytes) -> int | None:
@@ -155,8 +164,9 @@ def _syn_ttl(writer: asyncio.StreamWriter) -> int | None:
         return None
 
 
-async def answer(listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Read one request head and answer it as ``listener``'s pod."""
+async def answer(listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 failing: dict[str, set[str]] | None = None) -> None:
+    """Read one request head and answer it as ``listener``'s pod (503 on a path whose readiness fails)."""
     syn_ttl = _syn_ttl(writer)
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
@@ -172,6 +182,9 @@ async def answer(listener: Listener, reader: asyncio.StreamReader, writer: async
         writer.write(_error(400, "malformed request line"))
         return
     url = urlsplit(target)
+    if failing and url.path in failing.get(listener.pod, ()):
+        writer.write(_error(503, "readiness failing"))
+        return
     if url.path == "/bulk":
         await _send_bulk(writer, parse_qs(url.query).get("bytes", ["0"])[0])
         return
@@ -209,18 +222,66 @@ async def _send_bulk(writer: asyncio.StreamWriter, count: str) -> None:
         await writer.drain()  # waits for a slow reader instead of buffering 100 MB
 
 
+def udp_socket(listener: Listener) -> socket.socket:
+    """A bound UDP socket in the pod's namespace that reports each datagram's TTL."""
+    with netns(listener.netns_pid):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            sock.bind((listener.bind, listener.port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+    return sock
+
+
+def udp_answer(listener: Listener, port: int, data: bytes, ancillary, peer) -> bytes:
+    ttl = next((int.from_bytes(d[:4], sys.byteorder) for level, kind, d in ancillary
+                if level == socket.IPPROTO_IP and kind == socket.IP_TTL), None)
+    return _json_line({"pod": listener.pod, "namespace": listener.namespace, "node": listener.node,
+                       "podIP": listener.pod_ip, "port": port, "source": {"ip": peer[0], "port": peer[1]},
+                       "synTTL": ttl, "path": data[:200].decode("latin-1").strip()})
+
+
+class UdpServer:
+    """One pod's UDP port: every datagram gets one answer, sent from the port it arrived on."""
+
+    def __init__(self, listener: Listener, loop: asyncio.AbstractEventLoop) -> None:
+        self.listener, self.loop = listener, loop
+        self.sock = udp_socket(listener)
+        self.port = self.sock.getsockname()[1]
+        loop.add_reader(self.sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _flags, peer = self.sock.recvmsg(2048, socket.CMSG_SPACE(4))
+            self.sock.sendto(udp_answer(self.listener, self.port, data, ancillary, peer), peer)
+        except OSError:
+            pass  # a datagram is not a connection: nothing to clean up
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
 class Workload:
     """The running server: each pod's listening sockets, the control socket, and live connections."""
 
     def __init__(self) -> None:
-        self._servers: dict[str, list[asyncio.Server]] = {}
+        self._servers: dict[str, list[asyncio.Server | UdpServer]] = {}
         self._control: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failing: dict[str, set[str]] = {}  # pod -> paths that answer 503
 
     async def add(self, listener: Listener) -> int:
         """Start serving ``listener``; returns the port it actually listens on."""
+        if listener.protocol == "UDP":
+            udp = UdpServer(listener, asyncio.get_running_loop())
+            self._servers.setdefault(listener.pod, []).append(udp)
+            return udp.port
         sock = listen_socket(listener)
-        handler = functools.partial(self._track, functools.partial(answer, listener))
+        handler = functools.partial(self._track, functools.partial(answer, listener, failing=self._failing))
         try:
             server = await asyncio.start_server(handler, sock=sock, limit=HEAD_LIMIT)
         except BaseException:
@@ -253,7 +314,11 @@ class Workload:
                 return {"ok": True, "port": await self.add(Listener.from_json(cmd.get("listener")))}
             if op == "remove":
                 return {"ok": True, "closed": self.remove(str(cmd.get("pod")))}
-            return {"ok": False, "error": f"unknown op {op!r}; expected 'add' or 'remove'"}
+            if op == "readiness":
+                paths = self._failing.setdefault(str(cmd.get("pod")), set())
+                (paths.add if cmd.get("failing") else paths.discard)(str(cmd.get("path", "/")))
+                return {"ok": True}
+            return {"ok": False, "error": f"unknown op {op!r}; expected 'add', 'remove' or 'readiness'"}
         except (ValueError, LookupError, TypeError, OSError) as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 

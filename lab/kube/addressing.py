@@ -21,6 +21,8 @@ gateway::
 - OpenFlow port numbers are fixed: on a node bridge the uplink is 1, the node's own host port 2, a pod
   ``100 + last octet of its IP``; on the underlay bridge the client is 1, the load balancer's health
   checker (host ``lb``, 203.0.113.2) 2, and node ``n`` is ``100 + n``.
+- Services get their clusterIP from 10.96.0.0/12 (kubeadm's ``--service-cluster-ip-range``), chosen by
+  ``lab.kube.cluster_ips`` (the manifest's own, or a deterministic one).
 - LoadBalancer Services get external addresses from 198.51.100.0/24 in manifest order, starting at
   198.51.100.10 (the cloud's address pool; reported as ``status.loadBalancer.ingress``).
 """
@@ -41,6 +43,7 @@ CLIENT_NAME = "client"
 LB_NAME = "lb"  # the cloud load balancer's health checker, outside the cluster beside the client
 LB_HOST_IP = "203.0.113.2"
 LB_POOL = ipaddress.ip_network("198.51.100.0/24")  # external addresses of LoadBalancer Services
+SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")  # --service-cluster-ip-range, kubeadm's default
 
 MAX_NODES = 200
 MAX_PODS_PER_NODE = 250

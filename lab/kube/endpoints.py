@@ -9,7 +9,9 @@ Service port's ``targetPort``:
 - a name is looked up among the pod's container ports with the Service port's protocol, so each pod
   may map the name to a different number, and a pod without that name is not an endpoint.
 
-Pods that have no IP yet (not placed) are not endpoints, as pods that are not running are not.
+Pods that have no IP yet (not placed) are not endpoints, as pods that are not running are not. Each
+endpoint carries its EndpointSlice conditions: ``ready`` (the pod is Ready and not terminating),
+``serving`` (its readiness passes, terminating or not) and ``terminating`` (the pod is being deleted).
 Endpoints are ordered by pod creation order, so flows, reports and tests see a stable list.
 """
 
@@ -52,7 +54,9 @@ def endpoints(cluster: Cluster, service: Service, service_port: ServicePort) -> 
         port = target_port(pod, service_port)
         if port is None or pod.ip is None:
             continue
-        result.append(Endpoint(pod=pod.name, node=pod.node, ip=pod.ip, port=port))
+        result.append(Endpoint(pod=pod.name, node=pod.node, ip=pod.ip, port=port,
+                               ready=pod.ready and not pod.terminating, serving=pod.ready,
+                               terminating=pod.terminating))
     return result
 
 
@@ -72,10 +76,14 @@ def workload_ports(cluster: Cluster, pod: Pod) -> list[int]:
     """
     ports = {port.port for port in pod.ports if port.protocol == "TCP"}
     proxied = proxy_ports(cluster, pod)
+    probe = pod.readiness_probe
+    if probe is not None and isinstance(probe.port, int):
+        ports.add(probe.port)  # the application answers its probe wherever it is declared
     for service in cluster.services:
         if service.namespace != pod.namespace or not selects(service.selector, pod.labels):
             continue
-        ports.update(sp.target_port for sp in service.ports if isinstance(sp.target_port, int))
+        ports.update(sp.target_port for sp in service.ports
+                     if isinstance(sp.target_port, int) and sp.protocol == "TCP")
     return sorted(ports - set(real_server_ports(pod).values()) - proxied)
 
 
@@ -86,3 +94,15 @@ def real_server_ports(pod: Pod) -> dict[str, int]:
     """The pod's TCP container ports served by a real program instead of the lab's HTTP server: name -> port."""
     return {port.name: port.port for port in pod.ports
             if port.protocol == "TCP" and port.name in REAL_SERVER_PORT_NAMES}
+
+
+def workload_udp_ports(cluster: Cluster, pod: Pod) -> list[int]:
+    """The UDP ports the lab's server answers in ``pod``: its UDP containerPorts and the numeric UDP
+    targetPorts of Services that select it (the same rule as ``workload_ports`` for TCP)."""
+    ports = {port.port for port in pod.ports if port.protocol == "UDP"}
+    for service in cluster.services:
+        if service.namespace != pod.namespace or not selects(service.selector, pod.labels):
+            continue
+        ports.update(sp.target_port for sp in service.ports
+                     if isinstance(sp.target_port, int) and sp.protocol == "UDP")
+    return sorted(ports)

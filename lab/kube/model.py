@@ -29,6 +29,22 @@ class Node:
     name: str
     index: int  # 1-based, in manifest order; addresses derive from it (lab.kube.addressing)
     labels: dict[str, str] = field(default_factory=dict)
+    unschedulable: bool = False  # kubectl cordon
+    deleting: bool = False  # the Node has a deletionTimestamp (kubectl delete node, still draining)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A container's readinessProbe, as kubelet runs it: ``kind`` httpGet | tcpSocket (exec is not run)."""
+
+    kind: str
+    port: int | str  # a number or the name of a container port
+    path: str = "/"
+    initial_delay_s: float = 0.0
+    period_s: float = 10.0
+    timeout_s: float = 1.0
+    success_threshold: int = 1
+    failure_threshold: int = 3
 
 
 @dataclass
@@ -41,16 +57,21 @@ class Pod:
     owner: str | None = None  # Deployment name, when the pod came from one
     ip: str | None = None  # set when the lab places the pod on its node
     serial: int = 0  # creation order, names the pod's interface (lab.kube.addressing.pod_intf)
+    readiness_probe: Probe | None = None
+    termination_grace_s: float = 30.0  # terminationGracePeriodSeconds
+    # Conditions, as the kubelet reports them: Ready (probe passing, or no probe) and being deleted.
+    ready: bool = True
+    terminating: bool = False
     images: tuple[str, ...] = ()  # the containers' images: no image runs, but some say what a pod is
 
 
 @dataclass(frozen=True)
 class ServicePort:
     port: int
-    node_port: int
+    node_port: int  # 0 for a ClusterIP Service (no nodePort)
     target_port: int | str  # a number, or the name of a container port
     name: str | None = None
-    protocol: str = "TCP"
+    protocol: str = "TCP"  # TCP | UDP
 
 
 @dataclass
@@ -59,9 +80,17 @@ class Service:
     ports: list[ServicePort]
     selector: dict[str, str] = field(default_factory=dict)
     namespace: str = "default"
-    type: str = "NodePort"  # NodePort | LoadBalancer
+    type: str = "NodePort"  # ClusterIP | NodePort | LoadBalancer
     external_traffic_policy: str = "Cluster"  # Cluster | Local
     health_check_node_port: int | None = None
+    cluster_ip: str | None = None  # spec.clusterIP as written: an address, "None" (headless), or unset
+    internal_traffic_policy: str = "Cluster"  # Cluster | Local
+    session_affinity_timeout: int | None = None  # sessionAffinity ClientIP: timeoutSeconds; None: no affinity
+    load_balancer_source_ranges: tuple[str, ...] = ()
+
+    @property
+    def headless(self) -> bool:
+        return self.cluster_ip == "None"
 
 
 @dataclass(frozen=True)
@@ -70,6 +99,9 @@ class Endpoint:
     node: str
     ip: str
     port: int
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
 
 
 @dataclass

@@ -34,11 +34,28 @@ def probe_entry(lab: LabNetwork, service: Service, sp: ServicePort, node_name: s
                 client_ttl: int, timeout: float = 1.0, concurrency: int = 8) -> dict:
     node_ip = addr.node_ip(lab.cluster.node(node_name).index)
     out, inter_node_bytes, duration = _probe_counted(lab, f"{node_ip}:{sp.node_port}", requests,
-                                                     concurrency=concurrency, timeout=timeout)
+                                                     concurrency=concurrency, timeout=timeout,
+                                                     protocol=sp.protocol)
     return entry_result(out["records"], service=service.name, namespace=service.namespace,
                         policy=service.external_traffic_policy, node_port=sp.node_port, node=node_name,
                         node_ip=node_ip, inter_node_bytes=inter_node_bytes, client_ttl=client_ttl,
                         duration_s=duration)
+
+
+def probe_cluster_ip(lab: LabNetwork, service: Service, sp: ServicePort, client_pod: str, requests: int,
+                     timeout: float = 1.0, concurrency: int = 8) -> dict:
+    """Requests from a pod inside the cluster to the Service's clusterIP:port: ``via`` = "clusterIP",
+    ``node`` = the client pod's node, plus ``clientPod``, ``clusterIP`` and ``port``."""
+    ip = lab.cluster_ip(service.name, service.namespace)
+    pod = lab.cluster.pod(client_pod)
+    out, inter_node_bytes, duration = _probe_counted(lab, f"{ip}:{sp.port}", requests, concurrency=concurrency,
+                                                     timeout=timeout, source=client_pod, protocol=sp.protocol)
+    result = entry_result(out["records"], service=service.name, namespace=service.namespace,
+                          policy=service.internal_traffic_policy, node_port=sp.node_port, node=pod.node,
+                          node_ip=None, inter_node_bytes=inter_node_bytes, client_ttl=lab.pod_ttl(client_pod),
+                          duration_s=duration, via="clusterIP", router_hops=0)
+    result.update(clientPod=client_pod, clusterIP=ip, port=sp.port, protocol=sp.protocol)
+    return result
 
 
 def probe_load_balancer(lab: LabNetwork, service: Service, sp: ServicePort, requests: int, client_ttl: int,
@@ -74,6 +91,8 @@ def probe_all_load_balancers(lab: LabNetwork, report: Report, requests: int, tim
         if service in l7_services(lab.cluster):
             continue  # an L7 proxy's: probed per route (lab.measure.routes)
         for sp in service.ports:
+            if sp.protocol != "TCP":
+                continue  # the emulated cloud load balancer forwards TCP
             progress(f"probing {service.name} through its load balancer "
                      f"{lab.load_balancer_ip(service.name, service.namespace)}:{sp.port}, {requests} requests")
             report.results.append(probe_load_balancer(lab, service, sp, requests, client_ttl, timeout))

@@ -20,10 +20,11 @@ from collections.abc import Callable
 
 from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
+from lab.kube.cluster_ips import cluster_ips
 from lab.kube.l7_proxies import l7_services
 from lab.kube.load_balancers import load_balancer_ips
 from lab.kube.model import Cluster, Service
-from lab.measure.experiment import probe_entry, probe_load_balancer
+from lab.measure.experiment import probe_cluster_ip, probe_entry, probe_load_balancer
 from lab.measure.report import request_paths
 
 
@@ -78,17 +79,64 @@ def _measured(net: LabNetwork, probe: Callable[[], dict]) -> dict:
 
 def measure_all(net: LabNetwork, requests: int, timeout: float = 1.0,
                 progress: Callable[[str], None] = lambda s: None) -> list[dict]:
-    """Every port of every NodePort Service through every node, in manifest order (an L7 proxy's Service is
-    probed per route instead, ``lab.measure.routes``)."""
+    """Every port of every NodePort and LoadBalancer Service through every node, in manifest order (an L7
+    proxy's Service is probed per route instead, ``lab.measure.routes``)."""
     client_ttl = net.client_ttl()
     results = []
     proxied = l7_services(net.cluster)
     for service in [s for s in net.cluster.services if s not in proxied]:
         for sp in service.ports:
+            if not sp.node_port:
+                continue  # a ClusterIP Service
             for node in net.cluster.nodes:
                 progress(f"probing {service.name}:{sp.node_port} ({service.external_traffic_policy}) "
                          f"via {node.name}, {requests} requests")
                 results.append(measure_entry(net, service, node.name, requests, client_ttl, sp.node_port, timeout))
+    return results
+
+
+IN_CLUSTER_CLIENT_LABELS = {"nodeport-lab.io/role": "in-cluster-client"}
+
+
+def in_cluster_clients(net: LabNetwork) -> dict[str, str]:
+    """One client pod per node, added by the lab and selected by no Service: node -> pod name."""
+    clients = {}
+    taken = {p.name for p in net.cluster.pods} | {n.name for n in net.cluster.nodes}
+    for node in net.cluster.nodes:
+        if node.unschedulable:
+            continue
+        name, n = f"probe-{node.name}"[:63], 2
+        while name in taken:
+            name, n = f"probe-{node.name}"[:59] + f"-{n}", n + 1
+        taken.add(name)
+        net.add_pod(name, node.name, labels=IN_CLUSTER_CLIENT_LABELS, ports=())
+        clients[node.name] = name
+    return clients
+
+
+def measure_cluster_ip(net: LabNetwork, service: Service, client_pod: str, requests: int,
+                       port: int | str | None = None, timeout: float = 1.0) -> dict:
+    """``probe_cluster_ip`` from one in-cluster pod, plus the bytes per link and the requests' paths."""
+    sp = service_port(service, port)
+    return _measured(net, lambda: probe_cluster_ip(net, service, sp, client_pod, requests, timeout))
+
+
+def measure_cluster_ips(net: LabNetwork, requests: int, timeout: float = 1.0,
+                        progress: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """Every port of every Service with a clusterIP (NodePort and LoadBalancer ones too), from a client
+    pod on each node."""
+    vips = cluster_ips(net.cluster)
+    targets = [s for s in net.cluster.services if (s.namespace, s.name) in vips]
+    if not targets:
+        return []
+    clients = in_cluster_clients(net)
+    results = []
+    for service in targets:
+        for sp in service.ports:
+            for node, pod in clients.items():
+                progress(f"probing {service.name} clusterIP {vips[(service.namespace, service.name)]}:{sp.port}"
+                         f"/{sp.protocol} from {pod} on {node}, {requests} requests")
+                results.append(measure_cluster_ip(net, service, pod, requests, sp.name or sp.port, timeout))
     return results
 
 

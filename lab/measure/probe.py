@@ -17,6 +17,10 @@ Each request, from connect to the end of the response, has ``timeout`` seconds.
       {"target": "172.18.0.11:30007", "ok": true, "error": null, "status": 200, "bytes": 171,
        "connectMs": 0.41, "latencyMs": 1.9, "response": {...}, "local": "203.0.113.10:40512"}]}
 
+``--protocol udp`` sends each request as one datagram (the path as its text) from a new socket, so a
+new source port and a new conntrack entry, and waits for the pod's datagram answer (the same JSON);
+``connectMs`` and ``status`` are then null, and ``refused`` means an ICMP port unreachable.
+
 ``records`` are in request order. ``error`` is null, ``timeout``, ``refused`` (a TCP RST or an ICMP
 port unreachable), ``reset``, ``unreachable`` (ICMP host or network unreachable) or ``other:<text>``.
 ``response`` is the parsed body when it is JSON; ``bytes`` counts the body either way.
@@ -32,9 +36,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import functools
 import json
 import math
 import resource
+import socket
 import ssl
 import sys
 import time
@@ -208,16 +214,51 @@ async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
     return record
 
 
+async def fetch_udp(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
+                    origin: float | None = None) -> Record:
+    """One datagram from a new socket and its answer; every failure is recorded, none is raised."""
+    host, port = target
+    record = Record(target=f"{host}:{port}")
+    start = time.perf_counter()
+    if origin is not None:
+        record.t = round(start - origin, 4)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, (host, port))
+            local_ip, local_port = sock.getsockname()[:2]
+            record.local = f"{local_ip}:{local_port}"
+            await loop.sock_sendall(sock, path.encode())
+            data = await loop.sock_recv(sock, 65536)
+        record.bytes = len(data)
+        record.response = json.loads(data)
+        record.latency_ms = _millis_since(start)
+        record.ok = True
+    except TimeoutError:
+        record.error = "timeout"
+    except OSError as exc:
+        record.error = classify(exc)
+    except ValueError as exc:
+        record.error = f"other:bad response: {exc}"
+    finally:
+        sock.close()
+    return record
+
+
+FETCHERS = {"tcp": fetch, "udp": fetch_udp}
+
+
 async def _drive_target(target: tuple[str, int], indices: Sequence[int], records: list[Record | None],
-                        concurrency: int, timeout: float, path: str, origin: float,
-                        request: HttpRequest = PLAIN) -> None:
+                        concurrency: int, timeout: float, path: str, origin: float, fetcher=fetch) -> None:
     """Run one target's requests, ``concurrency`` at a time until one times out, then all at once."""
     pending = deque(indices)
     running: dict[asyncio.Task[Record], int] = {}
     flooding = False
     while pending or running:
         while pending and (flooding or len(running) < concurrency):
-            running[asyncio.create_task(fetch(target, path, timeout, origin, request))] = pending.popleft()
+            running[asyncio.create_task(fetcher(target, path, timeout, origin))] = pending.popleft()
         done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             record = records[running.pop(task)] = task.result()
@@ -225,7 +266,7 @@ async def _drive_target(target: tuple[str, int], indices: Sequence[int], records
 
 
 async def _paced(targets: Sequence[tuple[str, int]], requests: int, rate: float, records: list[Record | None],
-                 timeout: float, path: str, origin: float, request: HttpRequest = PLAIN) -> None:
+                 timeout: float, path: str, origin: float, fetcher=fetch) -> None:
     """Open loop: request i starts at i/rate seconds whatever happened to the others, so a time series of
     the records shows when a path stopped (or started) working, as a client population would see it."""
     tasks = []
@@ -233,28 +274,32 @@ async def _paced(targets: Sequence[tuple[str, int]], requests: int, rate: float,
         delay = origin + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(fetch(targets[i % len(targets)], path, timeout, origin, request)))
+        tasks.append(asyncio.create_task(fetcher(targets[i % len(targets)], path, timeout, origin)))
     for i, record in enumerate(await asyncio.gather(*tasks)):
         records[i] = record
 
 
 async def run_probe(targets: Sequence[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
-                    path: str = "/", rate: float | None = None, request: HttpRequest = PLAIN) -> dict[str, Any]:
+                    path: str = "/", rate: float | None = None, protocol: str = "tcp",
+                    request: HttpRequest = PLAIN) -> dict[str, Any]:
     """Send ``requests`` requests over ``targets`` (``"ip:port"``) and return the report document.
 
     With ``rate`` (requests per second) requests start on a fixed schedule instead (open loop)."""
     if not targets or requests < 0 or concurrency < 1 or timeout <= 0 or (rate is not None and rate <= 0):
         raise ValueError("need targets, requests >= 0, concurrency >= 1, timeout > 0 and rate > 0")
     parsed = [parse_target(t) for t in targets]
+    fetcher = FETCHERS[protocol]
+    if request.l7:
+        fetcher = functools.partial(fetch, request=request)
     records: list[Record | None] = [None] * requests
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     start = time.perf_counter()
     if rate is not None:
-        await _paced(parsed, requests, rate, records, timeout, path, start, request)
+        await _paced(parsed, requests, rate, records, timeout, path, start, fetcher)
     else:
         await asyncio.gather(*(
             _drive_target(target, range(k, requests, len(parsed)), records, concurrency, timeout, path, start,
-                          request)
+                          fetcher)
             for k, target in enumerate(parsed)))
     return {"startedAt": started_at, "durationS": round(time.perf_counter() - start, 6),
             "records": [r.to_json() for r in records if r is not None]}
@@ -276,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds per request (1.0)")
     parser.add_argument("--path", default="/", help="request path (/); /bulk?bytes=N for bulk data")
     parser.add_argument("--rate", type=float, help="start requests on a fixed schedule, this many per second")
+    parser.add_argument("--protocol", choices=sorted(FETCHERS), default="tcp", help="tcp (HTTP) or udp (datagrams)")
     parser.add_argument("--host", help="Host header (and TLS server name) for an L7 proxy")
     parser.add_argument("--tls", action="store_true", help="speak HTTPS (the certificate is reported, not checked)")
     parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="extra header")
@@ -289,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         report = asyncio.run(
-            run_probe(args.targets, args.requests, args.concurrency, args.timeout, args.path, args.rate, request))
+            run_probe(args.targets, args.requests, args.concurrency, args.timeout, args.path, args.rate,
+                      args.protocol, request))
     except ValueError as exc:
         parser.error(str(exc))
     json.dump(report, sys.stdout)

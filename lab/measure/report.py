@@ -57,11 +57,13 @@ def address_owners(cluster: Cluster) -> dict[str, str]:
 
 def entry_result(records: list[dict], *, service: str, namespace: str, policy: str, node_port: int,
                  node: str | None, node_ip: str | None, inter_node_bytes: int, client_ttl: int,
-                 duration_s: float, via: str = "nodePort") -> dict:
+                 duration_s: float, via: str = "nodePort", router_hops: int = EDGE_ROUTER_HOPS) -> dict:
+    """``router_hops``: routers between the client and the nodes (the edge router for the outside
+    client, none for a pod inside the cluster), left out of ``nodeHops``."""
     ok = [r for r in records if r["ok"] and r.get("response")]
     served = Counter(r["response"]["pod"] for r in ok)
     sources = Counter(r["response"]["source"]["ip"] for r in ok)
-    hops = Counter(str(client_ttl - EDGE_ROUTER_HOPS - r["response"]["synTTL"])
+    hops = Counter(str(client_ttl - router_hops - r["response"]["synTTL"])
                    for r in ok if r["response"].get("synTTL") is not None)
     errors = Counter(r["error"] for r in records if not r["ok"])
     latency = percentiles([r["latencyMs"] for r in ok], (50, 95))
@@ -121,8 +123,11 @@ def render_table(report: Report, cluster: Cluster) -> str:
     rows = []
     for r in report.results:
         hops = _counts(r["nodeHops"], lambda k: f"{k}:") .replace(": ", ":")
+        entry = r["node"] or f"LB {r.get('loadBalancerIP', '')}".strip()
+        if r["via"] == "clusterIP":
+            entry = f"{r['node']} pod -> clusterIP"
         rows.append([
-            r["service"], r["policy"], r["node"] or f"LB {r.get('loadBalancerIP', '')}".strip(),
+            r["service"], r["policy"], entry,
             f"{r['ok']}/{r['failed']}",
             _counts(r["servedBy"], lambda k: short.get(k, k)),
             _counts(r["sourcesSeen"], source_label), hops, f"{r['interNodeBytes']:,}",
@@ -149,6 +154,7 @@ def verdict(report: Report, cluster: Cluster) -> list[str]:
         if r["via"] == "nodePort":
             by_policy.setdefault(r["policy"], []).append(r)
     lines = []
+    lines += east_west(report, cluster)
     cluster_rs, local_rs = by_policy.get("Cluster", []), by_policy.get("Local", [])
     if cluster_rs:
         ok = sum(r["ok"] for r in cluster_rs)
@@ -175,6 +181,24 @@ def verdict(report: Report, cluster: Cluster) -> list[str]:
             lines.append(f"Price of Local: node {r['node']} has no pod of {r['service']}, so it dropped every "
                          f"connection silently ({kinds}); a client or load balancer sending there gets nothing.")
     return lines
+
+
+def east_west(report: Report, cluster: Cluster) -> list[str]:
+    """The bill for traffic that never leaves the cluster: in-cluster clients of clusterIPs, how many
+    of their requests were served on another node, and the bytes that crossed between nodes."""
+    rows = [r for r in report.results if r["via"] == "clusterIP"]
+    if not rows:
+        return []
+    pod_node = {p.name: p.node for p in cluster.pods}
+    ok = sum(r["ok"] for r in rows)
+    crossed = sum(n for r in rows for pod, n in r["servedBy"].items() if pod_node.get(pod) != r["node"])
+    nbytes = sum(r["interNodeBytes"] for r in rows)
+    if not ok:
+        return ["East-west: no in-cluster request to a clusterIP was answered."]
+    return [f"East-west: of {ok} answered in-cluster requests to clusterIPs (a client pod on each node), "
+            f"{crossed} ({_pct(crossed, ok)}) were served on another node, moving {nbytes:,} bytes between "
+            f"nodes ({nbytes / ok:,.0f} per request); internalTrafficPolicy: Local (or topology-aware "
+            "routing) keeps them on the node."]
 
 
 def _pct(part: int, whole: int) -> str:

@@ -172,12 +172,13 @@ def test_control_plane_services_have_ten_distinct_endpoints_each_one_per_node():
     assert len(seen) == 25 * ENDPOINTS_PER_SERVICE
     flows, groups = expected_counts(compile_state(build_proxy_state(cluster, 1)))
     assert groups == 25 * len(cluster.nodes)  # one select group per Service per node (Cluster policy)
-    # Per node: one flow per Service, one hairpin flow per endpoint address (pods, not ports); the
-    # endpoints' DNATs live in the group buckets, so flows do not grow with endpoints x Services.
+    # Per node: four flows per NodePort Service (its clusterIP from pods and from elsewhere, nodeIP:nodePort,
+    # 127.0.0.1:nodePort), one hairpin flow per endpoint address (pods, not ports); the endpoints' DNATs
+    # live in the group buckets, so flows do not grow with endpoints x Services.
     empty = control_plane_cluster()
     empty_flows, _ = expected_counts(compile_state(build_proxy_state(empty, 1)))
     addresses = {ip for ip, _ in seen}
-    assert flows == empty_flows + len(cluster.nodes) * (25 + len(addresses))
+    assert flows == empty_flows + len(cluster.nodes) * (4 * 25 + len(addresses))
 
 
 def test_control_plane_needs_ten_nodes_for_ten_endpoints_one_per_node():

@@ -121,8 +121,9 @@ def test_fixture_builds_the_whole_cluster():
     assert cluster.warnings == [
         "ignored kind ConfigMap/settings (lab models Node, Pod, Deployment, Service, Ingress, IngressClass, "
         "Secret, GatewayClass, Gateway, HTTPRoute)",
-        "ignored Service/web-internal of type ClusterIP (the lab probes NodePort and LoadBalancer Services)",
     ]
+    internal = cluster.service("web-internal")
+    assert internal.type == "ClusterIP" and all(p.node_port == 0 for p in internal.ports)
 
 
 def test_named_target_port_resolves_per_pod():
@@ -448,8 +449,8 @@ def test_service_port_errors(tmp_path):
     assert "spec.ports[0].port 0 is outside 1-65535" in error(tmp_path, service(ports="[{port: 0}]"))
     message = error(tmp_path, service(ports="[{port: 80, targetPort: 70000}]"))
     assert "spec.ports[0].targetPort 70000 is outside 1-65535" in message
-    message = error(tmp_path, service(ports="[{port: 53, protocol: UDP}]"))
-    assert "spec.ports[0].protocol UDP is not supported" in message and "use TCP" in message
+    message = error(tmp_path, service(ports="[{port: 53, protocol: SCTP}]"))
+    assert "spec.ports[0].protocol SCTP is not supported" in message and "use TCP or UDP" in message
     message = error(tmp_path, service(ports="[{port: 80}, {port: 81}]"))
     assert "spec.ports[0].name is required when a Service has more than one port" in message
     message = error(tmp_path, service(ports="[{name: a, port: 80}, {name: b, port: 80}]"))

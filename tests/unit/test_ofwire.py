@@ -12,7 +12,8 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controllers import ofwire
-from controllers.pipeline import Ct, Flow, Group, compile_state
+from controllers.flows import Ct, Flow, Group, Learn
+from controllers.pipeline import compile_state
 from lab.emulation.proxy_state import build_proxy_state
 from lab.kube import addressing as addr
 from lab.kube.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
@@ -53,11 +54,34 @@ def ref_action(a: tuple):
         return parser.OFPActionGroup(a[1])
     if kind == "controller":
         return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)
+    if kind == "resubmit":
+        return parser.NXActionResubmitTable(table_id=a[1])
+    if kind == "learn":
+        return ref_learn(a[1])
     ct: Ct = a[1]
     inner = ([parser.OFPActionSetField(ct_mark=ct.mark)] if ct.mark is not None else []) + \
+        ([parser.NXActionRegMove(src_field=ct.mark_from, dst_field="ct_mark", n_bits=1)]
+         if ct.mark_from is not None else []) + \
         ([ref_nat(ct.nat)] if ct.nat is not None else [])
     return parser.NXActionCT(flags=1 if ct.commit else 0, zone_src="", zone_ofs_nbits=ct.zone,
                              recirc_table=0xFF if ct.table is None else ct.table, alg=0, actions=inner)
+
+
+_BITS = {"reg4": 32, "reg5": 32, "reg6": 32, "reg7": 32, "eth_type": 16, "ipv4_src": 32, "ipv4_dst": 32,
+         "tcp_dst": 16, "udp_dst": 16}
+
+
+def ref_learn(learn: Learn):
+    specs = []
+    for spec in learn.specs:
+        kind, name = spec[0], spec[1]
+        if kind == "load":
+            specs.append(parser.NXFlowSpecLoad(src=(spec[2], 0), dst=(name, 0), n_bits=_BITS[spec[2]]))
+            continue
+        src = (name, 0) if len(spec) == 2 else spec[2]
+        specs.append(parser.NXFlowSpecMatch(src=src, dst=(name, 0), n_bits=_BITS[name]))
+    return parser.NXActionLearn(table_id=learn.table, specs=specs, idle_timeout=learn.idle_timeout,
+                                hard_timeout=learn.hard_timeout, priority=learn.priority, cookie=learn.cookie)
 
 
 def ref_flow_mod(flow: Flow, command: int, xid: int) -> bytes:
@@ -101,7 +125,10 @@ def every_kind_of_service() -> Cluster:
         Service("local", [ServicePort(80, 30002, 8080)], selector=web, external_traffic_policy="Local"),
         Service("empty", [ServicePort(80, 30003, 8080)], selector={"app": "none"}),
         Service("lb", [ServicePort(80, 30004, 8080)], selector=web, type="LoadBalancer",
-                external_traffic_policy="Local", health_check_node_port=32000),
+                external_traffic_policy="Local", health_check_node_port=32000,
+                load_balancer_source_ranges=("203.0.113.0/24",)),
+        Service("sticky", [ServicePort(80, 0, 8080), ServicePort(53, 0, 5353, name="dns", protocol="UDP")],
+                selector=web, type="ClusterIP", internal_traffic_policy="Local", session_affinity_timeout=30),
     ]
     return Cluster(nodes, pods, services)
 
@@ -113,7 +140,8 @@ GROUPS = [g for p in PROGRAMS.values() for g in p.groups.values()]
 
 def test_the_cluster_exercises_every_action_kind():
     kinds = {a[0] for f in FLOWS for a in f.actions} | {a[0] for g in GROUPS for b in g.buckets for a in b}
-    assert kinds >= {"output", "set_field", "move", "dec_ttl", "group", "controller", "ct", "goto"}
+    assert kinds >= {"output", "set_field", "move", "dec_ttl", "group", "controller", "ct", "goto", "learn",
+                     "resubmit"}
     nats = {a[1].nat.partition("=")[0] for g in GROUPS for b in g.buckets for a in b if a[0] == "ct"}
     nats |= {a[1].nat.partition("=")[0] for f in FLOWS for a in f.actions if a[0] == "ct" and a[1].nat is not None}
     assert nats == {"", "src", "dst"}

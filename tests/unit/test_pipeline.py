@@ -39,44 +39,59 @@ def flows_matching(flows: list[str], *needles: str) -> list[str]:
     return [f for f in flows if all(n in f for n in needles)]
 
 
+def gid(state: ProxyState, local: bool = False, index: int = 0) -> int:
+    return group_id(state.service_ports[index].id, local)
+
+
+MASQ_DNAT = "exec(move:reg0[0]->ct_mark[0]),table=30)"
+
+
 def test_cluster_policy_sends_new_nodeport_connections_to_a_group_of_all_endpoints_and_masquerades():
-    flows = node_flows(build_proxy_state(make_cluster("Cluster"), 1), "node-c")
-    svc = flows_matching(flows, f"table={T_SERVICE},", "tp_dst=30007")
+    state = build_proxy_state(make_cluster("Cluster"), 1)
+    flows = node_flows(state, "node-c")
+    svc = flows_matching(flows, f"table={T_SERVICE},", "nw_dst=172.18.0.13,", "tp_dst=30007")
     assert svc == [f"cookie=0x3,table={T_SERVICE},priority=100,dl_type=0x800,ct_state=+new-rpl+trk,"
-                   f"nw_dst=172.18.0.13,nw_proto=6,tp_dst=30007 actions=group:{group_id(30007, local=False)}"]
-    group = flows_matching(flows, f"group_id={group_id(30007, local=False)},")
+                   f"nw_dst=172.18.0.13,nw_proto=6,tp_dst=30007 actions=set_field:0x1->reg0,group:{gid(state)}"]
+    group = flows_matching(flows, f"group_id={gid(state)},")
     assert len(group) == 1 and group[0].count("bucket=") == 3
-    # Each bucket is one endpoint's DNAT, committed with the masquerade mark, in node-c's own zone.
+    # Each bucket is one endpoint's DNAT in node-c's own zone, committing the masquerade decision (reg0).
     for pod_ip in (addr.pod_ip(1, 2), addr.pod_ip(1, 3), addr.pod_ip(2, 2)):
-        assert (f"ct(commit,zone=1003,nat(dst={pod_ip}:8080),exec(set_field:0x1->ct_mark),table={T_ENDPOINT})"
-                in group[0])
+        assert f"ct(commit,zone=1003,nat(dst={pod_ip}:8080),{MASQ_DNAT}" in group[0]
 
 
 def test_local_policy_uses_only_local_endpoints_and_keeps_the_source():
-    flows = node_flows(build_proxy_state(make_cluster("Local"), 1), "node-a")
-    external = flows_matching(flows, f"table={T_SERVICE},priority=100,", "tp_dst=30007")
+    state = build_proxy_state(make_cluster("Local"), 1)
+    flows = node_flows(state, "node-a")
+    external = flows_matching(flows, f"table={T_SERVICE},priority=100,", "nw_dst=172.18.0.11,", "tp_dst=30007")
     assert external == [f"cookie=0x3,table={T_SERVICE},priority=100,dl_type=0x800,ct_state=+new-rpl+trk,"
-                        f"nw_dst=172.18.0.11,nw_proto=6,tp_dst=30007 actions=group:{group_id(30007, local=True)}"]
-    local_group = flows_matching(flows, f"group_id={group_id(30007, local=True)},")[0]
+                        f"nw_dst=172.18.0.11,nw_proto=6,tp_dst=30007 actions=group:{gid(state, local=True)}"]
+    local_group = flows_matching(flows, f"group_id={gid(state, local=True)},")[0]
     assert local_group.count("bucket=") == 2  # web-1 and web-2, not web-3 on node-b
-    assert "ct_mark" not in local_group and f"nat(dst={addr.pod_ip(1, 2)}:8080)" in local_group
+    assert f"nat(dst={addr.pod_ip(1, 2)}:8080)" in local_group and addr.pod_ip(2, 2) not in local_group
 
 
 def test_local_policy_drops_silently_on_a_node_without_local_endpoints():
-    flows = node_flows(build_proxy_state(make_cluster("Local"), 1), "node-c")
-    external = flows_matching(flows, f"table={T_SERVICE},priority=100,", "tp_dst=30007")
+    state = build_proxy_state(make_cluster("Local"), 1)
+    flows = node_flows(state, "node-c")
+    external = flows_matching(flows, f"table={T_SERVICE},priority=100,", "nw_dst=172.18.0.13,", "tp_dst=30007")
     assert len(external) == 1 and external[0].endswith("actions=drop")
-    # ...while pods on node-c (cluster CIDR sources) still reach all endpoints, unmasqueraded.
+    # ...while pods on node-c (cluster CIDR sources) still reach all endpoints, unmasqueraded (checklist 9),
     pods = flows_matching(flows, f"table={T_SERVICE},priority=110,", "nw_src=10.244.0.0/16", "tp_dst=30007")
-    assert len(pods) == 1 and f"group:{group_id(30007, local=False)}" in pods[0]
+    assert len(pods) == 1 and pods[0].endswith(f"actions=group:{gid(state)}")
+    # ...and node-c's own processes too, masqueraded (addrtype --src-type LOCAL; checklist 10).
+    node = flows_matching(flows, f"table={T_SERVICE},priority=105,", "in_port=2", "tp_dst=30007")
+    assert len(node) == 1 and node[0].endswith(f"actions=set_field:0x1->reg0,group:{gid(state)}")
 
 
 def test_service_without_endpoints_rejects_through_the_controller():
     cluster = make_cluster("Cluster")
     cluster.services[0].selector = {"app": "nothing"}
-    flows = node_flows(build_proxy_state(cluster, 1), "node-a")
+    state = build_proxy_state(cluster, 1)
+    flows = node_flows(state, "node-a")
     svc = flows_matching(flows, f"table={T_SERVICE},", "tp_dst=30007")
-    assert len(svc) == 1 and svc[0].endswith("actions=CONTROLLER")
+    assert len(svc) == 2 and all(f.endswith("actions=CONTROLLER") for f in svc)  # node IP and 127.0.0.1
+    [vip] = flows_matching(flows, f"table={T_SERVICE},", f"nw_dst={state.service_ports[0].cluster_ip},")
+    assert vip.endswith("actions=CONTROLLER")
     assert not flows_matching(flows, "group_id=")
 
 
@@ -136,7 +151,7 @@ def test_adding_a_pod_changes_only_the_groups_and_flows_it_touches():
                     service_ports=(replace(sp, endpoints=sp.endpoints + (extra,)),))
     dpid = addr.node_dpid(1)
     changes = diff(compile_state(before)[dpid], compile_state(after)[dpid])
-    assert [g.group_id for g in changes.modify_groups] == [group_id(30007, local=False)]
+    assert [g.group_id for g in changes.modify_groups] == [gid(before)]
     assert not changes.delete_flows and not changes.delete_groups and not changes.modify_flows
     assert {f.table for f in changes.add_flows} == {T_ENDPOINT}  # the new endpoint's hairpin flow only
 

@@ -25,8 +25,9 @@ from lab.kube.manifests.fields import (
     string_map,
     type_name,
 )
+from lab.kube.manifests.probes import grace_period, readiness_probe
 from lab.kube.manifests.reader import Doc
-from lab.kube.model import ContainerPort, Node, Pod
+from lab.kube.model import ContainerPort, Node, Pod, Probe
 from lab.kube.scheduler import (
     NodeAffinity,
     Pending,
@@ -52,6 +53,8 @@ class Template:
     pod_affinity: PodAffinity = field(default_factory=PodAffinity)
     pod_anti_affinity: PodAffinity = field(default_factory=PodAffinity)
     topology_spread: tuple[SpreadConstraint, ...] = ()
+    readiness_probe: Probe | None = None
+    termination_grace_s: float = 30.0
     images: tuple[str, ...] = ()
 
 
@@ -83,6 +86,7 @@ def pod_template(
     containers = sequence(spec, "containers", origin, f"{prefix}.containers", required=True)
     container_names: set[str] = set()
     images: list[str] = []
+    probe: Probe | None = None
     for c_index, container in enumerate(containers):
         c_field = f"{prefix}.containers[{c_index}]"
         if not isinstance(container, dict):
@@ -103,10 +107,15 @@ def pod_template(
             # The lab runs no image, but the API requires one, so the manifest stays valid for a cluster.
             raise origin.error(f"{c_field}.image", "is required", "add an image, e.g. image: nginx")
         images.append(image)
-        ports.extend(_container_ports(container, origin, c_field))
+        own_ports = _container_ports(container, origin, c_field)
+        ports.extend(own_ports)
+        found = readiness_probe(container, own_ports, origin, c_field, warnings)
+        if found is not None and probe is not None:
+            warnings.append(f"{c_field}.readinessProbe: only the first container's readinessProbe is run")
+        probe = probe or found
     return Template(
         labels, node_name, selector, tuple(ports), node_affinity, pod_affinity, pod_anti_affinity, spread,
-        tuple(images),
+        readiness_probe=probe, termination_grace_s=grace_period(spec, origin, prefix), images=tuple(images),
     )
 
 
@@ -201,6 +210,8 @@ def create_pod(
             owner=owner,
             ip=addressing.pod_ip(node.index, host_number),
             serial=len(builder.pods) + 1,
+            readiness_probe=template.readiness_probe,
+            termination_grace_s=template.termination_grace_s,
             images=template.images,
         )
     )

@@ -1,0 +1,250 @@
+"""The values a bridge's program is made of: tables, cookies, registers, flows, groups (pure data).
+
+``controllers.pipeline`` and ``controllers.services`` build them, ``controllers.ofwire`` writes them as
+OpenFlow 1.3 messages, and ``Flow.__str__``/``Group.__str__`` print them in ``ovs-ofctl`` syntax for
+tests and debugging. The table numbers follow kube-proxy's iptables chains (see the pipeline docstring).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+# Node bridge tables.
+T_CLASSIFY = 0
+T_ARP = 5
+T_CONNTRACK = 10
+T_FIREWALL = 15  # KUBE-FW / KUBE-PROXY-FIREWALL: loadBalancerSourceRanges
+T_SERVICE = 20  # KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXT: which chain, masquerade or not
+T_AFFINITY = 21  # learned sessionAffinity flows (iptables' ``recent`` lists), looked up by resubmit
+T_STICKY = 22  # the endpoint a learned flow named, if the chain still has it; else the chain's group
+T_UDP_PICK = 23  # UDP chains: the endpoint by the client's source port (see controllers.services)
+T_REMEMBER = 25  # after an affinity chain's DNAT: learn (or refresh) client -> endpoint
+T_ENDPOINT = 30
+T_SNAT = 40
+T_ROUTING = 50
+T_OUTPUT = 60
+
+# Underlay bridge tables.
+U_CLASSIFY = 0
+U_INTERNODE = 10
+U_LB = 12
+U_ROUTE = 20
+LB_ZONE = 3000
+
+# Cookies say which part of the pipeline a flow belongs to (and let the lab read counters by purpose).
+COOKIE_ARP = 0x1
+COOKIE_CLASSIFY = 0x2
+COOKIE_SERVICE = 0x3
+COOKIE_REJECT = 0x4
+COOKIE_ENDPOINT = 0x5
+COOKIE_SNAT = 0x6
+COOKIE_ROUTING = 0x7
+COOKIE_OUTPUT = 0x8
+COOKIE_INTERNODE = 0x10
+COOKIE_EDGE = 0x11
+COOKIE_DROP_LOCAL = 0x12
+COOKIE_LB = 0x13
+COOKIE_NAT_FAILED = 0x14
+COOKIE_FIREWALL = 0x15
+COOKIE_AFFINITY = 0x16  # flows learned for sessionAffinity (the controller never installs these)
+COOKIE_CLUSTER_IP = 0x17
+
+# conntrack state bits (ovs-fields(7)).
+CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+NEW = (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_RPL)  # first packet of a connection, original direction
+MASQ_MARK = 0x1  # ct_mark bit: this connection is masqueraded (KUBE-MARK-MASQ's 0x4000)
+
+# Registers. reg0 bit 0: KUBE-MARK-MASQ for the connection being chosen (committed into ct_mark by the
+# endpoint's DNAT); reg3: output port; reg4: the chain (group) being walked, reg5/reg6: the endpoint
+# (IP, port) a learned affinity flow names, reg7: the Service port (the affinity key's first half).
+REG_MASQ, REG_OUT, REG_CHAIN, REG_EP_IP, REG_EP_PORT, REG_SVC = "reg0", "reg3", "reg4", "reg5", "reg6", "reg7"
+
+UPLINK_PORT = 1
+NODE_HOST_PORT = 2
+UNDERLAY_NODE_PORT_BASE = 100
+
+CLUSTER_CIDR_NET, CLUSTER_CIDR_MASK = "10.244.0.0", "255.255.0.0"  # --cluster-cidr
+LOCALHOST = "127.0.0.1"
+L4_DST = {"TCP": "tcp_dst", "UDP": "udp_dst"}
+IP_PROTO = {"TCP": 6, "UDP": 17}
+
+
+@dataclass(frozen=True)
+class Ct:
+    """The ``ct`` action. ``nat`` is None (no NAT), "" (apply existing NAT) or ``dst=ip:port``/``src=ip``;
+    ``mark`` sets ct_mark at commit, ``mark_from`` copies that register's bit 0 into ct_mark's bit 0."""
+
+    zone: int
+    table: int | None = None
+    commit: bool = False
+    nat: str | None = None
+    mark: int | None = None
+    mark_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Learn:
+    """The ``learn`` action: add (or refresh) a flow in ``table``. ``specs`` are ``("match", field)``
+    (the new flow matches this packet's value of the field), ``("match", field, value)`` and
+    ``("load", register, field)`` (the new flow loads this packet's value of ``field`` into the register)."""
+
+    table: int
+    specs: tuple[tuple, ...]
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    priority: int = 100
+    cookie: int = 0
+
+
+Action = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Flow:
+    table: int
+    priority: int
+    match: tuple[tuple[str, Any], ...]
+    actions: tuple[Action, ...]
+    cookie: int = 0
+
+    @property
+    def key(self) -> tuple:
+        return (self.table, self.priority, self.match)
+
+    def __str__(self) -> str:
+        match = ",".join(_fmt_match(k, v) for k, v in self.match)
+        acts = ",".join(_fmt_action(a) for a in self.actions) or "drop"
+        return (f"cookie={self.cookie:#x},table={self.table},priority={self.priority}"
+                f"{',' + match if match else ''} actions={acts}")
+
+
+@dataclass(frozen=True)
+class Group:
+    group_id: int
+    buckets: tuple[tuple[Action, ...], ...]
+    type: str = "select"
+
+    def __str__(self) -> str:
+        buckets = ",".join(
+            "bucket=weight:100," + ",".join(_fmt_action(a) for a in b) for b in self.buckets)
+        return f"group_id={self.group_id},type={self.type},{buckets}"
+
+
+@dataclass
+class Program:
+    """Everything one bridge should hold (or a fragment of it: one Service port's chains)."""
+
+    flows: dict[tuple, Flow] = field(default_factory=dict)
+    groups: dict[int, Group] = field(default_factory=dict)
+
+    def add(self, table: int, priority: int, match: dict, actions: list, cookie: int) -> None:
+        flow = Flow(table, priority, tuple(match.items()), tuple(actions), cookie)
+        if flow.key in self.flows:
+            raise ValueError(f"two flows with one match: {flow}")
+        self.flows[flow.key] = flow
+
+    def merge(self, other: Program) -> None:
+        for key, flow in other.flows.items():
+            if key in self.flows:
+                raise ValueError(f"two flows with one match: {flow}")
+            self.flows[key] = flow
+        for gid, group in other.groups.items():
+            if gid in self.groups and self.groups[gid] != group:
+                raise ValueError(f"two groups with id {gid}")
+            self.groups[gid] = group
+
+    def dump(self) -> list[str]:
+        return sorted(str(f) for f in self.flows.values()) + sorted(str(g) for g in self.groups.values())
+
+
+def net_mask(cidr: str) -> tuple[str, str]:
+    net = ipaddress.ip_network(cidr)
+    return str(net.network_address), str(net.netmask)
+
+
+def ip_int(ip: str) -> int:
+    return int(ipaddress.IPv4Address(ip))
+
+
+# --- ovs-ofctl text -------------------------------------------------------------------------------------
+
+_OFCTL_FIELDS = {"eth_type": "dl_type", "ipv4_dst": "nw_dst", "ipv4_src": "nw_src", "ip_proto": "nw_proto",
+                 "tcp_dst": "tp_dst", "udp_dst": "tp_dst", "udp_src": "tp_src", "eth_dst": "dl_dst",
+                 "eth_src": "dl_src"}
+
+
+def _fmt_ct_state(value: int, mask: int) -> str:
+    names = [(CT_NEW, "new"), (CT_EST, "est"), (CT_REL, "rel"), (CT_RPL, "rpl"), (CT_INV, "inv"), (CT_TRK, "trk")]
+    return "".join(("+" if value & bit else "-") + name for bit, name in names if mask & bit)
+
+
+def _fmt_match(key: str, value: Any) -> str:
+    if key == "ct_state":
+        return "ct_state=" + _fmt_ct_state(*value)
+    name = _OFCTL_FIELDS.get(key, key)
+    if isinstance(value, tuple):
+        v, m = value
+        if isinstance(v, str) and "." in v:
+            prefix = ipaddress.ip_network(f"{v}/{m}").prefixlen
+            return f"{name}={v}/{prefix}"
+        return f"{name}={v:#x}/{m:#x}"
+    if key == "eth_type":
+        return f"{name}={value:#x}"
+    if key in ("reg5",) and isinstance(value, int):  # an endpoint address
+        return f"{name}={ipaddress.IPv4Address(value)}"
+    return f"{name}={value}"
+
+
+def _fmt_learn(learn: Learn) -> str:
+    parts = [f"table={learn.table}"]
+    if learn.idle_timeout:
+        parts.append(f"idle_timeout={learn.idle_timeout}")
+    if learn.hard_timeout:
+        parts.append(f"hard_timeout={learn.hard_timeout}")
+    parts += [f"priority={learn.priority}", f"cookie={learn.cookie:#x}"]
+    for spec in learn.specs:
+        if spec[0] == "match" and len(spec) == 2:
+            parts.append(f"{spec[1]}")
+        elif spec[0] == "match":
+            parts.append(f"{spec[1]}={spec[2]:#x}")
+        else:
+            parts.append(f"load:{spec[2]}->{spec[1]}")
+    return f"learn({','.join(parts)})"
+
+
+def _fmt_action(action: Action) -> str:
+    kind = action[0]
+    if kind == "output":
+        return "IN_PORT" if action[1] == "in_port" else f"output:{action[1]}"
+    if kind == "set_field":
+        value = action[2]
+        return f"set_field:{value:#x}->{action[1]}" if isinstance(value, int) else f"set_field:{value}->{action[1]}"
+    if kind == "move":
+        return f"move:{action[1]}->{action[2]}"
+    if kind == "goto":
+        return f"goto_table:{action[1]}"
+    if kind == "resubmit":
+        return f"resubmit(,{action[1]})"
+    if kind == "group":
+        return f"group:{action[1]}"
+    if kind == "dec_ttl":
+        return "dec_ttl"
+    if kind == "controller":
+        return "CONTROLLER"
+    if kind == "learn":
+        return _fmt_learn(action[1])
+    if kind == "ct":
+        ct: Ct = action[1]
+        parts = (["commit"] if ct.commit else []) + [f"zone={ct.zone}"]
+        if ct.nat is not None:
+            parts.append(f"nat({ct.nat})" if ct.nat else "nat")
+        if ct.mark is not None:
+            parts.append(f"exec(set_field:{ct.mark:#x}->ct_mark)")
+        if ct.mark_from is not None:
+            parts.append(f"exec(move:{ct.mark_from}[0]->ct_mark[0])")
+        if ct.table is not None:
+            parts.append(f"table={ct.table}")
+        return f"ct({','.join(parts)})"
+    raise ValueError(f"unknown action {action!r}")

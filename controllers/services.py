@@ -1,0 +1,247 @@
+"""One Service port's chains on one node, as kube-proxy's iptables proxier writes them (pure).
+
+``compile_service_port(node, sp)`` returns the flows and groups of one Service port on one node, so a
+controller may cache them per (node, Service port) and recompile only what changed. The chains:
+
+- ``KUBE-SERVICES``: ``-d clusterIP --dport port -j KUBE-SVC-X`` (``KUBE-SVL-X`` with
+  ``internalTrafficPolicy: Local``); ``-d lbIP --dport port -j KUBE-EXT-X`` (through ``KUBE-FW-X`` when
+  ``loadBalancerSourceRanges`` is set), so a pod or node reaching a load balancer's address is served by
+  its own node and never goes through the cloud; last, ``addrtype LOCAL -j KUBE-NODEPORTS``: the node's
+  IP and, as in iptables mode, 127.0.0.1 from the node itself.
+- ``KUBE-SVC-X``/``KUBE-SVL-X`` (the clusterIP rule): ``! -s clusterCIDR -j KUBE-MARK-MASQ`` (a node's
+  own processes and off-cluster clients of the VIP are masqueraded), then the endpoint choice.
+- ``KUBE-EXT-X``: Cluster masquerades everything; Local sends pod-sourced traffic to all endpoints
+  unmasqueraded, node-sourced (``addrtype --src-type LOCAL``: here, what enters from the node's own
+  stack) masqueraded to all endpoints, and the rest to local endpoints only, or drops it.
+- Endpoints as ``CategorizeEndpoints`` picks them: the ready ones; when there are none, the serving
+  terminating ones (KEP-1669), separately for the cluster-wide and the node-local set. No usable
+  endpoint anywhere: REJECT (ICMP port unreachable, from the controller); none local where Local asks
+  for local ones: DROP.
+- The choice is a select group with one bucket per endpoint (its ``KUBE-SEP`` DNAT); the KUBE-MARK-MASQ
+  decision travels in reg0 and is committed into ct_mark by the bucket. With ``sessionAffinity:
+  ClientIP`` every choice also ``learn``s a flow keyed on (Service port, client IP) naming the endpoint,
+  with ``idle_timeout = timeoutSeconds`` (in ``T_REMEMBER``, after the DNAT, from the packet's new
+  destination): the next new connection from that client finds it (by resubmit to ``T_AFFINITY``) and
+  goes to the same endpoint while the chain still has it (``T_STICKY``). Only new
+  connections walk these tables, so the timeout runs from the client's last new connection: iptables'
+  ``recent --rcheck --seconds T`` with ``--set`` on each, a sliding window. The key is the Service port,
+  not the entry, as kube-proxy's ``recent`` lists are per endpoint: a client keeps its endpoint whether
+  it comes by clusterIP, nodePort or load balancer address, on one node.
+- UDP: Open vSwitch's select groups hash UDP by addresses only (its symmetric L3/L4 hash leaves UDP
+  ports out), which would send every datagram of one client to one endpoint. kube-proxy's choice is
+  random per new conntrack entry, i.e. per client socket, so UDP chains choose by the low bits of the
+  client's source port instead (random for ephemeral ports): ``udp_slots(n)`` slots, one flow each, in
+  ``T_UDP_PICK``, dealt round-robin to the endpoints (at most 1/16 of a share of bias).
+"""
+
+from __future__ import annotations
+
+from controllers.flows import (
+    CLUSTER_CIDR_MASK,
+    CLUSTER_CIDR_NET,
+    COOKIE_AFFINITY,
+    COOKIE_CLUSTER_IP,
+    COOKIE_DROP_LOCAL,
+    COOKIE_FIREWALL,
+    COOKIE_REJECT,
+    COOKIE_SERVICE,
+    IP_PROTO,
+    L4_DST,
+    LOCALHOST,
+    NEW,
+    NODE_HOST_PORT,
+    REG_CHAIN,
+    REG_EP_IP,
+    REG_EP_PORT,
+    REG_MASQ,
+    REG_SVC,
+    T_AFFINITY,
+    T_ENDPOINT,
+    T_FIREWALL,
+    T_REMEMBER,
+    T_SERVICE,
+    T_STICKY,
+    T_UDP_PICK,
+    Action,
+    Ct,
+    Group,
+    Learn,
+    Program,
+    ip_int,
+    net_mask,
+)
+from controllers.state import EndpointInfo, NodeInfo, ServicePortInfo
+
+AFFINITY_MAX_TIMEOUT = 65535  # an OpenFlow idle_timeout is 16 bits (Antrea caps it the same way)
+POD_SOURCE = {"ipv4_src": (CLUSTER_CIDR_NET, CLUSTER_CIDR_MASK)}
+
+
+def dnat_zone(node: NodeInfo) -> int:
+    return 1000 + node.index
+
+
+def snat_zone(node: NodeInfo) -> int:
+    return 2000 + node.index
+
+
+def group_id(sp_id: int, local: bool) -> int:
+    """Stable ids per Service port: its KUBE-SVC group (all endpoints) and its KUBE-SVL group (local ones)."""
+    return sp_id * 2 + (1 if local else 0)
+
+
+def udp_slots(endpoints: int) -> int:
+    """How many source-port slots a UDP chain deals out: a power of two, 16 or more per endpoint."""
+    slots = 16
+    while slots < 16 * endpoints and slots < 4096:
+        slots *= 2
+    return slots
+
+
+def usable(endpoints, node: str | None = None) -> tuple[EndpointInfo, ...]:
+    """kube-proxy's ``CategorizeEndpoints``: the ready endpoints (of ``node`` only, if given); if there
+    are none, the serving terminating ones (ProxyTerminatingEndpoints, KEP-1669)."""
+    eps = [e for e in endpoints if node is None or e.node == node]
+    ready = tuple(e for e in eps if e.ready)
+    return ready or tuple(e for e in eps if e.serving and e.terminating)
+
+
+def new_to(sp: ServicePortInfo, ip: str, port: int, **extra) -> dict:
+    """The first packet of a connection to ``ip:port`` over the Service port's protocol."""
+    return {"eth_type": 0x0800, "ct_state": NEW, **extra, "ipv4_dst": ip,
+            "ip_proto": IP_PROTO[sp.protocol], L4_DST[sp.protocol]: port}
+
+
+def compile_service_port(node: NodeInfo, sp: ServicePortInfo) -> Program:
+    prog = Program()
+    cluster = usable(sp.endpoints)
+    local = usable(sp.endpoints, node.name)
+    entries = external_entries(node, sp)
+    if not cluster and not local:
+        # KUBE-SERVICES / KUBE-EXTERNAL-SERVICES: REJECT "has no endpoints".
+        for ip, port, extra in entries + ([(sp.cluster_ip, sp.port, {})] if sp.cluster_ip else []):
+            prog.add(T_SERVICE, 100, new_to(sp, ip, port, **extra), [("controller",)], COOKIE_REJECT)
+        return prog
+    chooser = _Chooser(prog, node, sp, cluster, local)
+    if sp.cluster_ip:
+        _cluster_ip(prog, sp, chooser, cluster, local)
+    for entry in entries:
+        _external(prog, sp, chooser, entry, local)
+    if sp.load_balancer_ip and sp.source_ranges:
+        _firewall(prog, sp)
+    return prog
+
+
+def external_entries(node: NodeInfo, sp: ServicePortInfo) -> list[tuple[str, int, dict]]:
+    """Where KUBE-EXT-X is entered on this node, as (address, port, extra match): nodeIP:nodePort,
+    127.0.0.1:nodePort (from the node itself), the load balancer's address:port."""
+    entries = []
+    if sp.node_port:
+        entries.append((node.ip, sp.node_port, {}))
+        entries.append((LOCALHOST, sp.node_port, {"in_port": NODE_HOST_PORT}))
+    if sp.load_balancer_ip:
+        entries.append((sp.load_balancer_ip, sp.port, {}))
+    return entries
+
+
+def _cluster_ip(prog: Program, sp: ServicePortInfo, chooser: _Chooser, cluster, local) -> None:
+    match = new_to(sp, sp.cluster_ip, sp.port)
+    if sp.internal_policy == "Local":
+        if not local:  # "has no local endpoints": DROP
+            prog.add(T_SERVICE, 100, match, [], COOKIE_DROP_LOCAL)
+            return
+        eps, is_local = local, True
+    else:
+        eps, is_local = cluster, False
+    prog.add(T_SERVICE, 100, new_to(sp, sp.cluster_ip, sp.port, **POD_SOURCE),
+             chooser.choose(eps, is_local, masquerade=False), COOKIE_CLUSTER_IP)
+    prog.add(T_SERVICE, 90, match, chooser.choose(eps, is_local, masquerade=True), COOKIE_CLUSTER_IP)
+
+
+def _external(prog: Program, sp: ServicePortInfo, chooser: _Chooser, entry: tuple, local) -> None:
+    ip, port, extra = entry
+    match = new_to(sp, ip, port, **extra)
+    everyone = chooser.choose(chooser.cluster, False, masquerade=True)
+    if sp.policy == "Cluster" or extra.get("in_port") == NODE_HOST_PORT:
+        prog.add(T_SERVICE, 100, match, everyone, COOKIE_SERVICE)
+        return
+    # Local: pods short-circuit to all endpoints, client IP kept; the node's own processes are
+    # masqueraded to all endpoints; everyone else gets a local endpoint or nothing.
+    prog.add(T_SERVICE, 110, new_to(sp, ip, port, **POD_SOURCE),
+             chooser.choose(chooser.cluster, False, masquerade=False), COOKIE_SERVICE)
+    prog.add(T_SERVICE, 105, new_to(sp, ip, port, in_port=NODE_HOST_PORT), everyone, COOKIE_SERVICE)
+    if local:
+        prog.add(T_SERVICE, 100, match, chooser.choose(local, True, masquerade=False), COOKIE_SERVICE)
+    else:
+        prog.add(T_SERVICE, 100, match, [], COOKIE_DROP_LOCAL)
+
+
+def _firewall(prog: Program, sp: ServicePortInfo) -> None:
+    """KUBE-FW-X: connections to the load balancer's address from outside its source ranges are dropped
+    (the NodePort stays open to all, as in kube-proxy)."""
+    match = new_to(sp, sp.load_balancer_ip, sp.port)
+    for cidr in sp.source_ranges:
+        prog.add(T_FIREWALL, 200, new_to(sp, sp.load_balancer_ip, sp.port, ipv4_src=net_mask(cidr)),
+                 [("goto", T_SERVICE)], COOKIE_FIREWALL)
+    prog.add(T_FIREWALL, 100, match, [], COOKIE_FIREWALL)
+
+
+class _Chooser:
+    """Builds the endpoint choice of a chain (its group, and its affinity flows) on first use."""
+
+    def __init__(self, prog: Program, node: NodeInfo, sp: ServicePortInfo, cluster, local):
+        self.prog, self.node, self.sp, self.cluster, self.local = prog, node, sp, cluster, local
+        self.remembered: set[tuple[int, int]] = set()
+        self.chains: set[int] = set()
+
+    def choose(self, endpoints, is_local: bool, masquerade: bool) -> list[Action]:
+        gid = group_id(self.sp.id, is_local)
+        if gid not in self.chains:
+            self.chains.add(gid)
+            self._chain(gid, endpoints)
+        actions: list[Action] = [("set_field", REG_MASQ, 1)] if masquerade else []
+        if self.sp.affinity_timeout is None:
+            return actions + self._pick(gid)
+        return actions + [("set_field", REG_CHAIN, gid), ("set_field", REG_SVC, self.sp.id),
+                          ("resubmit", T_AFFINITY), ("goto", T_STICKY)]
+
+    def _pick(self, gid: int) -> list[Action]:
+        if self.sp.protocol == "UDP":
+            return [("set_field", REG_CHAIN, gid), ("goto", T_UDP_PICK)]
+        return [("group", gid)]
+
+    def _chain(self, gid: int, endpoints) -> None:
+        if self.sp.protocol == "UDP":
+            slots = udp_slots(len(endpoints))
+            for slot in range(slots):
+                self.prog.add(T_UDP_PICK, 100, {"eth_type": 0x0800, "ip_proto": 17, REG_CHAIN: gid,
+                                                "udp_src": (slot, slots - 1)},
+                              self._to(endpoints[slot % len(endpoints)]), COOKIE_SERVICE)
+        else:
+            self.prog.groups[gid] = Group(gid, tuple(tuple(self._to(e)) for e in endpoints))
+        if self.sp.affinity_timeout is None:
+            return
+        for e in endpoints:
+            # (ct nat in a flow needs the IP prerequisite; in a group bucket it does not)
+            self.prog.add(T_STICKY, 100, {"eth_type": 0x0800, REG_CHAIN: gid, REG_EP_IP: ip_int(e.ip),
+                                          REG_EP_PORT: e.port},
+                          self._to(e), COOKIE_AFFINITY)
+        self.prog.add(T_STICKY, 10, {REG_CHAIN: gid}, self._pick(gid), COOKIE_AFFINITY)
+        if (T_REMEMBER, self.sp.id) not in self.remembered:
+            self.remembered.add((T_REMEMBER, self.sp.id))
+            self.prog.add(T_REMEMBER, 100, {"eth_type": 0x0800, "ip_proto": IP_PROTO[self.sp.protocol],
+                                            REG_SVC: self.sp.id}, [("learn", self.learn()), ("goto", T_ENDPOINT)],
+                          COOKIE_AFFINITY)
+
+    def learn(self) -> Learn:
+        """``recent --set``: after the DNAT, remember (Service port, client IP) -> the endpoint it got."""
+        return Learn(table=T_AFFINITY, idle_timeout=min(self.sp.affinity_timeout, AFFINITY_MAX_TIMEOUT),
+                     priority=100, cookie=COOKIE_AFFINITY,
+                     specs=(("match", REG_SVC), ("match", "eth_type", 0x0800), ("match", "ipv4_src"),
+                            ("load", REG_EP_IP, "ipv4_dst"), ("load", REG_EP_PORT, L4_DST[self.sp.protocol])))
+
+    def _to(self, e: EndpointInfo) -> list[Action]:
+        """KUBE-SEP-Y: DNAT to the endpoint, committing the masquerade decision (then, with affinity,
+        remember the choice)."""
+        table = T_ENDPOINT if self.sp.affinity_timeout is None else T_REMEMBER
+        return [("ct", Ct(zone=dnat_zone(self.node), commit=True, nat=f"dst={e.ip}:{e.port}",
+                          mark_from=REG_MASQ, table=table))]
