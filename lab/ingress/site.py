@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from lab.errors import LabError
 from lab.ingress.nginx import Listen, NginxSite, Server
+from lab.kube.cluster_ips import cluster_ips
 from lab.kube.endpoints import endpoints
 from lab.kube.gateway import Gateway, listener_hosts, route_statuses
 from lab.kube.http_routing import BackendRef, VirtualHost
@@ -51,10 +52,10 @@ def resolve(cluster: Cluster, ref: BackendRef, by_cluster_ip: bool) -> list[str]
         return None
     service, port = found
     if by_cluster_ip:
-        cluster_ip = getattr(service, "cluster_ip", None)
+        cluster_ip = cluster_ips(cluster).get((service.namespace, service.name))
         if not cluster_ip:
-            raise LabError(f"service-upstream for {ref.key}: the Service has no clusterIP in the lab",
-                           "use the endpoints upstream mode")
+            raise LabError(f"service-upstream for {ref.key}: the Service is headless (no clusterIP)",
+                           "use the endpoints upstream mode for it")
         return [f"{cluster_ip}:{port.port}"]
     return [f"{ep.ip}:{ep.port}" for ep in endpoints(cluster, service, port)]
 

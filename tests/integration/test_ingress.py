@@ -1,9 +1,9 @@
 """Ingress and Gateway API on real NGINX, with HAProxy as the PROXY-protocol load balancer (checklist items
 23-25 of ../shared/reference/kubernetes-semantics.md section 9), checked with real HTTP(S) requests.
 
-The example of ``examples/ingress`` (ingress-nginx pods on node-a and node-b, the Gateway's pod on
-node-c, both Services LoadBalancer with Local), with the apps' Services as NodePort so that they have
-endpoints whatever the lab does with ClusterIP, plus an Ingress of rule shapes and a TLS Secret.
+The example of ``examples/ingress`` (the apps behind ClusterIP Services, ingress-nginx pods on node-a and
+node-b, the Gateway's pod on node-c, both Services LoadBalancer with Local), plus an Ingress of rule
+shapes and a TLS Secret.
 """
 
 from __future__ import annotations
@@ -61,10 +61,8 @@ def _indent(text: str) -> str:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ingress")
-    for name in ("nodes.yaml", "ingress-nginx.yaml", "ingress.yaml", "gateway.yaml"):
+    for name in ("nodes.yaml", "apps.yaml", "ingress-nginx.yaml", "ingress.yaml", "gateway.yaml"):
         shutil.copy(os.path.join(REPO, "examples/ingress", name), folder / name)
-    apps = open(os.path.join(REPO, "examples/ingress/apps.yaml")).read()
-    (folder / "apps.yaml").write_text(apps.replace("spec:\n  selector:", "spec:\n  type: NodePort\n  selector:"))
     issued = CertificateAuthority().issue(SECRET_CN, ["secure.example.com"])
     (folder / "shapes.yaml").write_text(SHAPES.replace("CERT", _indent(issued.cert_pem))
                                         .replace("KEY", _indent(issued.key_pem)))
@@ -165,3 +163,16 @@ def test_http_route_weights_split_requests_90_10(lab):
     observed = [apps["stable"], apps["canary"]]
     assert chi_square(observed, [0.9, 0.1])[1] > FIT_P, observed
     assert chi_square(observed, [0.5, 0.5])[1] < FIT_P, observed  # the test can tell a wrong split
+
+
+def test_service_upstream_sends_to_the_cluster_ip_and_kube_proxy_picks_the_pod(lab):
+    lab.proxies.upstream = "service"
+    lab.proxies.sync()
+    try:
+        config = next(iter(lab.proxies.running.values())).config
+        from lab.kube.cluster_ips import cluster_ips
+        assert f"server {cluster_ips(lab.cluster)[('default', 'blog')]}:80;" in config
+        assert served_apps(get(lab, "node-a", "blog.example.com", requests=6)) == {"blog"}
+    finally:
+        lab.proxies.upstream = "endpoints"
+        lab.proxies.sync()

@@ -19,11 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 needs_nginx = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed: run ./setup.sh")
 
-# The example's nodes, apps and controller; the apps' Services as NodePort so they have endpoints whatever
-# the lab does with ClusterIP Services.
-BASE = ["nodes.yaml", "ingress-nginx.yaml"]
-APPS = (REPO / "examples/ingress/apps.yaml").read_text().replace("spec:\n  selector:",
-                                                                 "spec:\n  type: NodePort\n  selector:")
+# The example's nodes, apps (behind ClusterIP Services) and controller.
+BASE = ["nodes.yaml", "apps.yaml", "ingress-nginx.yaml"]
 
 
 def _ingress(spec: str, name: str = "shape") -> str:
@@ -33,7 +30,6 @@ def _ingress(spec: str, name: str = "shape") -> str:
 def _cluster(tmp_path: Path, *documents: str):
     for name in BASE:
         shutil.copy(REPO / "examples/ingress" / name, tmp_path / name)
-    (tmp_path / "apps.yaml").write_text(APPS)
     (tmp_path / "objects.yaml").write_text("\n---\n".join(documents))
     return load_manifests([tmp_path])
 
@@ -129,10 +125,12 @@ def test_headers_are_the_ones_ingress_nginx_sets(tmp_path):
         assert f"proxy_set_header {header};" in text
 
 
-def test_service_upstream_needs_a_cluster_ip(tmp_path):
-    from lab.errors import LabError
-    with pytest.raises(LabError, match="clusterIP"):
-        _ingress_config(tmp_path, SHAPES["prefix"][0], upstream=SERVICE)
+def test_service_upstream_proxies_to_the_cluster_ip(tmp_path):
+    from lab.kube.cluster_ips import cluster_ips
+    text = _ingress_config(tmp_path, SHAPES["prefix"][0], upstream=SERVICE)
+    cluster = load_manifests([tmp_path])
+    block = text.split("upstream lab_default_shop_80 {", 1)[1].split("}", 1)[0]
+    assert block.split() == ["server", f"{cluster_ips(cluster)[('default', 'shop')]}:80;"]
 
 
 GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
