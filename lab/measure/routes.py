@@ -32,6 +32,7 @@ from lab.kube.l7_proxies import gateway_of, proxy_pods, proxy_services
 from lab.kube.load_balancers import load_balancer_ips
 from lab.kube.model import Cluster, Service
 from lab.measure.probe import percentiles
+from lab.measure.report import format_table
 
 UNMATCHED_HOST = "unmatched.example.invalid"
 LOAD_BALANCER = "lb"
@@ -193,3 +194,39 @@ def measure_routes(net, requests: int, timeout: float = 1.0, proxy_lb: str | Non
                                tls=probe.tls, headers=probe.headers)
             results.append(route_result(report["records"], probe, entry, target, pod_nodes))
     return results
+
+
+def http_route_statuses(cluster: Cluster) -> list[dict]:
+    """``status.parents`` of every HTTPRoute, as a Gateway controller writes it."""
+    exists = lambda ref: any(s.name == ref.service and s.namespace == ref.namespace  # noqa: E731
+                             for s in cluster.services)
+    return [{"route": key, "parents": [p.to_dict() for p in parents]}
+            for key, parents in route_statuses(cluster.http_routes, cluster.gateways, exists).items()]
+
+
+def _apps(served: dict[str, int], pod_owner: Callable[[str], str]) -> str:
+    counts = Counter()
+    for pod, n in served.items():
+        counts[pod_owner(pod)] += n
+    return " ".join(f"{app}:{n}" for app, n in sorted(counts.items())) or "-"
+
+
+def _counts(counter: dict) -> str:
+    return " ".join(f"{k or '-'}:{v}" for k, v in sorted(counter.items())) or "-"
+
+
+def render_routes(results: list[dict], cluster: Cluster) -> str:
+    """One line per (route, entry): what answered, and the client as the app saw it."""
+    owners = {p.name: p.owner or p.name for p in cluster.pods}
+    owners_by_ip = {p.ip: f"{p.owner or p.name}@{p.node}" for p in cluster.pods}
+    rows = []
+    for r in results:
+        sources = Counter()
+        for ip, n in r["sources"].items():
+            sources[owners_by_ip.get(ip, ip)] += n
+        rows.append([r["via"], r["entry"], f"{r['scheme']}://{r['host']}{r['path']}", r["backend"],
+                     _counts(r["statusCodes"]) + (f" errors:{r['errors']}" if r["errors"] else ""),
+                     _apps(r["servedBy"], lambda pod: owners.get(pod, pod)), _counts(r["forwardedFor"]),
+                     _counts(dict(sources)), "-" if r["latencyMs"]["p50"] is None else f"{r['latencyMs']['p50']:.1f}"])
+    return format_table(["via", "entry", "request", "expected", "status", "served by", "X-Forwarded-For",
+                         "TCP source at the app", "p50 ms"], rows)
