@@ -18,6 +18,7 @@ SCENARIOS = {
     "imbalance": "lab.scenarios.imbalance",
     "healthcheck": "lab.scenarios.healthcheck",
     "bandwidth": "lab.scenarios.bandwidth",
+    "ingress": "lab.scenarios.ingress",
 }
 DEFAULT = "cluster-vs-local"
 
