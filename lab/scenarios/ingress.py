@@ -135,7 +135,8 @@ def _probe_row(lab: LabNetwork, mode: str, entry: str, target: str, requests: in
     answered = sum(int(n) for s, n in summary["statusCodes"].items())
     row = {"mode": mode, "entry": entry, "target": target, **summary,
            "hops": {"clientToIngress": hops["clientToIngress"], "ingressToApp": hops["ingressToApp"]},
-           "bytesBetweenNodes": leg_bytes(before, after, hops["pairs"], cluster, lab.lb_mode == PROXY_PROTOCOL),
+           "bytesBetweenNodes": leg_bytes(before, after, hops["pairs"], cluster,
+                                          entry == "lb" and lab.lb_mode == PROXY_PROTOCOL),
            "nginxCpuUsPerRequest": round((cpu1 - cpu0) / 1000 / answered, 1) if answered else None}
     if direct:
         row["direct"] = _summary(lab.probe([direct], requests, timeout=1.0, path=PATH)["records"])
