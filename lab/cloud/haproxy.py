@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lab.cloud.load_balancer import health_check_target
 from lab.emulation.iperf3 import listening
-from lab.emulation.resources import RunDir, stop_process
+from lab.emulation.resources import RunDir, runs, stop_process
 from lab.errors import LabError
 from lab.kube import addressing as addr
 from lab.kube.model import Cluster, Service
@@ -75,7 +75,7 @@ class ProxyLoadBalancer:
                                            stderr=log)
         proc = self.proc
         try:
-            wait_for(lambda: proc.poll() is not None or _runs_haproxy(proc.pid), timeout=10,
+            wait_for(lambda: proc.poll() is not None or runs(proc.pid, HAPROXY.encode() + b"\0"), timeout=10,
                      what="HAProxy to start")
             if proc.poll() is None:
                 self.run.own_process(proc.pid, "PROXY-protocol load balancer (haproxy)")
@@ -123,11 +123,3 @@ class ProxyLoadBalancer:
         if self.proc is not None:
             stop_process(self.run, self.proc)
             self.proc = None
-
-
-def _runs_haproxy(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().startswith(HAPROXY.encode() + b"\0")
-    except OSError:
-        return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from lab.emulation.resources import RunDir, stop_process
+from lab.emulation.resources import RunDir, runs, stop_process
 from lab.errors import LabError
 from lab.kube.endpoints import real_server_ports
 from lab.polling import wait_for
@@ -26,11 +26,7 @@ TCP_LISTEN = "0A"  # socket state in /proc/net/tcp
 # --- processes ---------------------------------------------------------------------------------------
 
 def _runs_iperf3(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().startswith(IPERF3.encode() + b"\0")
-    except OSError:
-        return False
+    return runs(pid, IPERF3.encode() + b"\0")
 
 
 def _own_once_exec(run: RunDir, proc: subprocess.Popen, what: str) -> None:

@@ -116,6 +116,16 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def runs(pid: int, prefix: bytes) -> bool:
+    """Whether process ``pid`` runs a command line starting with ``prefix`` (NUL-separated, as in /proc):
+    true once a program started through mnexec has exec'd, or once it has set its process title."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().startswith(prefix)
+    except OSError:
+        return False
+
+
 def kill_owned(pid: int, cmdline: str, grace_s: float = 3.0) -> bool:
     """SIGTERM then SIGKILL one recorded process, only if it still runs the recorded command."""
     current = _cmdline(pid)

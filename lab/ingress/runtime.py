@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from lab.emulation.iperf3 import listening
-from lab.emulation.resources import RunDir, kill_owned, stop_process
+from lab.emulation.resources import RunDir, kill_owned, runs, stop_process
 from lab.errors import LabError
 from lab.ingress.certificates import FAKE_CERTIFICATE_CN, CertificateAuthority, Issued
 from lab.ingress.nginx import render
@@ -46,14 +46,6 @@ class RunningProxy:
     @property
     def log_path(self) -> str:
         return os.path.join(self.prefix, "error.log")
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
 
 
 def _children(pid: int) -> set[int]:
@@ -160,7 +152,7 @@ class Proxies:
         proxy = RunningProxy(pod.name, role, prefix, proc, config)
         self.running[pod.name] = proxy
         try:
-            wait_for(lambda: proc.poll() is not None or _cmdline(proc.pid).startswith(MASTER_TITLE), timeout=10,
+            wait_for(lambda: proc.poll() is not None or runs(proc.pid, MASTER_TITLE), timeout=10,
                      what=f"NGINX in pod {pod.name} to start")
             self._check_alive(proxy)
             self.run.own_process(proc.pid, f"nginx in {pod.name}")

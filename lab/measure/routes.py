@@ -211,7 +211,8 @@ def _apps(served: dict[str, int], pod_owner: Callable[[str], str]) -> str:
     return " ".join(f"{app}:{n}" for app, n in sorted(counts.items())) or "-"
 
 
-def _counts(counter: dict) -> str:
+def counts_text(counter: dict) -> str:
+    """``{key: count}`` as one table cell, ``key:count`` sorted by key (an empty key shows as ``-``)."""
     return " ".join(f"{k or '-'}:{v}" for k, v in sorted(counter.items())) or "-"
 
 
@@ -225,8 +226,9 @@ def render_routes(results: list[dict], cluster: Cluster) -> str:
         for ip, n in r["sources"].items():
             sources[owners_by_ip.get(ip, ip)] += n
         rows.append([r["via"], r["entry"], f"{r['scheme']}://{r['host']}{r['path']}", r["backend"],
-                     _counts(r["statusCodes"]) + (f" errors:{r['errors']}" if r["errors"] else ""),
-                     _apps(r["servedBy"], lambda pod: owners.get(pod, pod)), _counts(r["forwardedFor"]),
-                     _counts(dict(sources)), "-" if r["latencyMs"]["p50"] is None else f"{r['latencyMs']['p50']:.1f}"])
+                     counts_text(r["statusCodes"]) + (f" errors:{r['errors']}" if r["errors"] else ""),
+                     _apps(r["servedBy"], lambda pod: owners.get(pod, pod)), counts_text(r["forwardedFor"]),
+                     counts_text(dict(sources)),
+                     "-" if r["latencyMs"]["p50"] is None else f"{r['latencyMs']['p50']:.1f}"])
     return format_table(["via", "entry", "request", "expected", "status", "served by", "X-Forwarded-For",
                          "TCP source at the app", "p50 ms"], rows)

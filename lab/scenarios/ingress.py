@@ -37,6 +37,7 @@ from lab.measure.experiment import set_policy
 from lab.measure.measurements import link_bytes
 from lab.measure.probe import percentiles
 from lab.measure.report import format_table, new_report
+from lab.measure.routes import counts_text
 from lab.measure.stats import chi_square
 from lab.polling import wait_for
 from lab.scenarios import Outcome
@@ -205,10 +206,6 @@ def run(args, progress) -> Outcome:
 # --- rendering ---------------------------------------------------------------------------------------
 
 
-def _counts(counter: dict) -> str:
-    return " ".join(f"{k or '-'}:{v}" for k, v in sorted(counter.items())) or "-"
-
-
 def _ms(value) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -227,10 +224,11 @@ def render(rows: list[dict], cluster) -> str:
         added = None
         if r.get("direct") and r["latencyMs"]["p50"] is not None and r["direct"]["latencyMs"]["p50"] is not None:
             added = r["latencyMs"]["p50"] - r["direct"]["latencyMs"]["p50"]
-        status = _counts(r["statusCodes"]) + (f" timeouts:{r['errors']}" if r["errors"] else "")
-        table.append([r["mode"], r["entry"], status, _counts(dict(served)), _counts(r["forwardedFor"]),
-                      _counts(dict(sources)), _counts(r["hops"]["clientToIngress"]) if r["entry"] != "lb" else "(lb)",
-                      _counts(r["hops"]["ingressToApp"]),
+        status = counts_text(r["statusCodes"]) + (f" timeouts:{r['errors']}" if r["errors"] else "")
+        table.append([r["mode"], r["entry"], status, counts_text(dict(served)), counts_text(r["forwardedFor"]),
+                      counts_text(dict(sources)),
+                      counts_text(r["hops"]["clientToIngress"]) if r["entry"] != "lb" else "(lb)",
+                      counts_text(r["hops"]["ingressToApp"]),
                       f"{r['bytesBetweenNodes']['clientToIngress']}/{r['bytesBetweenNodes']['ingressToApp']}",
                       f"{_ms(r['latencyMs']['p50'])}/{_ms(r['latencyMs']['p95'])}", _ms(added),
                       "-" if r["nginxCpuUsPerRequest"] is None else f"{r['nginxCpuUsPerRequest']:.0f}"])
