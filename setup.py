@@ -15,6 +15,7 @@ setup(
         "networkx>=2.8",
         "PyYAML>=6.0",
         "matplotlib>=3.6",
+        "cryptography>=38",  # certificates for TLS hosts without a Secret (lab.ingress.certificates)
     ],
     extras_require={
         # Jupyter walkthroughs (notebooks/): a Jupyter server, the kernel, and headless execution for CI.

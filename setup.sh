@@ -10,8 +10,9 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# Mininet and Open vSwitch from the distribution; real programs the lab runs inside its hosts.
-PACKAGES="mininet openvswitch-switch iperf3 ethtool curl iproute2 iputils-ping procps kmod iptables python3 python3-venv python3-pip"
+# Mininet and Open vSwitch from the distribution; real programs the lab runs inside its hosts (iperf3; nginx,
+# with its realip and ssl modules, in ingress and Gateway pods; haproxy as the PROXY-protocol load balancer).
+PACKAGES="mininet openvswitch-switch iperf3 nginx haproxy ethtool curl iproute2 iputils-ping procps kmod iptables python3 python3-venv python3-pip"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -20,6 +21,13 @@ if [ -n "$missing" ]; then
   echo "setup: installing$missing" >&2
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null
+  # The lab runs nginx and haproxy inside its own hosts only: the system services that installing them
+  # starts (on systemd machines) would hold ports 80/443 on the machine itself, so stop the ones we installed.
+  if [ -d /run/systemd/system ]; then
+    for service in nginx haproxy; do
+      case " $missing " in *" $service "*) systemctl disable --now "$service" >/dev/null 2>&1 || true ;; esac
+    done
+  fi
 fi
 
 # Open vSwitch: its daemons must run. Without the kernel module the lab uses the userspace datapath,

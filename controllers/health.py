@@ -72,6 +72,7 @@ class HealthServers:
     def __init__(self, answer: Callable[[str, int, str], Answer]):
         self.answer = answer
         self.servers: dict[tuple[str, int], ThreadingHTTPServer] = {}
+        self.closing: dict[tuple[str, int], threading.Thread] = {}  # listeners still shutting down
         self.lock = threading.Lock()
 
     def reconcile(self, state: ProxyState) -> None:
@@ -82,6 +83,9 @@ class HealthServers:
                 self._close(key)
             for key, node in wanted.items():
                 if key not in self.servers:
+                    stopping = self.closing.pop(key, None)
+                    if stopping is not None:  # a port closed by the previous state and wanted again
+                        stopping.join(timeout=5)
                     try:
                         self._open(node, key[1])
                     except OSError as e:
@@ -104,7 +108,9 @@ class HealthServers:
 
     def _close(self, key: tuple[str, int]) -> None:
         server = self.servers.pop(key)
-        threading.Thread(target=_stop, args=(server,), daemon=True).start()
+        thread = threading.Thread(target=_stop, args=(server,), daemon=True)
+        thread.start()
+        self.closing[key] = thread
 
 
 def _stop(server: ThreadingHTTPServer) -> None:

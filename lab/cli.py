@@ -117,6 +117,7 @@ def cmd_apply(args) -> int:
     from lab.measure.experiment import health_checks, probe_all_load_balancers
     from lab.measure.measurements import measure_all, measure_cluster_ips, topology
     from lab.measure.report import new_report, render_health_checks, render_table, verdict
+    from lab.measure.routes import http_route_statuses, measure_routes, render_routes
 
     report = new_report(cluster)
     report.warnings += cluster.warnings
@@ -129,6 +130,8 @@ def cmd_apply(args) -> int:
             probe_all_load_balancers(lab, report, args.requests, progress=progress)
         if "clusterIP" in via:
             report.results += measure_cluster_ips(lab, args.requests, progress=progress)
+        routes = [r for r in measure_routes(lab, args.requests, proxy_lb=lab.ingress_entry_lb, progress=progress)
+                  if r["via"] in via]
         checks = health_checks(lab)
     outcome = Outcome(report=report.to_dict(), table=render_table(report, cluster),
                       verdict=verdict(report, cluster), warnings=report.warnings,
@@ -139,15 +142,20 @@ def cmd_apply(args) -> int:
             {"service": s.name, "namespace": s.namespace, "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}
             for (ns, name), ip in load_balancer_ips(cluster).items() for s in [cluster.service(name, ns)]]
         outcome.table += "\n\n" + render_health_checks(checks)
+    if routes:
+        outcome.report["routes"] = routes
+        outcome.table += "\n\n" + render_routes(routes, cluster)
+    if cluster.http_routes:
+        outcome.report["httpRouteStatus"] = http_route_statuses(cluster)
     _finish(outcome, args, started)
     return 0
 
 
-VIAS = ("nodePort", "clusterIP", "loadBalancer")
+VIAS = ("nodePort", "clusterIP", "loadBalancer", "ingress", "gateway")
 
 
 def parse_via(text: str | None) -> tuple[str, ...]:
-    """``--via nodePort,clusterIP,loadBalancer``: which ways in to probe (default: all that apply)."""
+    """``--via nodePort,clusterIP,loadBalancer,ingress,gateway``: which ways in to probe (default: all)."""
     if not text:
         return VIAS
     chosen = tuple(dict.fromkeys(w.strip() for w in text.split(",") if w.strip()))
@@ -241,8 +249,8 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _inputs(apply)
     _common(apply)
     apply.add_argument("--plot", metavar="FILE", help="also draw the cluster with the measured paths as a PNG")
-    apply.add_argument("--via", metavar="WAYS", help="comma-separated: nodePort, clusterIP, loadBalancer "
-                       "(default: all that apply)")
+    apply.add_argument("--via", metavar="WAYS", help="comma-separated: nodePort, clusterIP, loadBalancer, "
+                       "ingress, gateway (default: all that apply)")
     cli = sub.add_parser("cli", help="bring the cluster up and open the Mininet CLI")
     _inputs(cli)
     for p in (apply, cli):

@@ -4,6 +4,11 @@ The load balancer's data plane is the edge router, which kube-proxy's controller
 rotation the health checker decides; the health checker is a real HTTP client, ``lab.cloud.health_checker``,
 run in the ``lb`` host outside the cluster once the first LoadBalancer Service exists, and told of every
 change the cluster goes through. ``LabNetwork`` is what the API, the CLI and the scenarios run.
+
+L7 proxies run here too: NGINX in every ingress controller and Gateway pod (``lab.ingress.runtime``),
+started once the pods' servers are up and reloaded as the cluster changes. With ``lb_mode="proxy-protocol"``
+the ingress controller's Service is fronted by a proxying load balancer instead (``lab.cloud.haproxy``) and
+its NGINX expects the PROXY protocol; ``ingress_upstream`` chooses endpoints or clusterIP upstreams.
 """
 
 from __future__ import annotations
@@ -15,29 +20,80 @@ import sys
 import time
 
 from controllers.state import write_json_atomic
+from lab.cloud.haproxy import ProxyLoadBalancer
 from lab.cloud.load_balancer import PROFILES, HealthCheckProfile, checker_config
 from lab.emulation.network import ClusterNetwork
 from lab.emulation.resources import start_process, stop_process
 from lab.emulation.supervisor import Daemon, Supervisor
+from lab.errors import LabError
+from lab.ingress.runtime import Proxies
+from lab.ingress.site import ENDPOINTS
 from lab.kube import addressing as addr
+from lab.kube.l7_proxies import proxy_services
 from lab.kube.load_balancers import load_balancer_ips, load_balancer_services
 from lab.kube.model import Cluster
 from lab.polling import wait_for
 from topologies.cluster import LinkShape
 
+PASS_THROUGH, PROXY_PROTOCOL = "pass-through", "proxy-protocol"
+LB_MODES = (PASS_THROUGH, PROXY_PROTOCOL)
+
 
 class LabNetwork(ClusterNetwork):
     def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
-                 log=lambda msg: None, lb_profile: str | HealthCheckProfile = "gce", grace_scale: float = 1.0):
+                 log=lambda msg: None, lb_profile: str | HealthCheckProfile = "gce", grace_scale: float = 1.0,
+                 lb_mode: str = PASS_THROUGH, ingress_upstream: str = ENDPOINTS):
+        if lb_mode not in LB_MODES:
+            raise LabError(f"unknown load balancer mode {lb_mode!r}", f"use {' or '.join(LB_MODES)}")
         super().__init__(cluster, underlay=underlay, log=log, grace_scale=grace_scale)
         self.lb_profile = PROFILES[lb_profile] if isinstance(lb_profile, str) else lb_profile
+        self.lb_mode = lb_mode
+        self.ingress_upstream = ingress_upstream
         self.checker: subprocess.Popen | None = None
         self.checker_started_at: float | None = None
+        self.proxies: Proxies | None = None
+        self.proxy_lb: ProxyLoadBalancer | None = None
 
     def _started(self) -> None:
+        self.proxies = Proxies(self, self.ingress_upstream, proxy_protocol=self.lb_mode == PROXY_PROTOCOL)
+        self.proxies.start()
         self._sync_health_checker()
+        if self.lb_mode == PROXY_PROTOCOL:
+            self._start_proxy_lb()
+
+    def _start_proxy_lb(self) -> None:
+        services = proxy_services(self.cluster, "ingress")
+        if not services:
+            raise LabError("the PROXY-protocol load balancer fronts the ingress controller's Service, "
+                           "and the manifests have none", "add Ingress objects or an ingress controller")
+        self.proxy_lb = ProxyLoadBalancer(self.run, self.net.get(addr.LB_NAME), self.net.get(addr.CLIENT_NAME),
+                                          self.cluster, services[0])
+        self.proxy_lb.start()
+
+    def set_lb_mode(self, mode: str) -> None:
+        """Switch the ingress controller's load balancer between pass-through and PROXY protocol while the
+        network runs: NGINX and the load balancer switch together, as they must (kubernetes/kubernetes#57250)."""
+        if mode not in LB_MODES:
+            raise LabError(f"unknown load balancer mode {mode!r}", f"use {' or '.join(LB_MODES)}")
+        if mode == self.lb_mode:
+            return
+        self.lb_mode = mode
+        self.proxies.proxy_protocol = mode == PROXY_PROTOCOL
+        self.proxies.sync()
+        if mode == PROXY_PROTOCOL:
+            self._start_proxy_lb()
+        elif self.proxy_lb is not None:
+            self.proxy_lb.stop()
+            self.proxy_lb = None
+
+    @property
+    def ingress_entry_lb(self) -> str | None:
+        """Where clients reach the ingress controller through the PROXY-protocol load balancer, if it runs."""
+        return self.proxy_lb.address if self.proxy_lb is not None else None
 
     def _published(self) -> None:
+        if self.proxies is not None:
+            self.proxies.sync()
         if self.checker is not None:
             self._sync_health_checker()
 
@@ -53,6 +109,15 @@ class LabNetwork(ClusterNetwork):
         self._sync_health_checker()
 
     def _stop_beside(self, errors: list[Exception]) -> None:
+        if self.proxy_lb is not None:
+            try:
+                self.proxy_lb.stop()
+            except Exception as e:  # keep tearing down
+                errors.append(e)
+            self.proxy_lb = None
+        if self.proxies is not None:
+            errors += self.proxies.stop()
+            self.proxies = None
         if self.checker is not None:
             try:
                 stop_process(self.run, self.checker)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from lab.emulation.resources import RunDir, stop_process
+from lab.emulation.resources import RunDir, runs, stop_process
 from lab.errors import LabError
 from lab.kube.endpoints import real_server_ports
 from lab.polling import wait_for
@@ -26,11 +26,7 @@ TCP_LISTEN = "0A"  # socket state in /proc/net/tcp
 # --- processes ---------------------------------------------------------------------------------------
 
 def _runs_iperf3(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().startswith(IPERF3.encode() + b"\0")
-    except OSError:
-        return False
+    return runs(pid, IPERF3.encode() + b"\0")
 
 
 def _own_once_exec(run: RunDir, proc: subprocess.Popen, what: str) -> None:
@@ -40,7 +36,7 @@ def _own_once_exec(run: RunDir, proc: subprocess.Popen, what: str) -> None:
         run.own_process(proc.pid, what)
 
 
-def _listening(pid: int, port: int) -> bool:
+def listening(pid: int, port: int) -> bool:
     """Whether the network namespace of ``pid`` has a TCP socket listening on ``port`` (any address)."""
     for table in ("tcp", "tcp6"):
         try:
@@ -76,7 +72,7 @@ def start_iperf3_servers(run: RunDir, host, pod) -> list[subprocess.Popen]:
                 if proc.poll() is not None:
                     raise LabError(f"the iperf3 server in pod {pod.name} exited (code {proc.returncode}); "
                                    f"see {log_path}")
-                return _listening(proc.pid, port)
+                return listening(proc.pid, port)
             wait_for(up, timeout=10, what=f"the iperf3 server in pod {pod.name} to listen on {port}")
     except BaseException:
         for proc in procs:

@@ -608,8 +608,10 @@ class ClusterNetwork(Supervised):
 
     def probe(self, targets: list[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
               path: str = "/", rate: float | None = None, host: str = addr.CLIENT_NAME,
-              protocol: str = "TCP") -> dict:
-        """Requests from ``host`` (the outside client, a pod or a node for in-cluster requests).
+              protocol: str = "TCP", http_host: str | None = None, tls: bool = False,
+              headers: tuple[tuple[str, str], ...] = ()) -> dict:
+        """Requests from ``host`` (the outside client, a pod or a node for in-cluster requests);
+        ``http_host``, ``tls`` and ``headers`` address an L7 proxy (the Host header and SNI name).
 
         The probe needs only the standard library: without site (-S) it starts in a third of the time
         (no .pth files run), which a scenario of a dozen probes feels; the lab is found by PYTHONPATH."""
@@ -620,6 +622,12 @@ class ClusterNetwork(Supervised):
             argv += ["--rate", str(rate)]
         if protocol != "TCP":
             argv += ["--protocol", protocol.lower()]
+        if http_host:
+            argv += ["--host", http_host]
+        if tls:
+            argv.append("--tls")
+        for name, value in headers:
+            argv += ["--header", f"{name}:{value}"]
         budget = 30 + requests * timeout + (requests / rate if rate else 0)
         result = self.run_in(host, argv, timeout=budget)
         if result.returncode != 0:

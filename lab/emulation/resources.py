@@ -219,6 +219,16 @@ def _same_process(pid: int, cmdline: str, started: int | None) -> bool:
     return bool(current) and (not cmdline or current == cmdline)
 
 
+def runs(pid: int, prefix: bytes) -> bool:
+    """Whether process ``pid`` runs a command line starting with ``prefix`` (NUL-separated, as in /proc):
+    true once a program started through mnexec has exec'd, or once it has set its process title."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().startswith(prefix)
+    except OSError:
+        return False
+
+
 def _signal(pid: int, sig: int) -> None:
     """Signal a recorded process; one that leads its own group (the lab starts them so) with its group."""
     try:

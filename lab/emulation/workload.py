@@ -10,7 +10,11 @@ node's after SNAT) and ``synTTL``, the IP TTL of the SYN on arrival as the kerne
 ``GET /bulk?bytes=N`` answers N bytes of octet-stream, any other request one line of JSON::
 
     {"pod": "web-1", "namespace": "default", "node": "node1", "podIP": "10.244.1.2", "port": 8080,
-     "source": {"ip": "203.0.113.10", "port": 40512}, "synTTL": 62, "path": "/"}
+     "source": {"ip": "203.0.113.10", "port": 40512}, "synTTL": 62, "path": "/",
+     "headers": {"host": "172.18.0.11:30007", "x-forwarded-for": "203.0.113.10"}}
+
+``headers`` are the request's own, names in lower case: behind an L7 proxy (``lab.ingress``), ``source`` is
+the proxy pod and ``x-forwarded-for`` / ``x-real-ip`` carry the client as the proxy saw it.
 
 UDP ports (``"protocol": "UDP"`` in a listener) answer every datagram with a datagram holding the same
 JSON (``path`` is the datagram's text; ``synTTL`` is the TTL the datagram arrived with, ``IP_RECVTTL``):
@@ -174,8 +178,9 @@ async def answer(listener: Listener, reader: asyncio.StreamReader, writer: async
     except asyncio.LimitOverrunError:
         writer.write(_error(431, f"request head over {HEAD_LIMIT} bytes"))
         return
+    lines = head.decode("latin-1").split("\r\n")
     try:
-        _method, target, _version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        _method, target, _version = lines[0].split(" ")
     except ValueError:
         writer.write(_error(400, "malformed request line"))
         return
@@ -191,7 +196,19 @@ async def answer(listener: Listener, reader: asyncio.StreamReader, writer: async
         "pod": listener.pod, "namespace": listener.namespace, "node": listener.node,
         "podIP": listener.pod_ip, "port": writer.get_extra_info("sockname")[1],
         "source": {"ip": peer_ip, "port": peer_port}, "synTTL": syn_ttl, "path": target,
+        "headers": request_headers(lines[1:]),
     })))
+
+
+def request_headers(lines: list[str]) -> dict[str, str]:
+    """The request's headers, names in lower case (a proxy's X-Forwarded-For is how the app sees the client)."""
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep and name.strip():
+            key = name.strip().lower()
+            headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    return headers
 
 
 async def _send_bulk(writer: asyncio.StreamWriter, count: str) -> None:

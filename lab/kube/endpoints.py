@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from lab.kube.l7_proxies import proxy_ports
 from lab.kube.model import Cluster, Endpoint, Pod, Service, ServicePort
 
 
@@ -87,9 +88,11 @@ def workload_ports(cluster: Cluster, pod: Pod) -> list[int]:
 
     The exception: a container port named ``iperf3`` (``REAL_SERVER_PORT_NAMES``) is served by a real
     ``iperf3 -s`` that ``lab.emulation.network`` starts in the pod (bulk transfers need a real TCP sender), so the
-    HTTP server must leave that port free, however it is reached.
+    HTTP server must leave that port free, however it is reached; so must an L7 proxy pod's NGINX ports
+    (``lab.kube.l7_proxies``).
     """
     ports = {port.port for port in pod.ports if port.protocol == "TCP"}
+    proxied = proxy_ports(cluster, pod)
     probe = pod.readiness_probe
     if probe is not None and isinstance(probe.port, int):
         ports.add(probe.port)  # the application answers its probe wherever it is declared
@@ -98,7 +101,7 @@ def workload_ports(cluster: Cluster, pod: Pod) -> list[int]:
             continue
         ports.update(sp.target_port for sp in service.ports
                      if isinstance(sp.target_port, int) and sp.protocol == "TCP")
-    return sorted(ports - set(real_server_ports(pod).values()))
+    return sorted(ports - set(real_server_ports(pod).values()) - proxied)
 
 
 REAL_SERVER_PORT_NAMES = ("iperf3",)

@@ -8,6 +8,11 @@ EndpointSlice controller does), and ``lab.runner`` brings it up as a Mininet net
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lab.kube.gateway import Gateway, GatewayClass, HTTPRoute
+    from lab.kube.ingress import Ingress, IngressClass, TLSSecret
 
 NODE_PORT_RANGE = (30000, 32767)
 
@@ -66,6 +71,7 @@ class Pod:
     # Conditions, as the kubelet reports them: Ready (probe passing, or no probe) and being deleted.
     ready: bool = True
     terminating: bool = False
+    images: tuple[str, ...] = ()  # the containers' images: no image runs, but some say what a pod is
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,13 @@ class Cluster:
     strict_problems: list[str] = field(default_factory=list)  # the warnings --strict makes errors
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # Namespace objects: name -> labels
     nodes_made: bool = False  # the manifests had no Node objects, so the lab made the nodes
+    # L7 routing objects (lab.kube.ingress, lab.kube.gateway), in manifest order.
+    ingress_classes: list[IngressClass] = field(default_factory=list)
+    ingresses: list[Ingress] = field(default_factory=list)
+    tls_secrets: list[TLSSecret] = field(default_factory=list)
+    gateway_classes: list[GatewayClass] = field(default_factory=list)
+    gateways: list[Gateway] = field(default_factory=list)
+    http_routes: list[HTTPRoute] = field(default_factory=list)
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

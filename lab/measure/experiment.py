@@ -16,6 +16,7 @@ from lab.cloud.load_balancer import health_check_target, load_balancer_services
 from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
 from lab.kube.allocation import next_free
+from lab.kube.l7_proxies import l7_services
 from lab.kube.model import Service, ServicePort
 from lab.measure.report import Report, entry_result
 
@@ -88,6 +89,8 @@ def probe_all_load_balancers(lab: LabNetwork, report: Report, requests: int, tim
                              progress: Callable[[str], None] = lambda s: None) -> None:
     client_ttl = lab.client_ttl()
     for service in load_balancer_services(lab.cluster):
+        if service in l7_services(lab.cluster):
+            continue  # an L7 proxy's: probed per route (lab.measure.routes)
         for sp in service.ports:
             if sp.protocol != "TCP":
                 continue  # the emulated cloud load balancer forwards TCP

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
 from lab.kube.cluster_ips import cluster_ips
+from lab.kube.l7_proxies import l7_services
 from lab.kube.load_balancers import load_balancer_ips
 from lab.kube.model import Cluster, Service
 from lab.measure.experiment import probe_cluster_ip, probe_entry, probe_load_balancer
@@ -83,10 +84,12 @@ def _measured(net: LabNetwork, probe: Callable[[], dict]) -> dict:
 
 def measure_all(net: LabNetwork, requests: int, timeout: float = 1.0,
                 progress: Callable[[str], None] = lambda s: None) -> list[dict]:
-    """Every port of every NodePort and LoadBalancer Service through every node, in manifest order."""
+    """Every port of every NodePort and LoadBalancer Service through every node, in manifest order (an L7
+    proxy's Service is probed per route instead, ``lab.measure.routes``)."""
     client_ttl = net.client_ttl()
     results = []
-    for service in net.cluster.services:
+    proxied = l7_services(net.cluster)
+    for service in [s for s in net.cluster.services if s not in proxied]:
         for sp in service.node_ports:
             for node in net.cluster.nodes:
                 progress(f"probing {service.name}:{sp.node_port} ({service.external_traffic_policy}) "

@@ -25,6 +25,11 @@ new source port and a new conntrack entry, and waits for the pod's datagram answ
 ``records`` are in request order. ``error`` is null, ``timeout``, ``refused`` (a TCP RST or an ICMP
 port unreachable), ``reset``, ``unreachable`` (ICMP host or network unreachable) or ``other:<text>``.
 ``response`` is the parsed body when it is JSON; ``bytes`` counts the body either way.
+
+Requests to an L7 proxy (``lab.ingress``) say more: ``--host NAME`` sets the Host header (and, with
+``--tls``, the TLS server name: SNI), ``--header NAME:VALUE`` adds headers. Such records also carry
+``location`` (a redirect's target) and, over TLS, ``certificate`` (the subject CN the server presented).
+Any status counts as an answer for them (``ok``: an HTTP response arrived); plain probes want 200.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import functools
 import json
 import math
 import resource
 import socket
+import ssl
 import sys
 import time
 from collections import deque
@@ -68,11 +75,51 @@ class Record:
     response: Any = None
     local: str | None = None
     t: float | None = None  # seconds from the start of the probe to this request's connect()
+    location: str | None = None  # a redirect's Location header
+    certificate: str | None = None  # over TLS: the subject CN of the server's certificate
 
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "ok": self.ok, "error": self.error, "status": self.status,
-                "bytes": self.bytes, "connectMs": self.connect_ms, "latencyMs": self.latency_ms,
-                "response": self.response, "local": self.local, "t": self.t}
+        doc = {"target": self.target, "ok": self.ok, "error": self.error, "status": self.status,
+               "bytes": self.bytes, "connectMs": self.connect_ms, "latencyMs": self.latency_ms,
+               "response": self.response, "local": self.local, "t": self.t}
+        if self.location is not None:
+            doc["location"] = self.location
+        if self.certificate is not None:
+            doc["certificate"] = self.certificate
+        return doc
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """What a request to an L7 proxy says beyond its path: Host (and SNI), TLS, extra headers."""
+
+    host: str | None = None
+    tls: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def l7(self) -> bool:
+        return self != PLAIN
+
+
+PLAIN = HttpRequest()
+
+
+def _client_tls() -> ssl.SSLContext:
+    # The probe reports which certificate it got (a test checks it); it trusts none, like curl -k.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _peer_cn(writer: asyncio.StreamWriter) -> str | None:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
 
 
 def parse_target(text: str) -> tuple[str, int]:
@@ -109,17 +156,27 @@ def _millis_since(start: float) -> float:
 
 
 async def _exchange(record: Record, host: str, port: int, path: str, start: float,
-                    connected: list[int] | None = None) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+                    connected: list[int] | None = None, request: HttpRequest = PLAIN) -> None:
+    if request.tls:
+        reader, writer = await asyncio.open_connection(host, port, ssl=_client_tls(),
+                                                       server_hostname=request.host or host)
+    else:
+        reader, writer = await asyncio.open_connection(host, port)
     try:
         record.connect_ms = _millis_since(start)
         if connected is not None:
             connected[0] += 1
         local_ip, local_port = writer.get_extra_info("sockname")[:2]
         record.local = f"{local_ip}:{local_port}"
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        if request.tls:
+            record.certificate = _peer_cn(writer)
+        extra = "".join(f"{name}: {value}\r\n" for name, value in request.headers)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {request.host or f'{host}:{port}'}\r\n{extra}"
+                     "Connection: close\r\n\r\n".encode())
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         record.status = int(head[0].split(" ")[1])
+        record.location = next((h.split(":", 1)[1].strip() for h in head[1:] if h.lower().startswith("location:")),
+                               None)
         is_json = any(h.lower().startswith("content-type: application/json") for h in head[1:])
         body, size = bytearray(), 0
         while chunk := await reader.read(READ_CHUNK):  # until EOF; bulk bodies are counted, not kept
@@ -137,7 +194,8 @@ async def _exchange(record: Record, host: str, port: int, path: str, start: floa
 
 
 async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
-                origin: float | None = None, connected: list[int] | None = None) -> Record:
+                origin: float | None = None, connected: list[int] | None = None,
+                request: HttpRequest = PLAIN) -> Record:
     """One request on a new connection; every failure is recorded, none is raised. ``connected[0]``
     counts the connections that were established."""
     host, port = target
@@ -147,15 +205,17 @@ async def fetch(target: tuple[str, int], path: str = "/", timeout: float = 1.0,
         record.t = round(start - origin, 4)
     try:
         async with asyncio.timeout(timeout):
-            await _exchange(record, host, port, path, start, connected)
+            await _exchange(record, host, port, path, start, connected, request)
     except TimeoutError:  # before OSError: TimeoutError is one
         record.error = "timeout"
     except OSError as exc:
         record.error = classify(exc)
     except (EOFError, asyncio.LimitOverrunError, ValueError, IndexError) as exc:
         record.error = f"other:bad response: {exc}"
+    except ssl.SSLError as exc:
+        record.error = f"other:TLS: {exc.reason}"
     else:
-        record.ok = record.status == 200
+        record.ok = record.status == 200 or request.l7
         record.error = None if record.ok else f"other:HTTP {record.status}"
     if not record.ok:
         record.latency_ms = None
@@ -241,7 +301,8 @@ async def _paced(targets: Sequence[tuple[str, int]], requests: int, rate: float,
 
 
 async def run_probe(targets: Sequence[str], requests: int, concurrency: int = 8, timeout: float = 1.0,
-                    path: str = "/", rate: float | None = None, protocol: str = "tcp") -> dict[str, Any]:
+                    path: str = "/", rate: float | None = None, protocol: str = "tcp",
+                    request: HttpRequest = PLAIN) -> dict[str, Any]:
     """Send ``requests`` requests over ``targets`` (``"ip:port"``) and return the report document.
 
     With ``rate`` (requests per second) requests start on a fixed schedule instead (open loop)."""
@@ -249,6 +310,8 @@ async def run_probe(targets: Sequence[str], requests: int, concurrency: int = 8,
         raise ValueError("need targets, requests >= 0, concurrency >= 1, timeout > 0 and rate > 0")
     parsed = [parse_target(t) for t in targets]
     fetcher = FETCHERS[protocol]
+    if request.l7:
+        fetcher = functools.partial(fetch, request=request)
     records: list[Record | None] = [None] * requests
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     start = time.perf_counter()
@@ -280,14 +343,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default="/", help="request path (/); /bulk?bytes=N for bulk data")
     parser.add_argument("--rate", type=float, help="start requests on a fixed schedule, this many per second")
     parser.add_argument("--protocol", choices=sorted(FETCHERS), default="tcp", help="tcp (HTTP) or udp (datagrams)")
+    parser.add_argument("--host", help="Host header (and TLS server name) for an L7 proxy")
+    parser.add_argument("--tls", action="store_true", help="speak HTTPS (the certificate is reported, not checked)")
+    parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="extra header")
     args = parser.parse_args(argv)
+    if any(":" not in h for h in args.header):
+        parser.error("--header takes NAME:VALUE")
+    request = HttpRequest(args.host, args.tls, tuple((n.strip(), v.strip()) for n, _, v in
+                                                     (h.partition(":") for h in args.header)))
     # Releasing a dropping target's requests at once can open thousands of sockets.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         report = asyncio.run(
             run_probe(args.targets, args.requests, args.concurrency, args.timeout, args.path, args.rate,
-                      args.protocol))
+                      args.protocol, request))
     except ValueError as exc:
         parser.error(str(exc))
     json.dump(report, sys.stdout)

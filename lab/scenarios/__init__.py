@@ -19,6 +19,7 @@ SCENARIOS = {
     "healthcheck": "lab.scenarios.healthcheck",
     "bandwidth": "lab.scenarios.bandwidth",
     "faults": "lab.scenarios.faults",
+    "ingress": "lab.scenarios.ingress",
 }
 DEFAULT = "cluster-vs-local"
 

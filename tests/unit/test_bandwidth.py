@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab.emulation.iperf3 import _listening, iperf3_client_argv
+from lab.emulation.iperf3 import iperf3_client_argv, listening
 from lab.kube.endpoints import endpoints, real_server_ports, workload_ports
 from lab.kube.model import Cluster, ContainerPort, Node, Pod, Service, ServicePort
 from lab.measure.bulk import (
@@ -72,9 +72,9 @@ def test_a_listening_socket_is_seen_in_the_namespace_of_a_pid():
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         port = listener.getsockname()[1]
-        assert not _listening(os.getpid(), port)
+        assert not listening(os.getpid(), port)
         listener.listen()
-        assert _listening(os.getpid(), port)
+        assert listening(os.getpid(), port)
 
 
 # --- pods with a real iperf3 ---------------------------------------------------------------------------

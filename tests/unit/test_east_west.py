@@ -25,7 +25,7 @@ def test_east_west_counts_requests_served_on_another_node_and_their_bytes():
 
 
 def test_via_takes_a_list_and_rejects_unknown_ways():
-    assert parse_via(None) == ("nodePort", "clusterIP", "loadBalancer")
+    assert parse_via(None) == ("nodePort", "clusterIP", "loadBalancer", "ingress", "gateway")
     assert parse_via("clusterIP, nodePort") == ("clusterIP", "nodePort")
-    with pytest.raises(LabError, match="ingress is not a way in"):
-        parse_via("ingress")
+    with pytest.raises(LabError, match="hostPort is not a way in"):
+        parse_via("hostPort")

@@ -11,7 +11,7 @@ import pytest
 
 LAB = Path(__file__).resolve().parents[2] / "lab"
 # Lower layers first; a module may import its own layer and any layer before it.
-LAYERS = ["errors", "polling", "kube", "emulation", "cloud", "measure", "scenarios", "api", "shell", "cli"]
+LAYERS = ["errors", "polling", "kube", "emulation", "ingress", "cloud", "measure", "scenarios", "api", "shell", "cli"]
 OUTSIDE = {"topologies": "emulation", "controllers": "emulation"}  # what they may be imported from
 
 

@@ -124,7 +124,8 @@ def test_each_pod_answers_with_what_it_saw(tmp_path: Path) -> None:
         assert record["response"] == {
             "pod": pod, "namespace": "default", "node": "node1", "podIP": "10.244.1.2", "port": ports[pod],
             "source": {"ip": "127.0.0.1", "port": int(record["local"].rsplit(":", 1)[1])},
-            "synTTL": DEFAULT_TTL, "path": "/hello?x=1"}
+            "synTTL": DEFAULT_TTL, "path": "/hello?x=1",
+            "headers": {"host": f"127.0.0.1:{ports[pod]}", "connection": "close"}}
 
 
 def test_ready_file_lists_actual_ports(tmp_path: Path) -> None:

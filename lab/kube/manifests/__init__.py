@@ -17,6 +17,8 @@ One module per part of the story:
 - ``workloads``: the controllers that make pods (Deployment, ReplicaSet, ReplicationController,
   StatefulSet, DaemonSet) and the HorizontalPodAutoscaler's bounds;
 - ``services``: Services, their nodePorts, and the endpoints they would lack.
+- ``routing``: Ingress, IngressClass, TLS Secrets (``ingress``), GatewayClass, Gateway, HTTPRoute
+  (``gateway``), and the proxies the lab adds for them (``provisioning``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from lab.kube.manifests.objects import (
 )
 from lab.kube.manifests.pods import Builder, add_pod
 from lab.kube.manifests.reader import Doc, Inputs, parse, read_inputs
+from lab.kube.manifests.routing import provision, read_routing
 from lab.kube.manifests.services import (
     allocate_node_ports,
     check_endpoints,
@@ -99,6 +102,7 @@ def build_cluster(
     node_docs = [doc for doc in docs if doc.kind == "Node"]
     node_list, hosts = read_nodes(node_docs, nodes)
     builder = Builder(nodes=node_list, hosts=hosts, warnings=warnings, strict=strict)
+    routing = read_routing(docs, warnings)
     targets = {workload_key(doc.kind, meta_of(doc)[1] or "default", meta_of(doc)[0])
                for doc in docs if doc.kind in WORKLOAD_KINDS}
     scaled = scale_targets([doc for doc in docs if doc.kind == "HorizontalPodAutoscaler"], targets, warnings)
@@ -107,8 +111,12 @@ def build_cluster(
             add_pod(builder, doc)
         elif doc.kind in WORKLOAD_KINDS:
             add_workload(builder, doc, scaled)
+    added = provision(routing, node_list, builder.pods, warnings)
+    for doc in added:
+        if doc.kind in WORKLOAD_KINDS:
+            add_workload(builder, doc, scaled)
     drafts = []
-    for doc in docs:
+    for doc in docs + [doc for doc in added if doc.kind == "Service"]:
         if doc.kind == "Service" and (draft := service_draft(doc, warnings, strict)):
             found = unhonoured("Service", doc.body, draft.origin)
             warnings += found
@@ -119,6 +127,7 @@ def build_cluster(
     cluster = Cluster(nodes=node_list, pods=builder.pods, services=services, warnings=warnings,
                       pending=builder.pending, ignored=ignored, strict_problems=strict, namespaces=namespaces,
                       nodes_made=not node_docs)
+    routing.into(cluster)
     for draft, service in zip(drafts, services, strict=True):
         check_endpoints(cluster, draft, service, warnings)
     return cluster

@@ -30,6 +30,12 @@ API_VERSIONS = {
     "HorizontalPodAutoscaler": ("autoscaling/v2", "autoscaling/v1"),
     "Job": ("batch/v1",),
     "CronJob": ("batch/v1",),
+    "Secret": ("v1",),
+    "Ingress": ("networking.k8s.io/v1",),
+    "IngressClass": ("networking.k8s.io/v1",),
+    "GatewayClass": ("gateway.networking.k8s.io/v1",),
+    "Gateway": ("gateway.networking.k8s.io/v1",),
+    "HTTPRoute": ("gateway.networking.k8s.io/v1",),
 }
 DEFAULT_NAMESPACE = "default"
 

@@ -63,6 +63,7 @@ class Template:
     tolerations: tuple[Toleration, ...] = ()
     readiness_probe: Probe | None = None
     termination_grace_s: float = 30.0
+    images: tuple[str, ...] = ()
 
 
 @dataclass
@@ -99,6 +100,7 @@ def pod_template(
     ports: list[ContainerPort] = []
     containers = sequence(spec, "containers", origin, f"{prefix}.containers", required=True)
     container_names: set[str] = set()
+    images: list[str] = []
     probe: Probe | None = None
     for c_index, container in enumerate(containers):
         c_field = f"{prefix}.containers[{c_index}]"
@@ -115,9 +117,11 @@ def pod_template(
                 f"{c_field}.name", f'{shown(c_name)} is used twice', "give each container its own name"
             )
         container_names.add(c_name)
-        if not string(container, "image", origin, f"{c_field}.image"):
+        image = string(container, "image", origin, f"{c_field}.image")
+        if not image:
             # The lab runs no image, but the API requires one, so the manifest stays valid for a cluster.
             raise origin.error(f"{c_field}.image", "is required", "add an image, e.g. image: nginx")
+        images.append(image)
         own_ports = _container_ports(container, origin, c_field)
         ports.extend(own_ports)
         found = readiness_probe(container, own_ports, origin, c_field, warnings)
@@ -126,7 +130,7 @@ def pod_template(
         probe = probe or found
     return Template(
         labels, node_name, selector, tuple(ports), node_affinity, pod_affinity, pod_anti_affinity, spread, tolerations,
-        readiness_probe=probe, termination_grace_s=grace_period(spec, origin, prefix),
+        readiness_probe=probe, termination_grace_s=grace_period(spec, origin, prefix), images=tuple(images),
     )
 
 
@@ -259,6 +263,7 @@ def create_pod(
             serial=len(builder.pods) + 1,
             readiness_probe=template.readiness_probe,
             termination_grace_s=template.termination_grace_s,
+            images=template.images,
         )
     )
 

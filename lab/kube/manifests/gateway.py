@@ -1,0 +1,170 @@
+"""GatewayClass, Gateway and HTTPRoute (``gateway.networking.k8s.io/v1``), validated as the API server
+(with the Gateway API's CRD schema) does. HTTPRoute fields beyond matches on path and headers and
+weighted Service ``backendRefs`` (filters, query and method matches, timeouts) are warned about, by field.
+"""
+
+from __future__ import annotations
+
+from lab.errors import Origin
+from lab.kube import names
+from lab.kube.gateway import (
+    HEADER_MATCH_TYPES,
+    LISTENER_PROTOCOLS,
+    NAMESPACE_POLICIES,
+    ROUTE_PATH_TYPES,
+    Gateway,
+    GatewayClass,
+    GatewayListener,
+    HTTPRoute,
+    ParentRef,
+    RouteMatch,
+    RouteRule,
+)
+from lab.kube.http_routing import EXACT, PREFIX, BackendRef
+from lab.kube.manifests.fields import (
+    choices,
+    entry_of,
+    integer,
+    mapping,
+    object_metadata,
+    port_number,
+    sequence,
+    string,
+    warn,
+)
+from lab.kube.manifests.ingress import validate_host
+from lab.kube.manifests.reader import Doc
+
+UNMODELLED_RULE_FIELDS = ("filters", "timeouts", "sessionPersistence", "retry")
+UNMODELLED_MATCH_FIELDS = ("queryParams", "method")
+
+
+def read_gateway_class(doc: Doc) -> GatewayClass:
+    origin, name, _, _ = object_metadata(doc, namespaced=False)
+    spec = mapping(doc.body, "spec", origin, "spec", required=True)
+    controller = string(spec, "controllerName", origin, "spec.controllerName")
+    if not controller:
+        raise origin.error("spec.controllerName", "is required",
+                           "name the controller, e.g. gateway.nginx.org/nginx-gateway-controller")
+    return GatewayClass(name, controller)
+
+
+def _listener(raw, origin: Origin, field: str) -> GatewayListener:
+    entry = entry_of(raw, origin, field, "name:, protocol:, port:")
+    name = string(entry, "name", origin, f"{field}.name")
+    if not name:
+        raise origin.error(f"{field}.name", "is required", "name the listener")
+    names.validate_dns1123_label(name, origin, f"{field}.name")
+    protocol = string(entry, "protocol", origin, f"{field}.protocol")
+    if protocol not in LISTENER_PROTOCOLS:
+        raise origin.error(f"{field}.protocol", f'"{protocol}" is not modelled', f"use {choices(LISTENER_PROTOCOLS)}")
+    port = integer(entry, "port", origin, f"{field}.port")
+    if port is None:
+        raise origin.error(f"{field}.port", "is required", "add port: 80 (HTTP) or 443 (HTTPS)")
+    port_number(port, origin, f"{field}.port")
+    hostname = string(entry, "hostname", origin, f"{field}.hostname")
+    hostname = validate_host(hostname, origin, f"{field}.hostname") if hostname else None
+    certificates: tuple[str, ...] = ()
+    if protocol == "HTTPS":
+        tls = mapping(entry, "tls", origin, f"{field}.tls")
+        if tls.get("mode", "Terminate") != "Terminate":
+            raise origin.error(f"{field}.tls.mode", "is not Terminate", "use mode: Terminate (the lab terminates TLS)")
+        refs = sequence(tls, "certificateRefs", origin, f"{field}.tls.certificateRefs")
+        certificates = tuple(str(entry_of(r, origin, f"{field}.tls.certificateRefs", "name:").get("name"))
+                             for r in refs)
+    allowed = mapping(mapping(entry, "allowedRoutes", origin, f"{field}.allowedRoutes"), "namespaces", origin,
+                      f"{field}.allowedRoutes.namespaces")
+    policy = string(allowed, "from", origin, f"{field}.allowedRoutes.namespaces.from") or "Same"
+    if policy not in NAMESPACE_POLICIES:
+        raise origin.error(f"{field}.allowedRoutes.namespaces.from", f'"{policy}" is not modelled',
+                           f"use {choices(NAMESPACE_POLICIES)}")
+    return GatewayListener(name, protocol, port, hostname, certificates, policy)
+
+
+def read_gateway(doc: Doc, order: int) -> Gateway:
+    origin, name, namespace, _ = object_metadata(doc, namespaced=True)
+    spec = mapping(doc.body, "spec", origin, "spec", required=True)
+    class_name = string(spec, "gatewayClassName", origin, "spec.gatewayClassName")
+    if not class_name:
+        raise origin.error("spec.gatewayClassName", "is required", "name the GatewayClass")
+    listeners = [_listener(raw, origin, f"spec.listeners[{n}]")
+                 for n, raw in enumerate(sequence(spec, "listeners", origin, "spec.listeners", required=True))]
+    seen: set[str] = set()
+    for number, listener in enumerate(listeners):
+        if listener.name in seen:
+            raise origin.error(f"spec.listeners[{number}].name", f'"{listener.name}" is used twice',
+                               "give each listener its own name")
+        seen.add(listener.name)
+    return Gateway(name, namespace, class_name, listeners, order)
+
+
+def _match(raw, origin: Origin, field: str, warnings: list[str]) -> RouteMatch:
+    entry = entry_of(raw, origin, field, "path: {type:, value:}")
+    for key in UNMODELLED_MATCH_FIELDS:
+        if key in entry:
+            warn(warnings, origin, f"{field}.{key}", "is not modelled, so the match ignores it", f"remove {key}")
+    path = mapping(entry, "path", origin, f"{field}.path")
+    path_type = string(path, "type", origin, f"{field}.path.type") or "PathPrefix"
+    if path_type not in ROUTE_PATH_TYPES:
+        raise origin.error(f"{field}.path.type", f'"{path_type}" is not modelled', f"use {choices(ROUTE_PATH_TYPES)}")
+    value = string(path, "value", origin, f"{field}.path.value") or "/"
+    if not value.startswith("/"):
+        raise origin.error(f"{field}.path.value", f'"{value}" is not an absolute path', "start it with /")
+    headers = []
+    for number, header in enumerate(sequence(entry, "headers", origin, f"{field}.headers")):
+        h_field = f"{field}.headers[{number}]"
+        header = entry_of(header, origin, h_field, "name:, value:")
+        if (header.get("type") or "Exact") not in HEADER_MATCH_TYPES:
+            raise origin.error(f"{h_field}.type", f'"{header.get("type")}" is not modelled', "use type: Exact")
+        h_name, h_value = string(header, "name", origin, f"{h_field}.name"), string(header, "value", origin,
+                                                                                   f"{h_field}.value")
+        if not h_name or h_value is None:
+            raise origin.error(h_field, "needs name and value", "write name: X-Env, value: canary")
+        headers.append((h_name.lower(), h_value))
+    return RouteMatch(EXACT if path_type == "Exact" else PREFIX, value, tuple(headers))
+
+
+def _backend_ref(raw, namespace: str, origin: Origin, field: str) -> BackendRef:
+    entry = entry_of(raw, origin, field, "name:, port:")
+    if entry.get("kind", "Service") != "Service" or entry.get("group", "") not in ("", None):
+        raise origin.error(f"{field}.kind", "is not a Service", "route to Services (kind: Service)")
+    name = string(entry, "name", origin, f"{field}.name")
+    if not name:
+        raise origin.error(f"{field}.name", "is required", "name the Service")
+    port = integer(entry, "port", origin, f"{field}.port")
+    if port is None:
+        raise origin.error(f"{field}.port", "is required for a Service", "add port: <the Service's port>")
+    port_number(port, origin, f"{field}.port")
+    weight = integer(entry, "weight", origin, f"{field}.weight")
+    weight = 1 if weight is None else weight
+    if not 0 <= weight <= 1_000_000:
+        raise origin.error(f"{field}.weight", f"{weight} is outside 0-1000000", "use a weight from 0 to 1000000")
+    return BackendRef(name, port, string(entry, "namespace", origin, f"{field}.namespace") or namespace, weight)
+
+
+def read_http_route(doc: Doc, order: int, warnings: list[str]) -> HTTPRoute:
+    origin, name, namespace, _ = object_metadata(doc, namespaced=True)
+    spec = mapping(doc.body, "spec", origin, "spec", required=True)
+    parents = []
+    for number, raw in enumerate(sequence(spec, "parentRefs", origin, "spec.parentRefs")):
+        entry = entry_of(raw, origin, f"spec.parentRefs[{number}]", "name: <gateway>")
+        ref_name = string(entry, "name", origin, f"spec.parentRefs[{number}].name")
+        if not ref_name:
+            raise origin.error(f"spec.parentRefs[{number}].name", "is required", "name the Gateway")
+        parents.append(ParentRef(ref_name, string(entry, "namespace", origin, f"spec.parentRefs[{number}].namespace"),
+                                 string(entry, "sectionName", origin, f"spec.parentRefs[{number}].sectionName")))
+    hostnames = [validate_host(str(h), origin, f"spec.hostnames[{n}]")
+                 for n, h in enumerate(sequence(spec, "hostnames", origin, "spec.hostnames"))]
+    rules = []
+    for number, raw in enumerate(sequence(spec, "rules", origin, "spec.rules")):
+        field = f"spec.rules[{number}]"
+        entry = entry_of(raw, origin, field, "matches:, backendRefs:")
+        for key in UNMODELLED_RULE_FIELDS:
+            if key in entry:
+                warn(warnings, origin, f"{field}.{key}", "is not modelled, so the rule ignores it", f"remove {key}")
+        matches = tuple(_match(m, origin, f"{field}.matches[{n}]", warnings)
+                        for n, m in enumerate(sequence(entry, "matches", origin, f"{field}.matches")))
+        backends = tuple(_backend_ref(b, namespace, origin, f"{field}.backendRefs[{n}]")
+                         for n, b in enumerate(sequence(entry, "backendRefs", origin, f"{field}.backendRefs")))
+        rules.append(RouteRule(matches, backends))
+    return HTTPRoute(name, namespace, parents, hostnames, rules, order)

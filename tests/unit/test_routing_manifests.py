@@ -1,0 +1,117 @@
+"""Ingress, IngressClass, Secret and Gateway API objects from YAML: what is read, what is refused (one line
+naming object, field and fix), what is warned about, and what the lab adds."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from lab.errors import ManifestError
+from lab.ingress.certificates import CertificateAuthority
+from lab.kube.http_routing import BackendRef
+from lab.kube.l7_proxies import proxy_pods
+from lab.kube.manifests import load_manifests
+
+REPO = Path(__file__).resolve().parents[2]
+NODES = (REPO / "examples/ingress/nodes.yaml").read_text()
+
+
+def _load(tmp_path: Path, text: str):
+    (tmp_path / "nodes.yaml").write_text(NODES)
+    (tmp_path / "objects.yaml").write_text(text)
+    return load_manifests([tmp_path])
+
+
+def _ingress(spec: str) -> str:
+    return f"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web}}\nspec:\n{spec}\n"
+
+
+def test_the_example_has_its_controller_pods_and_the_gateways_data_plane():
+    cluster = load_manifests([REPO / "examples/ingress"])
+    roles = proxy_pods(cluster)
+    ingress_nodes = sorted(cluster.pod(name).node for name, role in roles.items() if role.kind == "ingress")
+    assert ingress_nodes == ["node-a", "node-b"]
+    gateway_pods = [name for name, role in roles.items() if role.kind == "gateway"]
+    assert len(gateway_pods) == 1 and cluster.service("web-nginx").type == "LoadBalancer"
+    assert cluster.ingresses[0].tls[0].hosts == ("shop.example.com",)
+    assert cluster.http_routes[0].rules[0].backends == (BackendRef("shop", 80, weight=90),
+                                                        BackendRef("shop-canary", 80, weight=10))
+
+
+def test_ingresses_without_a_controller_get_ingress_nginx_from_its_cloud_manifest(tmp_path):
+    cluster = _load(tmp_path, _ingress("  defaultBackend: {service: {name: web, port: {number: 80}}}"))
+    controller = cluster.service("ingress-nginx-controller", "ingress-nginx")
+    assert (controller.type, controller.external_traffic_policy) == ("LoadBalancer", "Local")
+    assert [c.name for c in cluster.ingress_classes] == ["nginx"] and cluster.ingress_classes[0].default
+    assert any("no ingress controller: the lab adds ingress-nginx" in w for w in cluster.warnings)
+    assert len(proxy_pods(cluster)) == 1
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("  rules: [{http: {paths: [{path: /, backend: {service: {name: a, port: {number: 80}}}}]}}]",
+     r'Ingress "web" \(.*\): spec.rules\[0\].http.paths\[0\].pathType is required: use Exact, Prefix or '),
+    ("  rules: [{http: {paths: [{path: x, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}]}}]",
+     r'paths\[0\].path "x" is not an absolute path: start it with /'),
+    ("  rules: [{http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: a, "
+     "port: {number: 80, name: http}}}}]}}]", r"service.port needs exactly one of number or name"),
+    ("  rules: [{host: 10.0.0.1, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: a, "
+     "port: {number: 80}}}}]}}]", r'host "10.0.0.1" is an IP address'),
+    ("  ingressClassName: nginx", r"spec has neither rules nor defaultBackend"),
+])
+def test_invalid_ingresses_are_refused_in_one_line(tmp_path, spec, message):
+    with pytest.raises(ManifestError, match=message) as info:
+        _load(tmp_path, _ingress(spec))
+    assert "\n" not in str(info.value)
+
+
+def test_a_tls_secret_is_read_and_other_secrets_are_warned_about(tmp_path):
+    issued = CertificateAuthority().issue("shop.example.com", ["shop.example.com"])
+    crt, key = (base64.b64encode(v.encode()).decode() for v in (issued.cert_pem, issued.key_pem))
+    cluster = _load(tmp_path, f"""apiVersion: v1
+kind: Secret
+metadata: {{name: shop-tls}}
+type: kubernetes.io/tls
+data: {{tls.crt: {crt}, tls.key: {key}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: password}}
+stringData: {{password: hunter2}}
+""")
+    assert [s.name for s in cluster.tls_secrets] == ["shop-tls"]
+    assert "BEGIN CERTIFICATE" in cluster.tls_secrets[0].cert_pem
+    assert "ignored Secret/password of type Opaque" in " ".join(cluster.warnings)
+
+
+GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: web}}
+spec:
+  gatewayClassName: {cls}
+  listeners: [{{name: http, protocol: {protocol}, port: 80}}]
+"""
+
+
+def test_gateway_errors_and_warnings(tmp_path):
+    with pytest.raises(ManifestError, match=r'spec.listeners\[0\].protocol "TCP" is not modelled: use HTTP or HTTPS'):
+        _load(tmp_path, GATEWAY.format(cls="nginx", protocol="TCP"))
+    cluster = _load(tmp_path, GATEWAY.format(cls="missing", protocol="HTTP"))
+    assert any("GatewayClass missing does not exist" in w for w in cluster.warnings)
+    assert not proxy_pods(cluster)
+
+
+def test_unmodelled_route_fields_are_warned_about(tmp_path):
+    cluster = _load(tmp_path, """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: web}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /}, method: GET}]
+      filters: [{type: RequestHeaderModifier}]
+      backendRefs: [{name: a, port: 80}]
+""")
+    text = " ".join(cluster.warnings)
+    assert "spec.rules[0].filters is not modelled" in text and "matches[0].method is not modelled" in text
