@@ -21,7 +21,8 @@ from lab.kube.manifests.reader import Doc
 
 WORKLOAD_KINDS = ("Pod", "Deployment", "ReplicaSet", "ReplicationController", "StatefulSet", "DaemonSet")
 ROUTING_KINDS = ("Ingress", "IngressClass", "Secret", "GatewayClass", "Gateway", "HTTPRoute")  # lab.kube.manifests.routing
-MODELLED_KINDS = ("Node", "Namespace", "Service", *WORKLOAD_KINDS, "HorizontalPodAutoscaler", *ROUTING_KINDS)
+MODELLED_KINDS = ("Node", "Namespace", "Service", *WORKLOAD_KINDS, "HorizontalPodAutoscaler",
+                  *ROUTING_KINDS)
 RUN_TO_COMPLETION_KINDS = ("Job", "CronJob")
 
 
