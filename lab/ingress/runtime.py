@@ -142,7 +142,9 @@ class Proxies:
             self._start(self.cluster.pod(name), role)
 
     def _start(self, pod: Pod, role: ProxyRole) -> None:
-        prefix = self.run.file(f"nginx-{pod.name}")
+        # Named by the pod's serial, not its name: NGINX's unix sockets live here, and a socket path must
+        # fit in 108 bytes (a Deployment pod's name alone can take 60).
+        prefix = self.run.file(f"nginx-{pod.serial}")
         os.makedirs(prefix, exist_ok=True)
         config = self.render(pod, role, prefix)
         conf_path = _write(os.path.join(prefix, "nginx.conf"), config)
