@@ -615,7 +615,8 @@ class ClusterNetwork(Supervised):
 
         The probe needs only the standard library: without site (-S) it starts in a third of the time
         (no .pth files run), which a scenario of a dozen probes feels; the lab is found by PYTHONPATH."""
-        argv = ["env", f"PYTHONPATH={REPO}", sys.executable, "-S", "-m", "lab.measure.probe", "--targets", *targets,
+        site = () if tls else ("-S",)  # reading a peer's certificate needs cryptography, from site-packages
+        argv = ["env", f"PYTHONPATH={REPO}", sys.executable, *site, "-m", "lab.measure.probe", "--targets", *targets,
                 "--requests", str(requests), "--concurrency", str(concurrency), "--timeout", str(timeout),
                 "--path", path]
         if rate is not None:

@@ -20,7 +20,8 @@ from lab.kube.manifests.fields import display
 from lab.kube.manifests.reader import Doc
 
 WORKLOAD_KINDS = ("Pod", "Deployment", "ReplicaSet", "ReplicationController", "StatefulSet", "DaemonSet")
-ROUTING_KINDS = ("Ingress", "IngressClass", "Secret", "GatewayClass", "Gateway", "HTTPRoute")  # lab.kube.manifests.routing
+# ROUTING_KINDS: what lab.kube.manifests.routing reads
+ROUTING_KINDS = ("Ingress", "IngressClass", "Secret", "GatewayClass", "Gateway", "HTTPRoute")
 MODELLED_KINDS = ("Node", "Namespace", "Service", *WORKLOAD_KINDS, "HorizontalPodAutoscaler",
                   *ROUTING_KINDS)
 RUN_TO_COMPLETION_KINDS = ("Job", "CronJob")
