@@ -199,6 +199,13 @@ class Proxies:
         # NGINX starts new workers with the new configuration, then lets the old ones finish and exit.
         wait_for(lambda: self._check_alive(proxy) and (_children(proxy.proc.pid) - old), timeout=10,
                  what=f"NGINX in pod {proxy.pod} to reload")
+        # Until the old workers have gone they may still accept new connections with the old configuration
+        # (a switch to or from PROXY protocol would then answer wrongly); they leave once idle.
+        try:
+            wait_for(lambda: not (_children(proxy.proc.pid) & old), timeout=10,
+                     what=f"NGINX in pod {proxy.pod}: the old workers to finish")
+        except LabError as e:
+            self.net.log(f"{e}; continuing")
         proxy.config = config
         self._own_workers(proxy)
 
