@@ -18,10 +18,9 @@ from collections import Counter
 
 from lab.kube.manifests.fields import display
 from lab.kube.manifests.reader import Doc
+from lab.kube.manifests.routing import KINDS as ROUTING_KINDS
 
 WORKLOAD_KINDS = ("Pod", "Deployment", "ReplicaSet", "ReplicationController", "StatefulSet", "DaemonSet")
-# ROUTING_KINDS: what lab.kube.manifests.routing reads
-ROUTING_KINDS = ("Ingress", "IngressClass", "Secret", "GatewayClass", "Gateway", "HTTPRoute")
 MODELLED_KINDS = ("Node", "Namespace", "Service", *WORKLOAD_KINDS, "HorizontalPodAutoscaler",
                   *ROUTING_KINDS)
 RUN_TO_COMPLETION_KINDS = ("Job", "CronJob")
