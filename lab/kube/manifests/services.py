@@ -6,20 +6,22 @@ None``) are in the model with their ports and no nodePorts; ``clusterIP`` is kep
 a live cluster carries the one it chose). ExternalName Services are DNS aliases: ignored with a warning.
 Read and honoured: ``internalTrafficPolicy``, ``sessionAffinity: ClientIP`` with
 ``sessionAffinityConfig.clientIP.timeoutSeconds`` (1-86400, default 10800), ``loadBalancerSourceRanges``,
-TCP and UDP ports; SCTP ports are left out with a warning.
+TCP and UDP ports, Cilium's ``service.cilium.io/lb-algorithm`` annotation (``lab.kube.lb_algorithm``);
+SCTP ports are left out with a warning.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lab.errors import ManifestError, Origin, shown
-from lab.kube import addressing, names
+from lab.kube import addressing, lb_algorithm, names
 from lab.kube.allocation import PortConflict, PortRange, PortRequest, allocate
 from lab.kube.cluster_ips import check_cluster_ip
 from lab.kube.endpoints import selected_pods
 from lab.kube.manifests.fields import (
+    annotations_of,
     display,
     integer,
     mapping,
@@ -67,6 +69,7 @@ class _ServiceDraft:
     internal_policy: str = "Cluster"
     affinity_timeout: int | None = None
     source_ranges: tuple[str, ...] = ()
+    annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_node_ports(self) -> bool:
@@ -75,7 +78,8 @@ class _ServiceDraft:
 
 def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceDraft | None:
     """The Service as the API server would store it, or None (with a warning) for an ExternalName one."""
-    origin, name, namespace, _ = object_metadata(doc, namespaced=True)
+    origin, name, namespace, meta = object_metadata(doc, namespaced=True)
+    notes = _annotations(meta, origin)
     spec = mapping(doc.body, "spec", origin, "spec", required=True)
     service_type = string(spec, "type", origin, "spec.type") or "ClusterIP"
     if service_type == "ExternalName":
@@ -129,7 +133,19 @@ def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceD
         internal_policy=_policy(spec, "internalTrafficPolicy", origin),
         affinity_timeout=_affinity(spec, origin),
         source_ranges=_source_ranges(spec, service_type, origin, warnings, display(name, namespace)),
+        annotations=notes,
     )
+
+
+def _annotations(meta: dict, origin: Origin) -> dict[str, str]:
+    """The annotations, with Cilium's ``service.cilium.io/lb-algorithm`` checked (the rest are read past;
+    ``lab.kube.manifests.unhonoured`` names Cilium's other ones)."""
+    notes = annotations_of(meta, origin)
+    value = notes.get(lb_algorithm.ANNOTATION)
+    if value is not None and (wrong := lb_algorithm.problem(value)) is not None:
+        raise origin.error(f"metadata.annotations[{lb_algorithm.ANNOTATION}]", wrong,
+                           f"use {' or '.join(lb_algorithm.ALGORITHMS)}")
+    return notes
 
 
 def _policy(spec: dict, key: str, origin: Origin) -> str:
@@ -338,6 +354,7 @@ def _service(draft: _ServiceDraft, node_ports: dict[str, int]) -> Service:
         internal_traffic_policy=draft.internal_policy,
         session_affinity_timeout=draft.affinity_timeout,
         load_balancer_source_ranges=draft.source_ranges,
+        annotations=draft.annotations,
     )
 
 

@@ -1,0 +1,85 @@
+"""Maglev consistent hashing: the lookup table every node builds alike from a chain's endpoints (pure).
+
+Maglev (Eisenbud et al., NSDI 2016), as Cilium's kube-proxy replacement uses it with
+``loadBalancer.algorithm=maglev``: a table of M slots (M prime) is filled from the endpoints alone, so
+every node that has the same endpoints holds the same table, and a connection hashed to a slot gets
+that slot's endpoint whichever node it enters; no state is shared between nodes. Each endpoint walks its
+own permutation of the slots, ``offset + j * skip (mod M)``, with offset and skip from two hashes of its
+identity (``podIP:port``); the endpoints take turns claiming their next free slot until the table is
+full. So every endpoint gets M/N slots, give or take one, and when one endpoint goes the others keep
+nearly all of their slots (only the leaving one's slots, and a few more, change hands).
+
+Why M = 1021: Cilium accepts the primes 251, 509, 1021, 2039, 4093, 8191, 16381 (its default),
+32749, 65521 and 131071, and its documentation asks for M > 100 * N to keep the difference in
+reassignments on a backend change within 1 %. The lab's Services have 2 to 10 endpoints, so 1021 is the
+smallest that holds the bound for all of them. Each slot is one flow per chain on every node
+(``controllers.pipeline_maglev``): 1021 flows per chain against 16381 with Cilium's default, which would
+make a six-node lab hold about 200,000 flows for one Service. The table does not adapt to N: a change of
+M would move almost every connection, the opposite of what Maglev is for.
+
+The hashes are SHA-256 of the identity with a fixed seed, never Python's ``hash()``, which is salted
+per process: the seed plays Cilium's ``maglev.hashSeed``, which must be the same on every node.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable
+
+TABLE_SIZE = 1021  # M: prime, > 100 x the lab's largest endpoint count (see above)
+SUPPORTED_SIZES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)  # Cilium's maglev.tableSize
+HASH_SEED = b"nodeport-lab maglev"  # Cilium's maglev.hashSeed: the same on every node
+
+
+def identity(ip: str, port: int) -> str:
+    """What an endpoint is known by in the table: its address and port, as Cilium's backends are."""
+    return f"{ip}:{port}"
+
+
+def permutation(backend: str, size: int = TABLE_SIZE) -> tuple[int, int]:
+    """(offset, skip): the backend's preferred slots are ``offset + j * skip (mod size)``, j = 0, 1, ...
+    Since ``size`` is prime and 0 < skip < size, that visits every slot once."""
+    digest = hashlib.sha256(HASH_SEED + backend.encode()).digest()
+    h1, h2 = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:16], "big")
+    return h1 % size, h2 % (size - 1) + 1
+
+
+def lookup_table(backends: Iterable[str], size: int = TABLE_SIZE) -> tuple[str, ...]:
+    """Slot -> backend for these backends (any order, duplicates ignored): the paper's ``Populate``.
+
+    The backends take turns in sorted order, so the table depends on the set alone (Cilium sorts its
+    backends too): the nodes need not agree on an order."""
+    return _table(tuple(sorted(set(backends))), size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _table(backends: tuple[str, ...], size: int) -> tuple[str, ...]:
+    if not backends:
+        return ()
+    if not _is_prime(size):
+        raise ValueError(f"a Maglev table's size must be prime, not {size}")
+    perms = [permutation(b, size) for b in backends]
+    following = [0] * len(backends)  # how far along its permutation each backend is
+    entry: list[int] = [-1] * size
+    filled = 0
+    while True:
+        for i, (offset, skip) in enumerate(perms):
+            slot = (offset + following[i] * skip) % size
+            while entry[slot] >= 0:
+                following[i] += 1
+                slot = (offset + following[i] * skip) % size
+            entry[slot] = i
+            following[i] += 1
+            filled += 1
+            if filled == size:
+                return tuple(backends[i] for i in entry)
+
+
+def _is_prime(n: int) -> bool:
+    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))
+
+
+def moved(before: tuple[str, ...], after: tuple[str, ...]) -> int:
+    """How many slots name another backend in ``after`` than in ``before`` (the connections remapped)."""
+    return sum(a != b for a, b in zip(before, after, strict=True))
