@@ -59,8 +59,12 @@ def _table(backends: tuple[str, ...], size: int) -> tuple[str, ...]:
         return ()
     if not _is_prime(size):
         raise ValueError(f"a Maglev table's size must be prime, not {size}")
-    perms = [permutation(b, size) for b in backends]
-    following = [0] * len(backends)  # how far along its permutation each backend is
+    return tuple(backends[i] for i in populate([permutation(b, size) for b in backends], size))
+
+
+def populate(perms: list[tuple[int, int]], size: int) -> list[int]:
+    """The paper's ``Populate``: slot -> index of the backend whose (offset, skip) claimed it."""
+    following = [0] * len(perms)  # how far along its permutation each backend is
     entry: list[int] = [-1] * size
     filled = 0
     while True:
@@ -73,7 +77,7 @@ def _table(backends: tuple[str, ...], size: int) -> tuple[str, ...]:
             following[i] += 1
             filled += 1
             if filled == size:
-                return tuple(backends[i] for i in entry)
+                return entry
 
 
 def _is_prime(n: int) -> bool:
