@@ -10,12 +10,16 @@ full. So every endpoint gets M/N slots, give or take one, and when one endpoint 
 nearly all of their slots (only the leaving one's slots, and a few more, change hands).
 
 Why M = 1021: Cilium accepts the primes 251, 509, 1021, 2039, 4093, 8191, 16381 (its default),
-32749, 65521 and 131071, and its documentation asks for M > 100 * N to keep the difference in
-reassignments on a backend change within 1 %. The lab's Services have 2 to 10 endpoints, so 1021 is the
-smallest that holds the bound for all of them. Each slot is one flow per chain on every node
-(``controllers.pipeline_maglev``): 1021 flows per chain against 16381 with Cilium's default, which would
-make a six-node lab hold about 200,000 flows for one Service. The table does not adapt to N: a change of
-M would move almost every connection, the opposite of what Maglev is for.
+32749, 65521 and 131071, and asks for M > 100 * N. That is the paper's rule for balance: each endpoint
+takes floor(M/N) or ceil(M/N) slots, so with M > 100 * N the shares differ by at most 1 % (Cilium's
+documentation reads it as "at most 1 % difference in the reassignments on backend changes"). The lab's
+Services have 2 to 10 endpoints, so 1021 is the smallest size that keeps the shares within 1 % for all of
+them. Reassignment is measured (``bench/maglev_table.py``): when one of N endpoints goes, besides its own
+slots, 0.4 % of the table changes hands at N = 3, 1.1 % at 4, 1.9 % at 6, 4.0 % at 10 (at 16381: 0.05 %,
+0.2 %, 0.6 %, 0.7 %). Each slot is one flow per chain on every node (``controllers.pipeline_maglev``):
+1021 per chain against 16381 with Cilium's default, which would make a six-node lab hold about 100,000
+flows for one Service port. The size does not adapt to N: a change of M would move almost every
+connection, the opposite of what Maglev is for.
 
 The hashes are SHA-256 of the identity with a fixed seed, never Python's ``hash()``, which is salted
 per process: the seed plays Cilium's ``maglev.hashSeed``, which must be the same on every node.
