@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from lab.kube.ingress import Ingress, IngressClass, TLSSecret
 
 NODE_PORT_RANGE = (30000, 32767)
+ZONE_LABEL = "topology.kubernetes.io/zone"
+# A made node's status.allocatable.cpu: 2 CPUs, the machine's own, which every emulated node shares.
+DEFAULT_NODE_CPU_MILLI = 2000
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,12 @@ class Node:
     taints: tuple[Taint, ...] = ()
     unschedulable: bool = False  # kubectl cordon
     deleting: bool = False  # the Node has a deletionTimestamp (kubectl delete node, still draining)
+    allocatable_cpu_milli: int = DEFAULT_NODE_CPU_MILLI  # status.allocatable.cpu (topology-aware hints' weight)
+
+    @property
+    def zone(self) -> str | None:
+        """``topology.kubernetes.io/zone``, as kubelet (or the cloud provider) labels the Node."""
+        return self.labels.get(ZONE_LABEL) or None
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,8 @@ class Service:
     internal_traffic_policy: str = "Cluster"  # Cluster | Local
     session_affinity_timeout: int | None = None  # sessionAffinity ClientIP: timeoutSeconds; None: no affinity
     load_balancer_source_ranges: tuple[str, ...] = ()
+    annotations: dict[str, str] = field(default_factory=dict)  # metadata.annotations
+    traffic_distribution: str | None = None  # spec.trafficDistribution: PreferClose | PreferSameZone | PreferSameNode
 
     @property
     def headless(self) -> bool:
@@ -136,6 +147,7 @@ class Cluster:
     gateway_classes: list[GatewayClass] = field(default_factory=list)
     gateways: list[Gateway] = field(default_factory=list)
     http_routes: list[HTTPRoute] = field(default_factory=list)
+    zone_delay_ms: float | None = None  # one-way delay between two zones (netem on the inter-zone links)
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

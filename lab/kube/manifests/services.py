@@ -25,12 +25,14 @@ from lab.kube.manifests.fields import (
     mapping,
     object_metadata,
     port_number,
+    read_annotations,
     sequence,
     string,
     string_map,
     type_name,
 )
 from lab.kube.manifests.reader import Doc
+from lab.kube.manifests.service_topology import check_topology_annotations, traffic_distribution
 from lab.kube.model import Cluster, Service, ServicePort
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
@@ -67,6 +69,8 @@ class _ServiceDraft:
     internal_policy: str = "Cluster"
     affinity_timeout: int | None = None
     source_ranges: tuple[str, ...] = ()
+    annotations: dict[str, str] | None = None
+    traffic_distribution: str | None = None
 
     @property
     def has_node_ports(self) -> bool:
@@ -75,8 +79,10 @@ class _ServiceDraft:
 
 def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceDraft | None:
     """The Service as the API server would store it, or None (with a warning) for an ExternalName one."""
-    origin, name, namespace, _ = object_metadata(doc, namespaced=True)
+    origin, name, namespace, meta = object_metadata(doc, namespaced=True)
     spec = mapping(doc.body, "spec", origin, "spec", required=True)
+    annotations = read_annotations(meta, origin)
+    check_topology_annotations(annotations, origin, warnings)
     service_type = string(spec, "type", origin, "spec.type") or "ClusterIP"
     if service_type == "ExternalName":
         target = string(spec, "externalName", origin, "spec.externalName")
@@ -129,6 +135,8 @@ def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceD
         internal_policy=_policy(spec, "internalTrafficPolicy", origin),
         affinity_timeout=_affinity(spec, origin),
         source_ranges=_source_ranges(spec, service_type, origin, warnings, display(name, namespace)),
+        annotations=annotations,
+        traffic_distribution=traffic_distribution(spec, origin),
     )
 
 
@@ -338,6 +346,8 @@ def _service(draft: _ServiceDraft, node_ports: dict[str, int]) -> Service:
         internal_traffic_policy=draft.internal_policy,
         session_affinity_timeout=draft.affinity_timeout,
         load_balancer_source_ranges=draft.source_ranges,
+        annotations=dict(draft.annotations or {}),
+        traffic_distribution=draft.traffic_distribution,
     )
 
 
