@@ -55,7 +55,10 @@ def machine_facts() -> dict:
 def _load(args):
     """The cluster of ``-f``/``-R``/``-k``/``--nodes``; warnings printed now, before the network is built."""
     cluster = load_manifests(args.file or [], recursive=args.recursive, kustomize=args.kustomize or [],
-                             nodes=args.nodes)
+                             nodes=args.nodes, zones=args.zones)
+    if args.zone_delay is not None and not 0 <= args.zone_delay < 10_000:
+        raise LabError(f"--zone-delay {args.zone_delay} is not a delay", "give milliseconds, e.g. 2")
+    cluster.zone_delay_ms = args.zone_delay
     for warning in cluster.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if cluster.nodes_made:
@@ -118,6 +121,9 @@ def cmd_apply(args) -> int:
     from lab.measure.measurements import measure_all, measure_cluster_ips, topology
     from lab.measure.report import new_report, render_health_checks, render_table, verdict
     from lab.measure.routes import http_route_statuses, measure_routes, render_routes
+    from lab.measure.zones import check_price, cluster_zones, render_zones, zones_report
+
+    check_price(args.cross_zone_price)
 
     report = new_report(cluster)
     report.warnings += cluster.warnings
@@ -136,6 +142,9 @@ def cmd_apply(args) -> int:
     outcome = Outcome(report=report.to_dict(), table=render_table(report, cluster),
                       verdict=verdict(report, cluster), warnings=report.warnings,
                       plot=partial(_plot_results, report.results, topology=topology(cluster)))
+    if any("crossZoneBytes" in r for r in report.results):
+        outcome.report["zones"] = zones_report(cluster_zones(cluster), report.results, args.cross_zone_price)
+        outcome.table += "\n\n" + render_zones(outcome.report["zones"])
     if checks:
         outcome.report["healthChecks"] = checks
         outcome.report["loadBalancers"] = [
@@ -211,6 +220,11 @@ def _inputs(p: argparse.ArgumentParser) -> None:
                         "node-a, node-b, node-c)")
     p.add_argument("--strict", action="store_true",
                    help="fail on warnings about workload kinds or fields the lab does not honour (for CI)")
+    p.add_argument("--zones", type=int, metavar="N",
+                   help="spread the nodes round-robin over N zones (zone-a, zone-b, ...; topology.kubernetes.io/"
+                        "zone) unless the manifests' Nodes carry that label: one switch per zone")
+    p.add_argument("--zone-delay", type=float, metavar="MS",
+                   help="one-way delay between two zones (netem on the inter-zone links, where the kernel has it)")
 
 
 def _plot_results(*args, **kwargs) -> None:
@@ -249,6 +263,9 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _inputs(apply)
     _common(apply)
     apply.add_argument("--plot", metavar="FILE", help="also draw the cluster with the measured paths as a PNG")
+    apply.add_argument("--cross-zone-price", type=float, default=0.01, metavar="USD_PER_GB",
+                       help="price of a GB crossing zones, each direction (default 0.01: AWS's and Google "
+                            "Cloud's listed inter-zone rate)")
     apply.add_argument("--via", metavar="WAYS", help="comma-separated: nodePort, clusterIP, loadBalancer, "
                        "ingress, gateway (default: all that apply)")
     cli = sub.add_parser("cli", help="bring the cluster up and open the Mininet CLI")
