@@ -29,6 +29,7 @@ from pathlib import Path
 from lab import scenarios
 from lab.errors import LabError, ManifestError
 from lab.kube.manifests import DEFAULT_NODES, load_manifests
+from lab.measure.zones import add_price_argument
 from lab.scenarios import Outcome
 
 # Start-up imports only what reading the command line and the manifests needs: a refused manifest
@@ -263,9 +264,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _inputs(apply)
     _common(apply)
     apply.add_argument("--plot", metavar="FILE", help="also draw the cluster with the measured paths as a PNG")
-    apply.add_argument("--cross-zone-price", type=float, default=0.01, metavar="USD_PER_GB",
-                       help="price of a GB crossing zones, each direction (default 0.01: AWS's and Google "
-                            "Cloud's listed inter-zone rate)")
+    add_price_argument(apply)
     apply.add_argument("--via", metavar="WAYS", help="comma-separated: nodePort, clusterIP, loadBalancer, "
                        "ingress, gateway (default: all that apply)")
     cli = sub.add_parser("cli", help="bring the cluster up and open the Mininet CLI")

@@ -34,6 +34,13 @@ def cost_per_million(bytes_per_request: float | None, price_per_gb: float = DEFA
     return cross_zone_cost(bytes_per_request * 1_000_000, price_per_gb, ends)
 
 
+def add_price_argument(parser) -> None:
+    """``--cross-zone-price USD_PER_GB``, for ``apply`` and for scenarios that price crossings."""
+    parser.add_argument("--cross-zone-price", type=float, default=DEFAULT_PRICE_PER_GB, metavar="USD_PER_GB",
+                        help=f"price of a GB crossing zones, each direction (default {DEFAULT_PRICE_PER_GB}: the "
+                             "inter-zone rate AWS and Google Cloud list)")
+
+
 def check_price(price: float) -> float:
     """``--cross-zone-price``: a price in USD per GB, not negative."""
     if not price >= 0 or price == float("inf"):
