@@ -13,6 +13,7 @@ from controllers.services import usable
 from controllers.state import EndpointInfo, NodeInfo
 from controllers.topology import topology_mode
 from lab.emulation.proxy_state import build_proxy_state
+from lab.emulation.zone_switches import zone_link_delay_ms
 from lab.errors import ManifestError
 from lab.kube import addressing as addr
 from lab.kube.manifests import load_manifests
@@ -374,3 +375,15 @@ def test_cross_zone_cost_bills_each_direction():
     assert cross_zone_cost(2**30, price_per_gb=0.02, ends=1) == pytest.approx(0.02)
     assert cost_per_million(1074) == pytest.approx(1074e6 / 2**30 * 0.02)
     assert cost_per_million(None) is None
+
+
+def test_delay_between_zones_needs_netem_and_is_never_faked():
+    c = three_zones()
+    c.zone_delay_ms = 4.0
+    warnings: list[str] = []
+    assert zone_link_delay_ms(c, has_netem=True, warnings=warnings) == 2.0 and not warnings  # two links a crossing
+    assert zone_link_delay_ms(c, has_netem=False, warnings=warnings) is None
+    assert warnings == ["this kernel has no netem qdisc: the links between zones run without delay (asked for 4.0 "
+                        "ms); no delay is faked"]
+    flat = Cluster(nodes=[Node("a", 1)], zone_delay_ms=4.0)
+    assert zone_link_delay_ms(flat, has_netem=False, warnings=warnings) is None and len(warnings) == 1
