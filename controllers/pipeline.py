@@ -39,7 +39,8 @@ the data plane of the cloud load balancer in front of LoadBalancer Services::
                     load balancer's conntrack zone (which reverses its NAT on replies) -> 12;
                     frames from a node port -> 10
     10 INTERNODE    L2 switching between nodes by destination MAC; these flows' counters are the bytes
-                    that crossed between nodes (cookie COOKIE_INTERNODE)
+                    that crossed between nodes (cookie COOKIE_INTERNODE); across zones, a node's port is
+                    its zone's link, and these are the bytes that crossed between zones
     12 LB           new connections to a Service's external address:port -> a select group over the
                     nodes the load balancer's health checks consider healthy (all nodes when none is:
                     cloud load balancers fail open); each bucket passes the connection through, as an
@@ -316,9 +317,11 @@ def compile_underlay(state: ProxyState, lb_healthy: dict[str, list[str]] | None 
         prog.add(U_CLASSIFY, 100, {"eth_type": 0x0800, "eth_dst": router_mac},
                  [("ct", Ct(zone=LB_ZONE, nat="", table=U_LB))], COOKIE_EDGE)
     _load_balancers(prog, state, lb_healthy or {})
+    # A zone's nodes share one port (its inter-zone link, topologies/zones.py): one classify flow a port.
+    for port in sorted(set(ul.node_ports.values())):
+        prog.add(U_CLASSIFY, 50, {"in_port": port}, [("goto", U_INTERNODE)], COOKIE_INTERNODE)
     for node in state.nodes:
         port = ul.node_ports[node.name]
-        prog.add(U_CLASSIFY, 50, {"in_port": port}, [("goto", U_INTERNODE)], COOKIE_INTERNODE)
         prog.add(U_INTERNODE, 100, {"eth_dst": node.mac}, [("output", port)], COOKIE_INTERNODE)
         to_node = [("dec_ttl",), ("set_field", "eth_src", ul.router_mac), ("set_field", "eth_dst", node.mac),
                    ("output", port)]

@@ -75,6 +75,7 @@ from controllers.flows import (
 )
 from controllers.pipeline_maglev import MAGLEV, maglev_chain, maglev_pick
 from controllers.state import EndpointInfo, NodeInfo, ServicePortInfo
+from controllers.topology import by_topology
 
 AFFINITY_MAX_TIMEOUT = 65535  # an OpenFlow idle_timeout is 16 bits (Antrea caps it the same way)
 POD_SOURCE = {"ipv4_src": (CLUSTER_CIDR_NET, CLUSTER_CIDR_MASK)}
@@ -101,11 +102,14 @@ def udp_slots(endpoints: int) -> int:
     return slots
 
 
-def usable(endpoints, node: str | None = None) -> tuple[EndpointInfo, ...]:
-    """kube-proxy's ``CategorizeEndpoints``: the ready endpoints (of ``node`` only, if given); if there
-    are none, the serving terminating ones (ProxyTerminatingEndpoints, KEP-1669)."""
+def usable(endpoints, node: str | None = None, here: NodeInfo | None = None) -> tuple[EndpointInfo, ...]:
+    """kube-proxy's ``CategorizeEndpoints``: the ready endpoints (of ``node`` only, if given; else, seen
+    from node ``here``, those its topology hints leave, ``controllers.topology``); if there are none,
+    the serving terminating ones (ProxyTerminatingEndpoints, KEP-1669)."""
     eps = [e for e in endpoints if node is None or e.node == node]
     ready = tuple(e for e in eps if e.ready)
+    if node is None and here is not None:
+        ready = by_topology(ready, eps, here.name, here.zone)
     return ready or tuple(e for e in eps if e.serving and e.terminating)
 
 
@@ -117,7 +121,7 @@ def new_to(sp: ServicePortInfo, ip: str, port: int, **extra) -> dict:
 
 def compile_service_port(node: NodeInfo, sp: ServicePortInfo) -> Program:
     prog = Program()
-    cluster = usable(sp.endpoints)
+    cluster = usable(sp.endpoints, here=node)
     local = usable(sp.endpoints, node.name)
     entries = external_entries(node, sp)
     if not cluster and not local:

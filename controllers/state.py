@@ -27,6 +27,7 @@ class NodeInfo:
     dpid: int
     netns_pid: int | None = None  # the node's own network stack, where kube-proxy's health servers listen
     deleting: bool = False  # the Node has a deletionTimestamp: kube-proxy's /healthz answers 503
+    zone: str | None = None  # topology.kubernetes.io/zone
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class EndpointInfo:
     ready: bool = True
     serving: bool = True
     terminating: bool = False
+    zone: str | None = None  # the endpoint's node's zone
+    for_zones: tuple[str, ...] | None = None  # EndpointSlice hints (None: no hints of that kind)
+    for_nodes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,8 +134,14 @@ class ProxyState:
 
 def _service_port(data: dict) -> ServicePortInfo:
     return ServicePortInfo(**{k: v for k, v in data.items() if k not in ("endpoints", "source_ranges")},
-                           endpoints=tuple(EndpointInfo(**e) for e in data["endpoints"]),
+                           endpoints=tuple(_endpoint(e) for e in data["endpoints"]),
                            source_ranges=tuple(data.get("source_ranges", ())))
+
+
+def _endpoint(data: dict) -> EndpointInfo:
+    """JSON has lists where the hints are tuples (a hashable, comparable EndpointInfo needs tuples)."""
+    hints = {k: tuple(data[k]) for k in ("for_zones", "for_nodes") if data.get(k) is not None}
+    return EndpointInfo(**{**data, **hints})
 
 
 # The lab writes the whole state once (``write_json_atomic``) and then appends one line per new

@@ -70,15 +70,16 @@ class Lab:
 
     def __init__(self, *manifests: str | Path, yaml: str | None = None, underlay: LinkShape = LinkShape(),  # noqa: B008
                  log: Callable[[str], None] | None = None, requests: int = 50, lb_profile: str = "gce",
-                 nodes: int | None = None, grace_scale: float = 1.0):
-        # nodes: how many nodes the lab makes when the manifests have no Node objects (default 3)
+                 nodes: int | None = None, grace_scale: float = 1.0, zones: int | None = None):
+        # nodes: how many nodes the lab makes when the manifests have no Node objects (default 3);
+        # zones: spread the nodes over that many zones (topology.kubernetes.io/zone, one switch each)
         if yaml is not None:
             with tempfile.TemporaryDirectory(prefix="npl-manifests-") as folder:
                 path = Path(folder) / "manifests.yaml"
                 path.write_text(textwrap.dedent(yaml))
-                self.cluster = load_manifests([*map(str, manifests), str(path)], nodes=nodes)
+                self.cluster = load_manifests([*map(str, manifests), str(path)], nodes=nodes, zones=zones)
         elif manifests:
-            self.cluster = load_manifests([str(m) for m in manifests], nodes=nodes)
+            self.cluster = load_manifests([str(m) for m in manifests], nodes=nodes, zones=zones)
         else:
             raise ValueError("give manifests (files or folders) or yaml=TEXT")
         self.underlay = underlay

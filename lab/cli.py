@@ -30,6 +30,7 @@ from pathlib import Path
 from lab import scenarios
 from lab.errors import LabError, ManifestError
 from lab.kube.manifests import DEFAULT_NODES, load_manifests
+from lab.measure.zones import add_price_argument
 from lab.scenarios import Outcome
 
 # Start-up imports only what reading the command line and the manifests needs: a refused manifest
@@ -56,7 +57,10 @@ def machine_facts() -> dict:
 def _load(args):
     """The cluster of ``-f``/``-R``/``-k``/``--nodes``; warnings printed now, before the network is built."""
     cluster = load_manifests(args.file or [], recursive=args.recursive, kustomize=args.kustomize or [],
-                             nodes=args.nodes)
+                             nodes=args.nodes, zones=args.zones)
+    if args.zone_delay is not None and not 0 <= args.zone_delay < 10_000:
+        raise LabError(f"--zone-delay {args.zone_delay} is not a delay", "give milliseconds, e.g. 2")
+    cluster.zone_delay_ms = args.zone_delay
     cluster.lb_algorithm = args.lb_algorithm
     for warning in cluster.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -120,6 +124,9 @@ def cmd_apply(args) -> int:
     from lab.measure.measurements import measure_all, measure_cluster_ips, topology
     from lab.measure.report import new_report, render_health_checks, render_table, verdict
     from lab.measure.routes import http_route_statuses, measure_routes, render_routes
+    from lab.measure.zones import check_price, cluster_zones, render_zones, zones_report
+
+    check_price(args.cross_zone_price)
 
     report = new_report(cluster)
     report.warnings += cluster.warnings
@@ -138,6 +145,9 @@ def cmd_apply(args) -> int:
     outcome = Outcome(report=report.to_dict(), table=render_table(report, cluster),
                       verdict=verdict(report, cluster), warnings=report.warnings,
                       plot=partial(_plot_results, report.results, topology=topology(cluster)))
+    if any("crossZoneBytes" in r for r in report.results):
+        outcome.report["zones"] = zones_report(cluster_zones(cluster), report.results, args.cross_zone_price)
+        outcome.table += "\n\n" + render_zones(outcome.report["zones"])
     if checks:
         outcome.report["healthChecks"] = checks
         outcome.report["loadBalancers"] = [
@@ -216,6 +226,11 @@ def _inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lb-algorithm", choices=("random", "maglev"), default="random",
                    help="endpoint choice for every Service, as Cilium's loadBalancer.algorithm (default random; "
                         "a Service's service.cilium.io/lb-algorithm annotation overrides it)")
+    p.add_argument("--zones", type=int, metavar="N",
+                   help="spread the nodes round-robin over N zones (zone-a, zone-b, ...; topology.kubernetes.io/"
+                        "zone) unless the manifests' Nodes carry that label: one switch per zone")
+    p.add_argument("--zone-delay", type=float, metavar="MS",
+                   help="one-way delay between two zones (netem on the inter-zone links, where the kernel has it)")
 
 
 def _plot_results(*args, **kwargs) -> None:
@@ -254,6 +269,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _inputs(apply)
     _common(apply)
     apply.add_argument("--plot", metavar="FILE", help="also draw the cluster with the measured paths as a PNG")
+    add_price_argument(apply)
     apply.add_argument("--via", metavar="WAYS", help="comma-separated: nodePort, clusterIP, loadBalancer, "
                        "ingress, gateway (default: all that apply)")
     cli = sub.add_parser("cli", help="bring the cluster up and open the Mininet CLI")

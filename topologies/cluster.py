@@ -18,6 +18,8 @@
 Hosts are named after the Kubernetes objects, so ``mininet> my-app-xxxxx curl ...`` reads as it would
 with kubectl exec. Every name and address comes from ``lab.kube.addressing``. Links carry optional HTB
 bandwidth limits (``underlay_bw``, on the node-to-underlay links) and netem delay where the kernel has it.
+When the nodes span two or more zones, each zone has a switch between its nodes and ``npl-ul``
+(``topologies.zones``); the inter-zone links carry ``zone_link``'s delay.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from mininet.topo import Topo
 
 from lab.kube import addressing as addr
 from lab.kube.model import Cluster, Pod
+from topologies.zones import node_attachment, zone_bridges, zone_interfaces, zone_layout
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,16 @@ class LinkShape:
 
 
 class ClusterTopo(Topo):
-    def build(self, cluster: Cluster, underlay: LinkShape = LinkShape()) -> None:  # noqa: B008
+    def build(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
+              zone_link: LinkShape = LinkShape()) -> None:  # noqa: B008
         ul = self.addSwitch(addr.underlay_bridge(), dpid=addr.dpid_hex(addr.underlay_dpid()))
+        layout = zone_layout(cluster)
+        for zone in layout:
+            self.addSwitch(zone.bridge, dpid=addr.dpid_hex(addr.zone_dpid(zone.index)))
+            up, ul_side = addr.zone_uplink_intf(zone.index)
+            self.addLink(zone.bridge, ul, port1=addr.ZONE_UPLINK_PORT, port2=addr.underlay_zone_port(zone.index),
+                         intfName1=up, intfName2=ul_side, cls=TCLink if zone_link.shaped else Link,
+                         **zone_link.params())
         client = self.addHost(addr.CLIENT_NAME, ip=f"{addr.CLIENT_IP}/24", mac=addr.mac_for(addr.CLIENT_IP),
                               defaultRoute=f"via {addr.ROUTER_CLIENT_IP}")
         self.addLink(client, ul, port2=addr.UNDERLAY_CLIENT_PORT, intfName1="eth0",
@@ -65,7 +76,8 @@ class ClusterTopo(Topo):
             br = self.addSwitch(addr.node_bridge(node.index), dpid=addr.dpid_hex(addr.node_dpid(node.index)))
             up, ul_side = addr.node_uplink_intf(node.index)
             link_cls = TCLink if underlay.shaped else Link
-            self.addLink(br, ul, port1=addr.NODE_UPLINK_PORT, port2=addr.underlay_node_port(node.index),
+            attached, port = node_attachment(cluster, node, layout)
+            self.addLink(br, attached, port1=addr.NODE_UPLINK_PORT, port2=port,
                          intfName1=up, intfName2=ul_side, cls=link_cls, **underlay.params())
             ip = addr.node_ip(node.index)
             host = self.addHost(node.name, ip=f"{ip}/24", mac=addr.mac_for(ip),
@@ -104,12 +116,12 @@ def static_neighbours(cluster: Cluster) -> dict[str, list[tuple[str, str]]]:
 
 
 def bridge_names(cluster: Cluster) -> list[str]:
-    return [addr.underlay_bridge()] + [addr.node_bridge(n.index) for n in cluster.nodes]
+    return [addr.underlay_bridge()] + [addr.node_bridge(n.index) for n in cluster.nodes] + zone_bridges(cluster)
 
 
 def root_interfaces(cluster: Cluster) -> list[str]:
     """Every interface the topology puts in the root namespace (the rest live and die with their hosts)."""
-    names = [addr.client_intf(), addr.lb_intf()]
+    names = [addr.client_intf(), addr.lb_intf()] + zone_interfaces(cluster)
     for node in cluster.nodes:
         names += list(addr.node_uplink_intf(node.index)) + [addr.node_host_intf(node.index)]
     names += [addr.pod_intf(p.serial) for p in cluster.pods]

@@ -40,6 +40,7 @@ from lab.emulation.resources import (
     stop_process,
 )
 from lab.emulation.supervisor import Supervisor
+from lab.emulation.zone_switches import install_zone_flows, read_counters, zone_link_delay_ms
 from lab.errors import LabError, Origin
 from lab.kube import addressing as addr
 from lab.kube.cluster_ips import cluster_ips
@@ -55,6 +56,7 @@ from topologies.cluster import (
     root_interfaces,
     static_neighbours,
 )
+from topologies.zones import cross_zone_bytes, inter_node_bytes, zone_bridges
 
 OFFLOADS_OFF = "tx off tso off gso off"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where ``lab`` is
@@ -89,6 +91,7 @@ class ClusterNetwork(Supervised):
         self.prober: Prober | None = None
         self._timers: dict[str, threading.Timer] = {}  # terminating pod -> its removal
         self.underlay = underlay
+        self.zone_link = LinkShape()  # the inter-zone links' shape, set at start (netem where the kernel has it)
         self.log = log
         self.lock = MachineLock()
         self.run: RunDir | None = None
@@ -136,6 +139,7 @@ class ClusterNetwork(Supervised):
             self.warnings.append("this kernel has no netem qdisc: links run without delay "
                                  f"(asked for {self.underlay.delay_ms} ms); no delay is faked")
             self.underlay = LinkShape(bw_mbit=self.underlay.bw_mbit)
+        self.zone_link = LinkShape(delay_ms=zone_link_delay_ms(self.cluster, has_netem(), self.warnings))
         self.log("starting kube-proxy")
         self.controller = ControllerProcess(self.run)
         self.generation = 1
@@ -178,7 +182,8 @@ class ClusterNetwork(Supervised):
         self.run.own_interfaces(root_interfaces(self.cluster))
         switch = partial(OVSSwitch, datapath=datapath(), protocols="OpenFlow13", batch=True,
                          failMode="secure")
-        self.net = Mininet(topo=ClusterTopo(self.cluster, underlay=self.underlay), switch=switch,
+        topo = ClusterTopo(self.cluster, underlay=self.underlay, zone_link=self.zone_link)
+        self.net = Mininet(topo=topo, switch=switch,
                            host=partial(LabHost, tune=self._tune_command, deferred=True), intf=LabIntf, link=Link,
                            controller=None, build=False, autoSetMacs=False, autoStaticArp=False,
                            waitConnected=False)
@@ -190,14 +195,17 @@ class ClusterNetwork(Supervised):
         self._tune_interfaces([])  # the hosts' own ends were tuned as they were configured (_tune_command)
         self._pin_neighbours()
         self.net.start()
+        install_zone_flows(self.cluster, self.run.file)
         self._connect_switches()
 
     def _connect_switches(self) -> None:
         """Point every bridge at kube-proxy's Unix socket (Mininet only knows TCP controllers); they are
         fail-secure, so until then, and whenever the controller is away, they keep the flows they hold.
-        ``max_backoff`` 1 s: a restarted controller gets its switches back within a second."""
+        ``max_backoff`` 1 s: a restarted controller gets its switches back within a second. Zone switches
+        have static flows and no controller (``topologies.zones``)."""
         args = ["ovs-vsctl", "--timeout=10"]
-        for i, switch in enumerate(self.net.switches):
+        static = set(zone_bridges(self.cluster))
+        for i, switch in enumerate(s for s in self.net.switches if s.name not in static):
             args += ["--", f"--id=@c{i}", "create", "Controller", f'target="{self.controller.target}"',
                      "max_backoff=1000", "--", "set", "Bridge", switch.name, f"controller=@c{i}"]
         subprocess.run(args, check=True, capture_output=True)
@@ -651,19 +659,22 @@ class ClusterNetwork(Supervised):
 
         Every frame the underlay takes in from a node either goes to another node or, through the edge
         router, to an outside host (client, load balancer), and nothing else sends to outside hosts. So
-        what the node ports received less what the outside ports sent is the traffic between nodes.
-        (Frames from outside are not used: the load balancer drops some, e.g. a late ACK of a connection
-        its conntrack has closed.) Port counters are the interfaces' own and current when read; the
-        INTERNODE flow counters (``flow_bytes``) hold the same bytes only after Open vSwitch's
-        revalidators pushed them (~0.4 s per read). ARP would break the sum (a node's request to the
-        router's responder is received and never sent on), which is why every host has static ARP
-        entries for its underlay neighbours (``_pin_neighbours``); tests/integration/test_counters.py
-        checks both readings agree on the same traffic."""
-        ports = dump_ports(addr.underlay_bridge())
-        node_ports = {addr.underlay_node_port(n.index) for n in self.cluster.nodes}
-        from_nodes = sum(rx for port, (rx, _) in ports.items() if port in node_ports)
-        to_outside = sum(tx for port, (_, tx) in ports.items() if port not in node_ports)
-        return from_nodes - to_outside
+        what the node ports received (on the core, or on the nodes' zone switches) less what the outside
+        ports sent is the traffic between nodes (``topologies.zones.inter_node_bytes``). (Frames from
+        outside are not used: the load balancer drops some, e.g. a late ACK of a connection its conntrack
+        has closed.) Port counters are the interfaces' own and current when read; the INTERNODE flow
+        counters (``flow_bytes``) hold the same bytes only after Open vSwitch's revalidators pushed them
+        (~0.4 s per read). ARP would break the sum (a node's request to the router's responder is
+        received and never sent on), which is why every host has static ARP entries for its underlay
+        neighbours (``_pin_neighbours``); tests/integration/test_counters.py checks both readings agree
+        on the same traffic."""
+        return inter_node_bytes(self.cluster, read_counters(self.cluster, dump_ports))
+
+    def cross_zone_bytes(self) -> int:
+        """Bytes between nodes of different zones so far (0 in one zone), from the core's zone-port
+        counters, read at once (``topologies.zones.cross_zone_bytes``); tests/integration/test_zones.py
+        checks they equal the core's INTERNODE flow counters on the same traffic."""
+        return cross_zone_bytes(self.cluster, {addr.underlay_bridge(): dump_ports(addr.underlay_bridge())})
 
     def port_bytes(self, bridge: str) -> dict[int, int]:
         """Bytes each OpenFlow port of a bridge has carried so far, both directions (rx + tx)."""

@@ -24,6 +24,8 @@ from lab.kube.endpoints import endpoints, label_index
 from lab.kube.lb_algorithm import service_algorithm
 from lab.kube.load_balancers import load_balancer_ips
 from lab.kube.model import Cluster
+from lab.kube.topology import endpoint_hints, topology_inputs
+from topologies.zones import core_ports
 
 
 def node_info(node, netns_pid: int | None = None) -> NodeInfo:
@@ -31,7 +33,7 @@ def node_info(node, netns_pid: int | None = None) -> NodeInfo:
     ip = addr.node_ip(node.index)
     return NodeInfo(name=node.name, index=node.index, ip=ip, mac=addr.mac_for(ip),
                     pod_cidr=addr.pod_cidr(node.index), gateway_ip=gw, gateway_mac=addr.mac_for(gw),
-                    dpid=addr.node_dpid(node.index), netns_pid=netns_pid, deleting=node.deleting)
+                    dpid=addr.node_dpid(node.index), netns_pid=netns_pid, deleting=node.deleting, zone=node.zone)
 
 
 def external_hosts() -> tuple[ExternalHost, ...]:
@@ -49,9 +51,12 @@ _PORTS: dict[tuple, list[ServicePortInfo]] = {}
 
 def _service_port(cluster: Cluster, svc, sp, index, ready_pods: set[str] | None, lb_ip: str | None,
                   vip: str | None) -> ServicePortInfo:
+    found = [e for e in endpoints(cluster, svc, sp, index) if ready_pods is None or e.pod in ready_pods]
+    zone_of = {n.name: n.zone for n in cluster.nodes}
     eps = tuple(EndpointInfo(pod=e.pod, node=e.node, ip=e.ip, port=e.port, ready=e.ready, serving=e.serving,
-                             terminating=e.terminating)
-                for e in endpoints(cluster, svc, sp, index) if ready_pods is None or e.pod in ready_pods)
+                             terminating=e.terminating, zone=zone_of.get(e.node), for_zones=h.for_zones,
+                             for_nodes=h.for_nodes)
+                for e, h in zip(found, endpoint_hints(svc, found, cluster.nodes), strict=True))
     return ServicePortInfo(
         service=svc.name, namespace=svc.namespace, port_name=sp.name or "", protocol=sp.protocol, port=sp.port,
         node_port=sp.node_port or 0, policy=svc.external_traffic_policy, endpoints=eps,
@@ -74,6 +79,7 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
         for p in cluster.pods if p.ip)
     index = label_index(cluster.pods) if ready_pods is None else None
     buckets: dict[tuple, tuple] = {}  # (namespace, key, value) -> what its pods are, for _PORTS keys
+    nodes_topology = tuple((n.name, n.zone, n.allocatable_cpu_milli, tuple(sorted(n.labels))) for n in cluster.nodes)
     service_ports: list[ServicePortInfo] = []
     slots: list[tuple[tuple, int, int]] = []  # cache key, and where its ports are in service_ports
     for svc in cluster.services:
@@ -90,7 +96,8 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
             cache_key = (svc.name, svc.namespace, svc.type, svc.external_traffic_policy, svc.health_check_node_port,
                          svc.internal_traffic_policy, svc.session_affinity_timeout,
                          tuple(svc.load_balancer_source_ranges), tuple(svc.ports), tuple(svc.selector.items()),
-                         lb_ip, vip, buckets[bucket], service_algorithm(cluster, svc))
+                         lb_ip, vip, buckets[bucket], service_algorithm(cluster, svc), topology_inputs(svc),
+                         nodes_topology)
             known = _PORTS.get(cache_key)
             if known is not None:
                 slots.append((cache_key, len(service_ports), len(service_ports) + len(known)))
@@ -110,7 +117,7 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
         dpid=addr.underlay_dpid(), router_ip=addr.ROUTER_UNDERLAY_IP,
         router_mac=addr.mac_for(addr.ROUTER_UNDERLAY_IP), external_gateway_ip=addr.ROUTER_CLIENT_IP,
         external_gateway_mac=addr.mac_for(addr.ROUTER_CLIENT_IP),
-        node_ports={n.name: addr.underlay_node_port(n.index) for n in cluster.nodes})
+        node_ports=core_ports(cluster))
     return ProxyState(generation=generation, nodes=nodes, pods=pods, service_ports=tuple(service_ports),
                       underlay=underlay, externals=external_hosts())
 

@@ -21,6 +21,10 @@ gateway::
 - OpenFlow port numbers are fixed: on a node bridge the uplink is 1, the node's own host port 2, a pod
   ``100 + last octet of its IP``; on the underlay bridge the client is 1, the load balancer's health
   checker (host ``lb``, 203.0.113.2) 2, and node ``n`` is ``100 + n``.
+- Across zones (nodes in two or more zones, ``topology.kubernetes.io/zone``): zone ``z`` (1-based, in order of
+  first appearance among the nodes) has its own bridge ``npl-z<z>``, where its nodes attach (node ``n`` on
+  port ``100 + n``), and one link up to the underlay bridge, port 1 on the zone's side and ``1000 + z``
+  on the underlay's, which stays the core (edge router, load balancer). ``topologies.zones``.
 - Services get their clusterIP from 10.96.0.0/12 (kubeadm's ``--service-cluster-ip-range``), chosen by
   ``lab.kube.cluster_ips`` (the manifest's own, or a deterministic one).
 - LoadBalancer Services get external addresses from 198.51.100.0/24 in manifest order, starting at
@@ -54,9 +58,12 @@ POD_PORT_BASE = 100
 UNDERLAY_CLIENT_PORT = 1
 UNDERLAY_LB_PORT = 2
 UNDERLAY_NODE_PORT_BASE = 100
+UNDERLAY_ZONE_PORT_BASE = 1000
+ZONE_UPLINK_PORT = 1
 
 _DPID_NODE_BASE = 0x4E50_0000_0000_0000  # "NP"
 _DPID_UNDERLAY = 0x4E50_0001_0000_0000
+_DPID_ZONE_BASE = 0x4E50_0002_0000_0000
 
 
 def mac_for(ip: str) -> str:
@@ -110,6 +117,26 @@ def node_bridge(index: int) -> str:
 
 def underlay_bridge() -> str:
     return f"{PREFIX}ul"
+
+
+def zone_bridge(index: int) -> str:
+    """The switch of the ``index``-th zone (1-based): its nodes' links meet there."""
+    _check_node_index(index)  # a zone holds at least one node
+    return f"{PREFIX}z{index}"
+
+
+def zone_dpid(index: int) -> int:
+    _check_node_index(index)
+    return _DPID_ZONE_BASE + index
+
+
+def zone_uplink_intf(index: int) -> tuple[str, str]:
+    """(zone-bridge side, underlay side) of the inter-zone link between zone ``index`` and the core."""
+    return f"{PREFIX}z{index}-up", f"{PREFIX}ul-z{index}"
+
+
+def underlay_zone_port(index: int) -> int:
+    return UNDERLAY_ZONE_PORT_BASE + index
 
 
 def node_uplink_intf(index: int) -> tuple[str, str]:

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from lab.kube.ingress import Ingress, IngressClass, TLSSecret
 
 NODE_PORT_RANGE = (30000, 32767)
+ZONE_LABEL = "topology.kubernetes.io/zone"
+# A made node's status.allocatable.cpu: 2 CPUs, the machine's own, which every emulated node shares.
+DEFAULT_NODE_CPU_MILLI = 2000
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,12 @@ class Node:
     taints: tuple[Taint, ...] = ()
     unschedulable: bool = False  # kubectl cordon
     deleting: bool = False  # the Node has a deletionTimestamp (kubectl delete node, still draining)
+    allocatable_cpu_milli: int = DEFAULT_NODE_CPU_MILLI  # status.allocatable.cpu (topology-aware hints' weight)
+
+    @property
+    def zone(self) -> str | None:
+        """``topology.kubernetes.io/zone``, as kubelet (or the cloud provider) labels the Node."""
+        return self.labels.get(ZONE_LABEL) or None
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,7 @@ class Service:
     session_affinity_timeout: int | None = None  # sessionAffinity ClientIP: timeoutSeconds; None: no affinity
     load_balancer_source_ranges: tuple[str, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict)  # metadata.annotations (Cilium's are read)
+    traffic_distribution: str | None = None  # spec.trafficDistribution: PreferClose | PreferSameZone | PreferSameNode
 
     @property
     def headless(self) -> bool:
@@ -140,6 +150,7 @@ class Cluster:
     # Cilium's loadBalancer.algorithm for the whole lab: "random" (kube-proxy's choice) or "maglev"
     # (lab.kube.lb_algorithm; a Service's service.cilium.io/lb-algorithm annotation overrides it).
     lb_algorithm: str = "random"
+    zone_delay_ms: float | None = None  # one-way delay between two zones (netem on the inter-zone links)
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

@@ -12,6 +12,7 @@ link's byte counters, and add three keys to the report's result (``lab.measure.r
   one ``{pod: None, requests, errors}`` for the requests that got no answer.
 - ``topology``: the cluster when it was measured (client, nodes, pods, load balancer addresses), so a
   result can be drawn on its own even after pods moved.
+- across zones only: ``crossZoneBytes`` and ``crossZoneBytesPerRequest`` (``lab.measure.zones``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from lab.kube.load_balancers import load_balancer_ips
 from lab.kube.model import Cluster, Service
 from lab.measure.experiment import probe_cluster_ip, probe_entry, probe_load_balancer
 from lab.measure.report import request_paths
+from lab.measure.zones import cross_zone_fields
+from topologies.zones import node_attachment, zone_layout
 
 
 def topology(cluster: Cluster) -> dict:
@@ -44,13 +47,16 @@ def topology(cluster: Cluster) -> dict:
 def link_bytes(net: LabNetwork) -> dict[str, int]:
     """Bytes every link has carried so far (port counters), by the name of what the link attaches.
     The bridges are read side by side (one ``ovs-ofctl`` each), as a probe waits for all of them."""
-    bridges = [addr.underlay_bridge()] + [addr.node_bridge(n.index) for n in net.cluster.nodes]
+    layout = zone_layout(net.cluster)
+    bridges = ([addr.underlay_bridge()] + [addr.node_bridge(n.index) for n in net.cluster.nodes]
+               + [z.bridge for z in layout])
     with ThreadPoolExecutor(max_workers=min(4, len(bridges))) as pool:
         counters = dict(zip(bridges, pool.map(net.port_bytes, bridges), strict=True))
     underlay = counters[addr.underlay_bridge()]
     links = {addr.CLIENT_NAME: underlay.get(addr.UNDERLAY_CLIENT_PORT, 0)}
     for node in net.cluster.nodes:
-        links[node.name] = underlay.get(addr.underlay_node_port(node.index), 0)
+        bridge, port = node_attachment(net.cluster, node, layout)  # the core, or the node's zone switch
+        links[node.name] = counters[bridge].get(port, 0)
         ports = counters[addr.node_bridge(node.index)]
         for pod in net.cluster.pods_on(node.name):
             links[pod.name] = ports.get(addr.pod_ofport(pod.ip), 0)
@@ -73,10 +79,13 @@ def measure_load_balancer(net: LabNetwork, service: Service, requests: int, clie
 
 def _measured(net: LabNetwork, probe: Callable[[], dict]) -> dict:
     """Run one probe between two readings of every link's counters; add the links, paths and topology."""
-    before = link_bytes(net)
+    zoned = bool(zone_layout(net.cluster))
+    before, crossed = link_bytes(net), net.cross_zone_bytes() if zoned else 0
     result = probe()
     after = link_bytes(net)
     result["linkBytes"] = {name: after[name] - before.get(name, 0) for name in after}
+    if zoned:  # across zones: the share of the bytes between nodes that crossed (lab.measure.zones prices it)
+        result.update(cross_zone_fields(net.cross_zone_bytes() - crossed, result["ok"]))
     result["paths"] = request_paths(result, {p.name: p.node for p in net.cluster.pods})
     result["topology"] = topology(net.cluster)
     return result

@@ -340,7 +340,7 @@ def test_unhonoured_service_fields_are_warned_by_name(tmp_path):
                               "  externalIPs: [192.0.2.7]\n  trafficDistribution: PreferClose\n")
     cluster = load(tmp_path, workload("Deployment"), service)
     fields = [re.search(r"\): (spec\.\w+) ", w).group(1) for w in cluster.strict_problems]
-    assert fields == ["spec.externalIPs", "spec.trafficDistribution"]  # sessionAffinity is honoured now
+    assert fields == ["spec.externalIPs"]  # sessionAffinity and trafficDistribution are honoured now
     assert 'spec.externalIPs a list is not honoured by the lab' in cluster.strict_problems[0]
 
 

@@ -76,22 +76,23 @@ def load_manifests(
     *,
     node_port_range: PortRange = NODE_PORT_RANGE,
     nodes: int | None = None,
+    zones: int | None = None,
     recursive: bool = False,
     kustomize: Sequence[str | Path] = (),
     stdin: IO[str] | None = None,
 ) -> Cluster:
     """The cluster that manifest files, folders (``recursive``: with sub-folders), ``-`` (standard input)
-    and kustomizations describe; ``nodes``: how many nodes to make when they define none (default 3).
-    Raises ``ManifestError`` (one line)."""
+    and kustomizations describe; ``nodes``: how many nodes to make when they define none (default 3);
+    ``zones``: spread the nodes over that many zones. Raises ``ManifestError`` (one line)."""
     inputs = Inputs(files=[str(p) for p in paths], recursive=recursive,
                     kustomizations=[str(k) for k in kustomize], stdin=stdin)
     docs, warnings = read_inputs(inputs)
-    return build_cluster(docs, warnings, node_port_range=node_port_range, nodes=nodes)
+    return build_cluster(docs, warnings, node_port_range=node_port_range, nodes=nodes, zones=zones)
 
 
 def build_cluster(
     docs: list[Doc], warnings: list[str] | None = None, *, node_port_range: PortRange = NODE_PORT_RANGE,
-    nodes: int | None = None,
+    nodes: int | None = None, zones: int | None = None,
 ) -> Cluster:
     """What the control plane makes of these objects, in order."""
     warnings = list(warnings or [])
@@ -100,7 +101,7 @@ def build_cluster(
     ignored = ignored_objects(docs, warnings, strict)
     namespaces = _namespaces([doc for doc in docs if doc.kind == "Namespace"])
     node_docs = [doc for doc in docs if doc.kind == "Node"]
-    node_list, hosts = read_nodes(node_docs, nodes)
+    node_list, hosts = read_nodes(node_docs, nodes, zones)
     builder = Builder(nodes=node_list, hosts=hosts, warnings=warnings, strict=strict)
     routing = read_routing(docs, warnings)
     targets = {workload_key(doc.kind, meta_of(doc)[1] or "default", meta_of(doc)[0])

@@ -33,6 +33,7 @@ from lab.kube.manifests.fields import (
     type_name,
 )
 from lab.kube.manifests.reader import Doc
+from lab.kube.manifests.service_topology import check_topology_annotations, traffic_distribution
 from lab.kube.model import Cluster, Service, ServicePort
 
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
@@ -70,6 +71,7 @@ class _ServiceDraft:
     affinity_timeout: int | None = None
     source_ranges: tuple[str, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict)
+    traffic_distribution: str | None = None
 
     @property
     def has_node_ports(self) -> bool:
@@ -79,8 +81,9 @@ class _ServiceDraft:
 def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceDraft | None:
     """The Service as the API server would store it, or None (with a warning) for an ExternalName one."""
     origin, name, namespace, meta = object_metadata(doc, namespaced=True)
-    notes = _annotations(meta, origin)
     spec = mapping(doc.body, "spec", origin, "spec", required=True)
+    notes = _annotations(meta, origin)
+    check_topology_annotations(notes, origin, warnings)
     service_type = string(spec, "type", origin, "spec.type") or "ClusterIP"
     if service_type == "ExternalName":
         target = string(spec, "externalName", origin, "spec.externalName")
@@ -134,6 +137,7 @@ def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceD
         affinity_timeout=_affinity(spec, origin),
         source_ranges=_source_ranges(spec, service_type, origin, warnings, display(name, namespace)),
         annotations=notes,
+        traffic_distribution=traffic_distribution(spec, origin),
     )
 
 
@@ -355,6 +359,7 @@ def _service(draft: _ServiceDraft, node_ports: dict[str, int]) -> Service:
         session_affinity_timeout=draft.affinity_timeout,
         load_balancer_source_ranges=draft.source_ranges,
         annotations=draft.annotations,
+        traffic_distribution=draft.traffic_distribution,
     )
 
 
