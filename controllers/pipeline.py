@@ -53,6 +53,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
+from controllers import pipeline_dsr
 from controllers.flows import (  # noqa: F401 (re-exported: the pipeline's vocabulary)
     CLUSTER_CIDR_MASK,
     CLUSTER_CIDR_NET,
@@ -90,6 +91,7 @@ from controllers.flows import (  # noqa: F401 (re-exported: the pipeline's vocab
     T_SNAT,
     T_STICKY,
     U_CLASSIFY,
+    U_DELIVER,
     U_INTERNODE,
     U_LB,
     U_ROUTE,
@@ -118,12 +120,12 @@ def compile_state(state: ProxyState, lb_healthy: dict[str, list[str]] | None = N
     return programs
 
 
-def service_port_piece(node: NodeInfo, sp: ServicePortInfo) -> Program:
+def service_port_piece(node: NodeInfo, sp: ServicePortInfo, nodes: tuple[NodeInfo, ...] = ()) -> Program:
     """What one Service port adds to one node's program: ``compile_node`` is its program without
     Service ports plus one of these per port (flows two ports share, such as an endpoint's hairpin
     flow, appear in both). ``controllers.incremental`` recompiles only the pieces that changed;
     tests/unit/test_incremental.py checks the sum equals ``compile_node``."""
-    prog = compile_service_port(node, sp)
+    prog = compile_service_port(node, sp, nodes)
     for ip in {ep.ip for ep in sp.endpoints}:
         _hairpin_flow(prog, node, ip)
     return prog
@@ -147,7 +149,8 @@ def compile_node(state: ProxyState, node: NodeInfo) -> Program:
     prog.add(T_CONNTRACK, 50, {"eth_type": 0x0800},
              [("ct", Ct(zone=dnat_zone(node), nat="", table=T_FIREWALL))], COOKIE_CLASSIFY)
     for sp in state.service_ports:
-        prog.merge(compile_service_port(node, sp))
+        prog.merge(compile_service_port(node, sp, state.nodes))
+    pipeline_dsr.node_flows(prog, node, state.nodes)
     prog.add(T_FIREWALL, 0, {}, [("goto", T_SERVICE)], COOKIE_FIREWALL)
     prog.add(T_SERVICE, 0, {}, [("goto", T_SNAT)], COOKIE_SERVICE)
     prog.add(T_AFFINITY, 0, {}, [], COOKIE_SERVICE)  # no learned flow: no endpoint remembered
@@ -319,6 +322,8 @@ def compile_underlay(state: ProxyState, lb_healthy: dict[str, list[str]] | None 
         to_node = [("dec_ttl",), ("set_field", "eth_src", ul.router_mac), ("set_field", "eth_dst", node.mac),
                    ("output", port)]
         prog.add(U_ROUTE, 100, {"eth_type": 0x0800, "ipv4_dst": node.ip}, to_node, COOKIE_EDGE)
+        # "vip" delivery: an established connection goes to the node its conntrack entry names.
+        prog.add(U_DELIVER, 100, {"eth_type": 0x0800, "ct_mark": node.index}, to_node, COOKIE_LB)
         # The router also knows each node's pod CIDR (as with BGP-advertised pod routes), so an outside
         # host can reach a pod directly: the plain routed path that NodePort's cost is measured against.
         prog.add(U_ROUTE, 90, {"eth_type": 0x0800, "ipv4_dst": _net_mask(node.pod_cidr)}, to_node, COOKIE_EDGE)
@@ -328,6 +333,7 @@ def compile_underlay(state: ProxyState, lb_healthy: dict[str, list[str]] | None 
                   ("set_field", "eth_dst", ext.mac), ("output", ext.ofport)], COOKIE_EDGE)
     for table in (U_CLASSIFY, U_INTERNODE, U_ROUTE):
         prog.add(table, 0, {}, [], COOKIE_EDGE)
+    prog.add(U_DELIVER, 0, {}, [("goto", U_ROUTE)], COOKIE_LB)  # "node-port": its NAT already chose
     return prog
 
 
@@ -338,6 +344,7 @@ def _load_balancers(prog: Program, state: ProxyState, lb_healthy: dict[str, list
     keeps the connections it has) and reverses the NAT."""
     for sp in state.service_ports:
         _load_balancer(prog, state, sp, lb_healthy)
+    prog.add(U_LB, 50, {"ct_state": (CT_TRK, CT_TRK | CT_NEW | CT_RPL)}, [("goto", U_DELIVER)], COOKIE_LB)
     prog.add(U_LB, 0, {}, [("goto", U_ROUTE)], COOKIE_LB)
 
 
@@ -345,9 +352,13 @@ def _load_balancer(prog: Program, state: ProxyState, sp: ServicePortInfo, lb_hea
     if sp.service_type != "LoadBalancer" or not sp.load_balancer_ip:
         return
     healthy = set(lb_healthy.get(sp.service_key, ())) or {n.name for n in state.nodes}
-    buckets = tuple(
-        (("ct", Ct(zone=LB_ZONE, commit=True, nat=f"dst={n.ip}:{sp.node_port}", table=U_ROUTE)),)
-        for n in state.nodes if n.name in healthy)
+    if state.underlay.lb_delivery == "vip":  # passthrough: the node is remembered, the address kept
+        buckets = tuple((("ct", Ct(zone=LB_ZONE, commit=True, mark=n.index, table=U_DELIVER)),)
+                        for n in state.nodes if n.name in healthy)
+    else:
+        buckets = tuple(
+            (("ct", Ct(zone=LB_ZONE, commit=True, nat=f"dst={n.ip}:{sp.node_port}", table=U_ROUTE)),)
+            for n in state.nodes if n.name in healthy)
     gid = group_id(sp.id, local=False)
     prog.groups[gid] = Group(gid, buckets)
     match = {"eth_type": 0x0800, "ct_state": NEW, "ipv4_dst": sp.load_balancer_ip,

@@ -96,6 +96,7 @@ class Service:
     internal_traffic_policy: str = "Cluster"  # Cluster | Local
     session_affinity_timeout: int | None = None  # sessionAffinity ClientIP: timeoutSeconds; None: no affinity
     load_balancer_source_ranges: tuple[str, ...] = ()
+    annotations: dict[str, str] = field(default_factory=dict)  # metadata.annotations, as given
 
     @property
     def headless(self) -> bool:
@@ -136,6 +137,8 @@ class Cluster:
     gateway_classes: list[GatewayClass] = field(default_factory=list)
     gateways: list[Gateway] = field(default_factory=list)
     http_routes: list[HTTPRoute] = field(default_factory=list)
+    # Cilium's loadBalancer.mode for the whole lab: "snat" | "dsr" (lab.kube.forwarding, per-Service override)
+    proxy_mode: str = "snat"
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

@@ -12,7 +12,7 @@ TCP and UDP ports; SCTP ports are left out with a warning.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lab.errors import ManifestError, Origin, shown
 from lab.kube import addressing, names
@@ -67,6 +67,7 @@ class _ServiceDraft:
     internal_policy: str = "Cluster"
     affinity_timeout: int | None = None
     source_ranges: tuple[str, ...] = ()
+    annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_node_ports(self) -> bool:
@@ -75,7 +76,7 @@ class _ServiceDraft:
 
 def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceDraft | None:
     """The Service as the API server would store it, or None (with a warning) for an ExternalName one."""
-    origin, name, namespace, _ = object_metadata(doc, namespaced=True)
+    origin, name, namespace, meta = object_metadata(doc, namespaced=True)
     spec = mapping(doc.body, "spec", origin, "spec", required=True)
     service_type = string(spec, "type", origin, "spec.type") or "ClusterIP"
     if service_type == "ExternalName":
@@ -129,7 +130,19 @@ def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceD
         internal_policy=_policy(spec, "internalTrafficPolicy", origin),
         affinity_timeout=_affinity(spec, origin),
         source_ranges=_source_ranges(spec, service_type, origin, warnings, display(name, namespace)),
+        annotations=_annotations(meta, origin),
     )
+
+
+def _annotations(meta: dict, origin: Origin) -> dict[str, str]:
+    """metadata.annotations as a plain dict: strings to strings, free text (not label syntax: a
+    last-applied-configuration holds JSON)."""
+    raw = mapping(meta, "annotations", origin, "metadata.annotations")
+    for key, value in raw.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise origin.error(f"metadata.annotations[{shown(key)}]", f"is {type_name(value)}, not a string",
+                               "quote the value")
+    return dict(raw)
 
 
 def _policy(spec: dict, key: str, origin: Origin) -> str:
@@ -338,6 +351,7 @@ def _service(draft: _ServiceDraft, node_ports: dict[str, int]) -> Service:
         internal_traffic_policy=draft.internal_policy,
         session_affinity_timeout=draft.affinity_timeout,
         load_balancer_source_ranges=draft.source_ranges,
+        annotations=dict(draft.annotations),
     )
 
 
