@@ -7,6 +7,8 @@ datapath holds the conntrack of every emulated node, while real nodes each have 
     0  CLASSIFY     ARP -> 5; IP to the node or pod-gateway address first un-SNATs (replies of
                     masqueraded connections), then everything goes to conntrack
     5  ARP          answers for the pod gateway and local pods; the node's own host talks to the underlay
+    7  DSR          a DSR packet from an entry node (its MPLS label popped in 0): the frontend restored,
+                    then DNATed in this node's zone (``controllers.pipeline_dsr``)
     10 CONNTRACK    ct(zone=dnat, nat): established connections get their DNAT (or its reverse) here
     15 FIREWALL     loadBalancerSourceRanges: new connections to a load balancer address from outside
                     its ranges are dropped (KUBE-FW)
@@ -25,7 +27,8 @@ datapath holds the conntrack of every emulated node, while real nodes each have 
                     whose DNAT failed is dropped, as netfilter drops a packet it cannot NAT
     40 SNAT         marked connections leave with the node-side source: the pod gateway address towards a
                     local pod, the node IP towards a remote one (what MASQUERADE picks by egress device)
-    50 ROUTING      host-gw routing: set MACs, dec_ttl once per node that forwards, choose the port
+    50 ROUTING      host-gw routing: set MACs, dec_ttl once per node that forwards, choose the port; a DSR
+                    connection towards another node's pod gets its frontend's label pushed
     60 OUTPUT       output, or IN_PORT when the packet leaves where it came in
 
 The underlay bridge is one L2 segment between nodes plus the edge router towards outside hosts, and
@@ -38,9 +41,12 @@ the data plane of the cloud load balancer in front of LoadBalancer Services::
                     that crossed between nodes (cookie COOKIE_INTERNODE)
     12 LB           new connections to a Service's external address:port -> a select group over the
                     nodes the load balancer's health checks consider healthy (all nodes when none is:
-                    cloud load balancers fail open); each bucket passes the connection through, as an
-                    AWS NLB with instance targets: ct(commit, nat(dst=nodeIP:nodePort)), the client's
-                    address untouched
+                    cloud load balancers fail open), less those taken out by hand (``controllers.rotation``);
+                    each bucket passes the connection through, the client's address untouched: with
+                    "node-port" delivery as an AWS NLB with instance targets, ct(commit, nat(dst=
+                    nodeIP:nodePort)); with "vip" delivery (GCP passthrough, MetalLB BGP) still addressed to
+                    the LB IP, ct(commit) with the node's index in ct_mark. Established packets -> 15
+    15 DELIVER      an established connection whose ct_mark names a node goes there ("vip"); the rest -> 20
     20 ROUTE        the edge router: dec_ttl, rewrite MACs, forward to the node (its IP or its pod CIDR)
                     or the outside host
 

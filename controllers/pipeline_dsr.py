@@ -36,9 +36,9 @@ consequence Cilium users meet (cilium/cilium#27730) is the same: a connection mo
 entry node is DNATed afresh there, and unless that node picks the same endpoint (Maglev does), another
 pod's kernel answers its first packet with a reset.
 
-The entry node's conntrack sees one direction only (the replies bypass it); Open vSwitch's userspace
-conntrack keeps such a connection in SYN_SENT, accepted loosely: about 64 KB from the client and 30 s
-of age before it forgets or refuses it. Fine for requests; a bulk upload through DSR is not modelled.
+The entry node's conntrack sees one direction only (the replies bypass it): Open vSwitch's userspace
+conntrack keeps such a connection in SYN_SENT and forgets it after 30 s; its next packet then walks the
+Service again, and the select group, which hashes the packet, picks the same endpoint on the same node.
 """
 
 from __future__ import annotations

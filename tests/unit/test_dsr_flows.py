@@ -191,3 +191,13 @@ def test_reroute_moves_the_live_connections_the_load_balancer_sent_to_the_node()
     assert rr.flush_argv(3000, vip[0]) == [
         "ovs-appctl", "dpctl/flush-conntrack", "zone=3000",
         "ct_nw_src=203.0.113.10,ct_nw_dst=198.51.100.10,ct_nw_proto=6,ct_tp_src=40512,ct_tp_dst=80"]
+
+
+def test_the_cli_takes_the_proxy_mode_and_the_load_balancer_delivery():
+    from lab.cli import parser
+
+    args = parser(["apply", "-f", "x.yaml", "--proxy-mode", "dsr", "--lb-delivery", "vip"]).parse_args(
+        ["apply", "-f", "x.yaml", "--proxy-mode", "dsr", "--lb-delivery", "vip"])
+    assert (args.proxy_mode, args.lb_delivery) == ("dsr", "vip")
+    defaults = parser(["apply", "-f", "x.yaml"]).parse_args(["apply", "-f", "x.yaml"])
+    assert (defaults.proxy_mode, defaults.lb_delivery) == ("snat", "node-port")
