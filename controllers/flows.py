@@ -21,6 +21,7 @@ T_SERVICE = 20  # KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXT: which chain, masquera
 T_AFFINITY = 21  # learned sessionAffinity flows (iptables' ``recent`` lists), looked up by resubmit
 T_STICKY = 22  # the endpoint a learned flow named, if the chain still has it; else the chain's group
 T_UDP_PICK = 23  # UDP chains: the endpoint by the client's source port (see controllers.services)
+T_MAGLEV = 24  # Maglev chains: one flow per (chain, lookup table slot) (see controllers.pipeline_maglev)
 T_REMEMBER = 25  # after an affinity chain's DNAT: learn (or refresh) client -> endpoint
 T_ENDPOINT = 30
 T_SNAT = 40
@@ -66,10 +67,12 @@ ETH_MPLS = 0x8847
 
 # Registers. reg0 bit 0: KUBE-MARK-MASQ for the connection being chosen (committed into ct_mark by the
 # endpoint's DNAT); reg3: output port; reg4: the chain (group) being walked, reg5/reg6: the endpoint
-# (IP, port) a learned affinity flow names, reg7: the Service port (the affinity key's first half).
-# reg1: on a DSR backend's node, the frontend label the packet came with.
+# (IP, port) a learned affinity flow names, reg7: the Service port (the affinity key's first half);
+# reg1: the Maglev lookup table slot a connection hashed to; reg2: on a DSR backend's node, the frontend
+# label the packet came with.
 REG_MASQ, REG_OUT, REG_CHAIN, REG_EP_IP, REG_EP_PORT, REG_SVC = "reg0", "reg3", "reg4", "reg5", "reg6", "reg7"
-REG_DSR = "reg1"
+REG_SLOT = "reg1"
+REG_DSR = "reg2"
 
 UPLINK_PORT = 1
 NODE_HOST_PORT = 2
@@ -109,6 +112,22 @@ class Learn:
     hard_timeout: int = 0
     priority: int = 100
     cookie: int = 0
+
+
+@dataclass(frozen=True)
+class Multipath:
+    """The Nicira ``multipath`` action: hash the packet's ``fields`` with ``basis``, reduce the hash to
+    ``0 .. n_links - 1`` by ``algorithm`` and write it into the low ``bits`` bits of ``dst``.
+    ``symmetric_l3l4+udp`` hashes IP addresses, protocol and TCP/UDP ports, never MAC addresses (which
+    differ from node to node), so one connection hashes alike on every node."""
+
+    n_links: int
+    dst: str
+    fields: str = "symmetric_l3l4+udp"
+    algorithm: str = "modulo_n"
+    basis: int = 0
+    arg: int = 0
+    bits: int = 16
 
 
 Action = tuple[Any, ...]
@@ -255,6 +274,10 @@ def _fmt_action(action: Action) -> str:
         return "CONTROLLER"
     if kind == "learn":
         return _fmt_learn(action[1])
+    if kind == "multipath":
+        mp: Multipath = action[1]
+        return (f"multipath({mp.fields},{mp.basis},{mp.algorithm},{mp.n_links},{mp.arg},"
+                f"{mp.dst}[0..{mp.bits - 1}])")
     if kind == "ct":
         ct: Ct = action[1]
         parts = (["commit"] if ct.commit else []) + [f"zone={ct.zone}"]

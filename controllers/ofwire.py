@@ -18,7 +18,7 @@ import struct
 from os_ken.ofproto import nicira_ext, ofproto_common
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
-from controllers.flows import Ct, Flow, Group, Learn
+from controllers.flows import Ct, Flow, Group, Learn, Multipath
 
 NX_CT_F_COMMIT = 1
 NX_NAT_F_SRC, NX_NAT_F_DST = 1, 2
@@ -27,7 +27,7 @@ NX_CT_RECIRC_NONE = 0xFF
 # What a pipeline match or set_field value is on the wire, by field: its kind and length in bytes.
 _INT = {"eth_type": 2, "in_port": 4, "ip_proto": 1, "tcp_dst": 2, "tcp_src": 2, "udp_dst": 2, "udp_src": 2, "arp_op": 2,
         "ct_state": 4, "ct_mark": 4, "mpls_label": 4,
-        "reg0": 4, "reg1": 4, "reg3": 4, "reg4": 4, "reg5": 4, "reg6": 4, "reg7": 4}
+        "reg0": 4, "reg1": 4, "reg2": 4, "reg3": 4, "reg4": 4, "reg5": 4, "reg6": 4, "reg7": 4}
 _MAC = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
 _IPV4 = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
 _LENGTH = {**_INT, **dict.fromkeys(_MAC, 6), **dict.fromkeys(_IPV4, 4)}
@@ -152,6 +152,20 @@ def _learn(learn: Learn) -> bytes:
     return _nx(nicira_ext.NXAST_LEARN, head + specs)
 
 
+# nicira-ext.h's enum nx_hash_fields and enum nx_mp_algorithm (os-ken names only the first few).
+_HASH_FIELDS = {"eth_src": 0, "symmetric_l4": 1, "symmetric_l3l4": 2, "symmetric_l3l4+udp": 3, "nw_src": 4,
+                "nw_dst": 5, "symmetric_l3": 6}
+_MP_ALGORITHMS = {"modulo_n": 0, "hash_threshold": 1, "hrw": 2, "iter_hash": 3}
+
+
+def _multipath(mp: Multipath) -> bytes:
+    """NXAST_MULTIPATH (nx_action_multipath): the link count goes as max_link = n_links - 1."""
+    ofs_nbits = (0 << 6) | (mp.bits - 1)
+    body = struct.pack("!HH2xHHI2xH", _HASH_FIELDS[mp.fields], mp.basis, _MP_ALGORITHMS[mp.algorithm],
+                       mp.n_links - 1, mp.arg, ofs_nbits) + _oxm_header(mp.dst, _LENGTH[mp.dst], False)
+    return _nx(nicira_ext.NXAST_MULTIPATH, body)
+
+
 def _round2(n: int) -> int:
     return n + (n % 2)
 
@@ -173,6 +187,8 @@ def action(a: tuple) -> bytes:
         return _nx(nicira_ext.NXAST_RESUBMIT_TABLE, struct.pack("!HB3x", 0xFFF8, a[1]))
     if kind == "learn":
         return _learn(a[1])
+    if kind == "multipath":
+        return _multipath(a[1])
     if kind == "dec_ttl":
         return struct.pack("!HH4x", ofp.OFPAT_DEC_NW_TTL, 8)
     if kind == "group":

@@ -21,6 +21,10 @@ datapath holds the conntrack of every emulated node, while real nodes each have 
     21 AFFINITY     sessionAffinity: flows learned by earlier choices, (Service port, client IP) ->
                     endpoint, idle_timeout = timeoutSeconds; looked up by resubmit
     22 STICKY       the remembered endpoint if the chain still has it, else the chain's group
+    23 UDP_PICK     UDP chains: the endpoint by the client's source port
+    24 MAGLEV       Maglev chains (Cilium's loadBalancer.algorithm=maglev): the endpoint by the slot the
+                    connection's 5-tuple hashed to (``multipath``), one flow per slot; the table depends
+                    only on the endpoints, so it is the same on every node (``controllers.pipeline_maglev``)
     25 REMEMBER     after an affinity chain's DNAT: learn (Service port, client IP) -> the new destination
     30 ENDPOINT     hairpin: a pod that reached itself through the Service is masqueraded too (KUBE-SEP's
                     ``-s podIP -j KUBE-MARK-MASQ``): one flow per endpoint address; a new connection

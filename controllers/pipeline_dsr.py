@@ -9,7 +9,7 @@ node in an IPv4 option or a Geneve option. Here::
 
     entry node                                           backend's node
     T_SERVICE  new to a DSR frontend: reg0 = DSR_MARK |   T_CLASSIFY  MPLS from the uplink: the label
-               label << 8, the Service's group: its                   -> reg1, pop it, -> T_DSR
+               label << 8, the Service's group: its                   -> reg2, pop it, -> T_DSR
                bucket DNATs to the endpoint and commits  T_DSR       per (frontend, local endpoint):
                reg0[0..27] into ct_mark                              set the destination back to the
     T_ROUTING  a DSR connection (ct_mark) whose endpoint              frontend, ct(commit, nat(dst=

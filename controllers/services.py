@@ -27,6 +27,8 @@ controller may cache them per (node, Service port) and recompile only what chang
   ``recent --rcheck --seconds T`` with ``--set`` on each, a sliding window. The key is the Service port,
   not the entry, as kube-proxy's ``recent`` lists are per endpoint: a client keeps its endpoint whether
   it comes by clusterIP, nodePort or load balancer address, on one node.
+- ``algorithm: maglev`` (Cilium's ``loadBalancer.algorithm``): the choice is a Maglev lookup table
+  instead of the group, the same on every node (``controllers.pipeline_maglev``); affinity still comes first.
 - UDP: Open vSwitch's select groups hash UDP by addresses only (its symmetric L3/L4 hash leaves UDP
   ports out), which would send every datagram of one client to one endpoint. kube-proxy's choice is
   random per new conntrack entry, i.e. per client socket, so UDP chains choose by the low bits of the
@@ -72,6 +74,7 @@ from controllers.flows import (
     ip_int,
     net_mask,
 )
+from controllers.pipeline_maglev import MAGLEV, maglev_chain, maglev_pick
 from controllers.state import EndpointInfo, NodeInfo, ServicePortInfo
 
 AFFINITY_MAX_TIMEOUT = 65535  # an OpenFlow idle_timeout is 16 bits (Antrea caps it the same way)
@@ -218,12 +221,16 @@ class _Chooser:
                           ("resubmit", T_AFFINITY), ("goto", T_STICKY)]
 
     def _pick(self, gid: int) -> list[Action]:
+        if self.sp.algorithm == MAGLEV:
+            return maglev_pick(gid)
         if self.sp.protocol == "UDP":
             return [("set_field", REG_CHAIN, gid), ("goto", T_UDP_PICK)]
         return [("group", gid)]
 
     def _chain(self, gid: int, endpoints) -> None:
-        if self.sp.protocol == "UDP":
+        if self.sp.algorithm == MAGLEV:
+            maglev_chain(self.prog, gid, endpoints, self._to)
+        elif self.sp.protocol == "UDP":
             slots = udp_slots(len(endpoints))
             for slot in range(slots):
                 self.prog.add(T_UDP_PICK, 100, {"eth_type": 0x0800, "ip_proto": 17, REG_CHAIN: gid,

@@ -73,6 +73,7 @@ class ServicePortInfo:
     internal_policy: str = "Cluster"  # internalTrafficPolicy: Cluster | Local
     affinity_timeout: int | None = None  # sessionAffinity ClientIP's timeoutSeconds; None: no affinity
     source_ranges: tuple[str, ...] = ()  # loadBalancerSourceRanges (CIDRs)
+    algorithm: str = "random"  # endpoint choice: "random" (kube-proxy) | "maglev" (Cilium's loadBalancer.algorithm)
     forwarding: str = "snat"  # "snat" | "dsr": Cilium's loadBalancer.mode for its north-south entries
 
     @property

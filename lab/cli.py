@@ -6,7 +6,8 @@ leaves a half-built lab behind; errors are one line on stderr and a non-zero exi
     python -m lab                        the default scenario: the seed Service under Cluster, then Local
     python -m lab run NAME               a named scenario (lab.scenarios)
     python -m lab apply -f PATH ...      build a cluster from manifests, probe every Service every way in
-                                         (-f FILE|FOLDER|-, -R, -k DIR, --nodes N, --strict: as kubectl takes them)
+                                         (-f FILE|FOLDER|-, -R, -k DIR, --nodes N, --strict: as kubectl takes them;
+                                         --lb-algorithm random|maglev: Cilium's loadBalancer.algorithm)
     python -m lab cli -f PATH ...        the same cluster, then the Mininet CLI (hosts named after objects)
     python -m lab clean                  remove what a crashed run left behind, and nothing else
 """
@@ -56,6 +57,7 @@ def _load(args):
     """The cluster of ``-f``/``-R``/``-k``/``--nodes``; warnings printed now, before the network is built."""
     cluster = load_manifests(args.file or [], recursive=args.recursive, kustomize=args.kustomize or [],
                              nodes=args.nodes)
+    cluster.lb_algorithm = args.lb_algorithm
     for warning in cluster.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if cluster.nodes_made:
@@ -213,6 +215,9 @@ def _inputs(p: argparse.ArgumentParser) -> None:
                         "node-a, node-b, node-c)")
     p.add_argument("--strict", action="store_true",
                    help="fail on warnings about workload kinds or fields the lab does not honour (for CI)")
+    p.add_argument("--lb-algorithm", choices=("random", "maglev"), default="random",
+                   help="endpoint choice for every Service, as Cilium's loadBalancer.algorithm (default random; "
+                        "a Service's service.cilium.io/lb-algorithm annotation overrides it)")
 
 
 def _forwarding(p: argparse.ArgumentParser) -> None:

@@ -96,7 +96,7 @@ class Service:
     internal_traffic_policy: str = "Cluster"  # Cluster | Local
     session_affinity_timeout: int | None = None  # sessionAffinity ClientIP: timeoutSeconds; None: no affinity
     load_balancer_source_ranges: tuple[str, ...] = ()
-    annotations: dict[str, str] = field(default_factory=dict)  # metadata.annotations, as given
+    annotations: dict[str, str] = field(default_factory=dict)  # metadata.annotations (Cilium's are read)
 
     @property
     def headless(self) -> bool:
@@ -137,6 +137,9 @@ class Cluster:
     gateway_classes: list[GatewayClass] = field(default_factory=list)
     gateways: list[Gateway] = field(default_factory=list)
     http_routes: list[HTTPRoute] = field(default_factory=list)
+    # Cilium's loadBalancer.algorithm for the whole lab: "random" (kube-proxy's choice) or "maglev"
+    # (lab.kube.lb_algorithm; a Service's service.cilium.io/lb-algorithm annotation overrides it).
+    lb_algorithm: str = "random"
     # Cilium's loadBalancer.mode for the whole lab: "snat" | "dsr" (lab.kube.forwarding, per-Service override)
     proxy_mode: str = "snat"
 

@@ -85,16 +85,16 @@ def test_dsr_backend_node_restores_each_frontend_then_dnats_in_its_own_zone():
     assert frontend_label(build_proxy_state(cluster("dsr"), 1).service_ports[0], 1) == 0x1580
     assert lines(progs, NODE_B, "table=7,") == {
         "cookie=0x18,table=7,priority=0 actions=drop",
-        "cookie=0x18,table=7,priority=100,dl_type=0x800,reg1=1408,nw_dst=10.244.2.2,nw_proto=6,tp_dst=8080 "
+        "cookie=0x18,table=7,priority=100,dl_type=0x800,reg2=1408,nw_dst=10.244.2.2,nw_proto=6,tp_dst=8080 "
         f"actions=set_field:{LB_IP}->ipv4_dst,set_field:0x50->tcp_dst,"
         "ct(commit,zone=1002,nat(dst=10.244.2.2:8080),table=50)",
-        "cookie=0x18,table=7,priority=100,dl_type=0x800,reg1=5504,nw_dst=10.244.2.2,nw_proto=6,tp_dst=8080 "
+        "cookie=0x18,table=7,priority=100,dl_type=0x800,reg2=5504,nw_dst=10.244.2.2,nw_proto=6,tp_dst=8080 "
         "actions=set_field:172.18.0.11->ipv4_dst,set_field:0x7580->tcp_dst,"
         "ct(commit,zone=1002,nat(dst=10.244.2.2:8080),table=50)",
     }
     assert lines(progs, NODE_B, "pop_mpls") == {
         "cookie=0x18,table=0,priority=150,in_port=1,dl_type=0x8847 "
-        "actions=move:mpls_label->reg1,pop_mpls:0x0800,goto_table:7"}
+        "actions=move:mpls_label->reg2,pop_mpls:0x0800,goto_table:7"}
     assert not lines(progs, NODE_A, "table=7,priority=100")  # no endpoint on node-a: nothing to restore
 
 

@@ -8,11 +8,12 @@ and must come out byte for byte the same (save the NAT padding os-ken leaves out
 from __future__ import annotations
 
 import pytest
+from os_ken.ofproto import nicira_ext
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controllers import ofwire
-from controllers.flows import Ct, Flow, Group, Learn
+from controllers.flows import Ct, Flow, Group, Learn, Multipath
 from controllers.pipeline import compile_state
 from lab.emulation.proxy_state import build_proxy_state
 from lab.kube import addressing as addr
@@ -63,6 +64,8 @@ def ref_action(a: tuple):
         return parser.NXActionResubmitTable(table_id=a[1])
     if kind == "learn":
         return ref_learn(a[1])
+    if kind == "multipath":
+        return ref_multipath(a[1])
     ct: Ct = a[1]
     inner = ([parser.OFPActionSetField(ct_mark=ct.mark)] if ct.mark is not None else []) + \
         ([parser.NXActionRegMove(src_field=ct.mark_from, dst_field="ct_mark", n_bits=ct.mark_bits)]
@@ -87,6 +90,16 @@ def ref_learn(learn: Learn):
         specs.append(parser.NXFlowSpecMatch(src=src, dst=(name, 0), n_bits=_BITS[name]))
     return parser.NXActionLearn(table_id=learn.table, specs=specs, idle_timeout=learn.idle_timeout,
                                 hard_timeout=learn.hard_timeout, priority=learn.priority, cookie=learn.cookie)
+
+
+SYMMETRIC_L3L4_UDP = 3  # nicira-ext.h's NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP (os-ken has no name for it)
+
+
+def ref_multipath(mp: Multipath):
+    assert (mp.fields, mp.algorithm) == ("symmetric_l3l4+udp", "modulo_n")
+    return parser.NXActionMultipath(fields=SYMMETRIC_L3L4_UDP, basis=mp.basis, algorithm=nicira_ext.NX_MP_ALG_MODULO_N,
+                                    max_link=mp.n_links - 1, arg=mp.arg,
+                                    ofs_nbits=nicira_ext.ofs_nbits(0, mp.bits - 1), dst=mp.dst)
 
 
 def ref_flow_mod(flow: Flow, command: int, xid: int) -> bytes:
@@ -136,6 +149,8 @@ def every_kind_of_service() -> Cluster:
                 selector=web, type="ClusterIP", internal_traffic_policy="Local", session_affinity_timeout=30),
         Service("dsr", [ServicePort(80, 30005, 8080)], selector=web, type="LoadBalancer",
                 annotations={"service.cilium.io/forwarding-mode": "dsr"}),
+        Service("maglev", [ServicePort(80, 0, 8080)], selector=web, type="ClusterIP",
+                annotations={"service.cilium.io/lb-algorithm": "maglev"}),
     ]
     return Cluster(nodes, pods, services)
 
@@ -148,7 +163,7 @@ GROUPS = [g for p in PROGRAMS.values() for g in p.groups.values()]
 def test_the_cluster_exercises_every_action_kind():
     kinds = {a[0] for f in FLOWS for a in f.actions} | {a[0] for g in GROUPS for b in g.buckets for a in b}
     assert kinds >= {"output", "set_field", "move", "dec_ttl", "group", "controller", "ct", "goto", "learn",
-                     "resubmit", "push_mpls", "pop_mpls"}
+                     "resubmit", "push_mpls", "pop_mpls", "multipath"}
     nats = {a[1].nat.partition("=")[0] for g in GROUPS for b in g.buckets for a in b if a[0] == "ct"}
     nats |= {a[1].nat.partition("=")[0] for f in FLOWS for a in f.actions if a[0] == "ct" and a[1].nat is not None}
     assert nats == {"", "src", "dst"}

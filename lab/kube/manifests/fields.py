@@ -128,6 +128,17 @@ def string_map(parent: dict, key: str, origin: Origin, field: str) -> dict[str, 
     return result
 
 
+def annotations_of(meta: dict, origin: Origin) -> dict[str, str]:
+    """``metadata.annotations``: string to string, any text (not label syntax)."""
+    raw = mapping(meta, "annotations", origin, "metadata.annotations")
+    result = {}
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise origin.error(f"metadata.annotations[{key}]", "is not a string", f'quote it: {key}: "{value}"')
+        result[str(key)] = value
+    return result
+
+
 def labels_text(labels: dict[str, str]) -> str:
     return "{" + ", ".join(f"{key}={value}" for key, value in labels.items()) + "}"
 

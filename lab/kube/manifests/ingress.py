@@ -24,6 +24,7 @@ from lab.kube.ingress import (
     TLSSecret,
 )
 from lab.kube.manifests.fields import (
+    annotations_of,
     choices,
     integer,
     mapping,
@@ -37,16 +38,6 @@ from lab.kube.manifests.fields import (
 from lab.kube.manifests.reader import Doc
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
-
-
-def _annotations(meta: dict, origin: Origin) -> dict[str, str]:
-    raw = mapping(meta, "annotations", origin, "metadata.annotations")
-    result = {}
-    for key, value in raw.items():
-        if not isinstance(value, str):
-            raise origin.error(f"metadata.annotations[{key}]", "is not a string", f'quote it: {key}: "{value}"')
-        result[str(key)] = value
-    return result
 
 
 def validate_host(host: str, origin: Origin, field: str) -> str:
@@ -104,7 +95,7 @@ def _paths(http: dict, namespace: str, origin: Origin, field: str, warnings: lis
 
 def read_ingress(doc: Doc, order: int, warnings: list[str]) -> Ingress:
     origin, name, namespace, meta = object_metadata(doc, namespaced=True)
-    annotations = _annotations(meta, origin)
+    annotations = annotations_of(meta, origin)
     spec = mapping(doc.body, "spec", origin, "spec")
     class_name = string(spec, "ingressClassName", origin, "spec.ingressClassName")
     class_name = class_name or annotations.get(LEGACY_CLASS_ANNOTATION)
@@ -138,7 +129,7 @@ def read_ingress(doc: Doc, order: int, warnings: list[str]) -> Ingress:
 
 def read_ingress_class(doc: Doc) -> IngressClass:
     origin, name, _, meta = object_metadata(doc, namespaced=False)
-    annotations = _annotations(meta, origin)
+    annotations = annotations_of(meta, origin)
     spec = mapping(doc.body, "spec", origin, "spec", required=True)
     controller = string(spec, "controller", origin, "spec.controller")
     if not controller:

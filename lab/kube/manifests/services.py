@@ -6,7 +6,8 @@ None``) are in the model with their ports and no nodePorts; ``clusterIP`` is kep
 a live cluster carries the one it chose). ExternalName Services are DNS aliases: ignored with a warning.
 Read and honoured: ``internalTrafficPolicy``, ``sessionAffinity: ClientIP`` with
 ``sessionAffinityConfig.clientIP.timeoutSeconds`` (1-86400, default 10800), ``loadBalancerSourceRanges``,
-TCP and UDP ports; SCTP ports are left out with a warning.
+TCP and UDP ports, Cilium's ``service.cilium.io/lb-algorithm`` annotation (``lab.kube.lb_algorithm``);
+SCTP ports are left out with a warning.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from lab.errors import ManifestError, Origin, shown
-from lab.kube import addressing, names
+from lab.kube import addressing, lb_algorithm, names
 from lab.kube.allocation import PortConflict, PortRange, PortRequest, allocate
 from lab.kube.cluster_ips import check_cluster_ip
 from lab.kube.endpoints import selected_pods
 from lab.kube.manifests.fields import (
+    annotations_of,
     display,
     integer,
     mapping,
@@ -77,6 +79,7 @@ class _ServiceDraft:
 def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceDraft | None:
     """The Service as the API server would store it, or None (with a warning) for an ExternalName one."""
     origin, name, namespace, meta = object_metadata(doc, namespaced=True)
+    notes = _annotations(meta, origin)
     spec = mapping(doc.body, "spec", origin, "spec", required=True)
     service_type = string(spec, "type", origin, "spec.type") or "ClusterIP"
     if service_type == "ExternalName":
@@ -130,19 +133,19 @@ def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceD
         internal_policy=_policy(spec, "internalTrafficPolicy", origin),
         affinity_timeout=_affinity(spec, origin),
         source_ranges=_source_ranges(spec, service_type, origin, warnings, display(name, namespace)),
-        annotations=_annotations(meta, origin),
+        annotations=notes,
     )
 
 
 def _annotations(meta: dict, origin: Origin) -> dict[str, str]:
-    """metadata.annotations as a plain dict: strings to strings, free text (not label syntax: a
-    last-applied-configuration holds JSON)."""
-    raw = mapping(meta, "annotations", origin, "metadata.annotations")
-    for key, value in raw.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise origin.error(f"metadata.annotations[{shown(key)}]", f"is {type_name(value)}, not a string",
-                               "quote the value")
-    return dict(raw)
+    """The annotations, with Cilium's ``service.cilium.io/lb-algorithm`` checked (the rest are read past;
+    ``lab.kube.manifests.unhonoured`` names Cilium's other ones)."""
+    notes = annotations_of(meta, origin)
+    value = notes.get(lb_algorithm.ANNOTATION)
+    if value is not None and (wrong := lb_algorithm.problem(value)) is not None:
+        raise origin.error(f"metadata.annotations[{lb_algorithm.ANNOTATION}]", wrong,
+                           f"use {' or '.join(lb_algorithm.ALGORITHMS)}")
+    return notes
 
 
 def _policy(spec: dict, key: str, origin: Origin) -> str:
@@ -351,7 +354,7 @@ def _service(draft: _ServiceDraft, node_ports: dict[str, int]) -> Service:
         internal_traffic_policy=draft.internal_policy,
         session_affinity_timeout=draft.affinity_timeout,
         load_balancer_source_ranges=draft.source_ranges,
-        annotations=dict(draft.annotations),
+        annotations=draft.annotations,
     )
 
 

@@ -43,6 +43,23 @@ UNHONOURED = (
 )
 
 
+# Annotations of an implementation the lab models in part, by (kind, key prefix): the keys it reads. Any
+# other key under the prefix warns by name (an annotation's default is its absence).
+HONOURED_ANNOTATIONS = {
+    ("Service", "service.cilium.io/"): ("service.cilium.io/lb-algorithm",),  # lab.kube.lb_algorithm
+}
+
+
+def _annotations(kind: str, body: dict) -> Iterator[tuple[str, Any]]:
+    """(field, value) of every annotation of ``body`` under a prefix the lab reads only in part."""
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    notes = meta.get("annotations") if isinstance(meta, dict) else None
+    for key, value in (notes.items() if isinstance(notes, dict) else ()):
+        for (of_kind, prefix), honoured in HONOURED_ANNOTATIONS.items():
+            if of_kind == kind and str(key).startswith(prefix) and key not in honoured:
+                yield f"metadata.annotations[{key}]", value
+
+
 def _values(node: Any, path: tuple[str, ...], where: str) -> Iterator[tuple[str, Any]]:
     """(field path with indices, value) for every place ``path`` reaches in ``node``."""
     if not path:
@@ -65,4 +82,7 @@ def unhonoured(kind: str, body: dict, origin: Origin, prefix: str = "") -> list[
         for field, value in _values(body, entry.path, prefix):
             if not entry.harmless(value):
                 warnings.append(str(origin.error(field, f"{shown(value)} is not honoured by the lab", entry.instead)))
+    for field, value in _annotations(kind, body):
+        warnings.append(str(origin.error(field, f"{shown(value)} is not honoured by the lab",
+                                         "the lab does not model this annotation: it changes nothing")))
     return warnings
