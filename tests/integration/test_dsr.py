@@ -2,7 +2,7 @@
 
 Cluster: node-a has no pod, node-b and node-c two each. Two LoadBalancer Services over the same pods,
 one per forwarding mode (Cilium's annotation ``service.cilium.io/forwarding-mode``): web-snat and
-web-dsr, plus web-local (Local, SNAT). The load balancer delivers still addressed to its IP ("vip",
+web-dsr, plus web-local (Local, SNAT) and web-maglev (DSR with Maglev, ``service.cilium.io/lb-algorithm``). The load balancer delivers still addressed to its IP ("vip",
 as GCP's passthrough network load balancer does) and health-checks with the "fast" profile.
 
 Requests to node-a's nodeIP:nodePort always go to a pod on another node: under DSR the pod sees the
@@ -26,7 +26,7 @@ SERVICE = """
 ---
 apiVersion: v1
 kind: Service
-metadata: {{name: {name}, annotations: {{service.cilium.io/forwarding-mode: {mode}}}}}
+metadata: {{name: {name}, annotations: {{service.cilium.io/forwarding-mode: {mode}{extra}}}}}
 spec:
   type: LoadBalancer
   externalTrafficPolicy: {policy}
@@ -36,9 +36,11 @@ spec:
 NODES = ("node-a", "node-b", "node-c")
 MANIFESTS = "\n---\n".join(f"apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}" for n in NODES)
 MANIFESTS += "".join(POD.format(name=f"web-{n[-1]}{i}", node=n) for n in NODES[1:] for i in (1, 2))
-MANIFESTS += SERVICE.format(name="web-snat", mode="snat", policy="Cluster", node_port=30080)
-MANIFESTS += SERVICE.format(name="web-dsr", mode="dsr", policy="Cluster", node_port=30081)
-MANIFESTS += SERVICE.format(name="web-local", mode="snat", policy="Local", node_port=30082)
+MANIFESTS += SERVICE.format(name="web-snat", mode="snat", policy="Cluster", node_port=30080, extra="")
+MANIFESTS += SERVICE.format(name="web-dsr", mode="dsr", policy="Cluster", node_port=30081, extra="")
+MANIFESTS += SERVICE.format(name="web-local", mode="snat", policy="Local", node_port=30082, extra="")
+MANIFESTS += SERVICE.format(name="web-maglev", mode="dsr", policy="Cluster", node_port=30083,
+                            extra=", service.cilium.io/lb-algorithm: maglev")
 REQUESTS = 40
 REPLY_BYTES = 20_000  # each answer: /bulk, so the replies dwarf the requests
 
@@ -123,9 +125,16 @@ def test_under_snat_every_connection_the_load_balancer_moves_breaks(lab):
 
 
 def test_under_dsr_with_random_choice_moved_connections_break_unless_they_land_where_they_were(lab):
-    result = broken_on_reroute(lab, "web-dsr", "node-a", connections=60)
+    result = broken_on_reroute(lab, "web-dsr", "node-a", connections=150)  # ~50 moved, a fifth break
     print(f"\nDSR, random choice: {result}")
-    assert result["held"] == 60 and result["moved"] > 0, result
+    assert result["held"] == 150 and result["moved"] > 0, result
     # Landing on the backend's own node, or re-chosen to the same pod by the new node's random pick, a
     # connection survives; otherwise another pod's kernel answers with a reset (cilium/cilium#27730).
     assert 0 < result["broken"] < result["moved"], result
+
+
+def test_under_dsr_with_maglev_every_moved_connection_survives(lab):
+    """Every node maps the connection to the same pod, and DSR leaves no SNAT state to lose."""
+    result = broken_on_reroute(lab, "web-maglev", "node-a", connections=60)
+    print(f"\nDSR, Maglev: {result}")
+    assert result["held"] == 60 and result["moved"] > 0 and result["broken"] == 0, result
