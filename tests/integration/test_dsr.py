@@ -1,9 +1,10 @@
 """DSR (checklist item 21) and connections moved by the load balancer, with real packets.
 
-Cluster: node-a has no pod, node-b and node-c two each. Two LoadBalancer Services over the same pods,
-one per forwarding mode (Cilium's annotation ``service.cilium.io/forwarding-mode``): web-snat and
-web-dsr, plus web-local (Local, SNAT) and web-maglev (DSR with Maglev, ``service.cilium.io/lb-algorithm``). The load balancer delivers still addressed to its IP ("vip",
-as GCP's passthrough network load balancer does) and health-checks with the "fast" profile.
+Cluster: node-a has no pod, node-b and node-c two each. LoadBalancer Services over the same pods, one
+per forwarding mode (Cilium's annotation ``service.cilium.io/forwarding-mode``): web-snat and web-dsr,
+plus web-local (Local, SNAT) and web-maglev (DSR with ``service.cilium.io/lb-algorithm: maglev``). The
+load balancer delivers still addressed to its IP ("vip", as GCP's passthrough network load balancer
+does) and health-checks with the "fast" profile.
 
 Requests to node-a's nodeIP:nodePort always go to a pod on another node: under DSR the pod sees the
 client, the reply goes from the pod's node straight to the router, and node-a's uplink sends on only
