@@ -14,6 +14,7 @@ from typing import Any
 # Node bridge tables.
 T_CLASSIFY = 0
 T_ARP = 5
+T_DSR = 7  # a DSR packet from another entry node, its frontend label popped: restore the frontend, DNAT
 T_CONNTRACK = 10
 T_FIREWALL = 15  # KUBE-FW / KUBE-PROXY-FIREWALL: loadBalancerSourceRanges
 T_SERVICE = 20  # KUBE-SERVICES, KUBE-NODEPORTS, KUBE-EXT: which chain, masquerade or not
@@ -31,6 +32,7 @@ T_OUTPUT = 60
 U_CLASSIFY = 0
 U_INTERNODE = 10
 U_LB = 12
+U_DELIVER = 15  # established connections of the load balancer, to the node its ct_mark names ("vip")
 U_ROUTE = 20
 LB_ZONE = 3000
 
@@ -51,18 +53,26 @@ COOKIE_NAT_FAILED = 0x14
 COOKIE_FIREWALL = 0x15
 COOKIE_AFFINITY = 0x16  # flows learned for sessionAffinity (the controller never installs these)
 COOKIE_CLUSTER_IP = 0x17
+COOKIE_DSR = 0x18
 
 # conntrack state bits (ovs-fields(7)).
 CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 NEW = (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_RPL)  # first packet of a connection, original direction
 MASQ_MARK = 0x1  # ct_mark bit: this connection is masqueraded (KUBE-MARK-MASQ's 0x4000)
+# ct_mark of a DSR connection on its entry node: DSR_MARK, and its frontend's label in bits 8-27
+# (controllers.pipeline_dsr); 28 bits of reg0 are committed into ct_mark by a DSR Service's buckets.
+DSR_MARK = 0x2
+DSR_LABEL_SHIFT, DSR_LABEL_BITS = 8, 20
+ETH_MPLS = 0x8847
 
 # Registers. reg0 bit 0: KUBE-MARK-MASQ for the connection being chosen (committed into ct_mark by the
 # endpoint's DNAT); reg3: output port; reg4: the chain (group) being walked, reg5/reg6: the endpoint
 # (IP, port) a learned affinity flow names, reg7: the Service port (the affinity key's first half);
-# reg1: the Maglev lookup table slot a connection hashed to.
+# reg1: the Maglev lookup table slot a connection hashed to; reg2: on a DSR backend's node, the frontend
+# label the packet came with.
 REG_MASQ, REG_OUT, REG_CHAIN, REG_EP_IP, REG_EP_PORT, REG_SVC = "reg0", "reg3", "reg4", "reg5", "reg6", "reg7"
 REG_SLOT = "reg1"
+REG_DSR = "reg2"
 
 UPLINK_PORT = 1
 NODE_HOST_PORT = 2
@@ -78,7 +88,8 @@ IP_PROTO = {"TCP": 6, "UDP": 17}
 @dataclass(frozen=True)
 class Ct:
     """The ``ct`` action. ``nat`` is None (no NAT), "" (apply existing NAT) or ``dst=ip:port``/``src=ip``;
-    ``mark`` sets ct_mark at commit, ``mark_from`` copies that register's bit 0 into ct_mark's bit 0."""
+    ``mark`` sets ct_mark at commit, ``mark_from`` copies that register's low ``mark_bits`` bits (bit 0
+    unless told) into ct_mark's."""
 
     zone: int
     table: int | None = None
@@ -86,6 +97,7 @@ class Ct:
     nat: str | None = None
     mark: int | None = None
     mark_from: str | None = None
+    mark_bits: int = 1
 
 
 @dataclass(frozen=True)
@@ -242,7 +254,14 @@ def _fmt_action(action: Action) -> str:
         value = action[2]
         return f"set_field:{value:#x}->{action[1]}" if isinstance(value, int) else f"set_field:{value}->{action[1]}"
     if kind == "move":
+        if len(action) == 6:  # ("move", src, dst, n_bits, src_ofs, dst_ofs)
+            n, so, do = action[3], action[4], action[5]
+            return f"move:{action[1]}[{so}..{so + n - 1}]->{action[2]}[{do}..{do + n - 1}]"
         return f"move:{action[1]}->{action[2]}"
+    if kind == "push_mpls":
+        return f"push_mpls:{action[1]:#06x}"
+    if kind == "pop_mpls":
+        return f"pop_mpls:{action[1]:#06x}"
     if kind == "goto":
         return f"goto_table:{action[1]}"
     if kind == "resubmit":
@@ -266,8 +285,10 @@ def _fmt_action(action: Action) -> str:
             parts.append(f"nat({ct.nat})" if ct.nat else "nat")
         if ct.mark is not None:
             parts.append(f"exec(set_field:{ct.mark:#x}->ct_mark)")
-        if ct.mark_from is not None:
+        if ct.mark_from is not None and ct.mark_bits == 1:
             parts.append(f"exec(move:{ct.mark_from}[0]->ct_mark[0])")
+        elif ct.mark_from is not None:
+            parts.append(f"exec(move:{ct.mark_from}[0..{ct.mark_bits - 1}]->ct_mark[0..{ct.mark_bits - 1}])")
         if ct.table is not None:
             parts.append(f"table={ct.table}")
         return f"ct({','.join(parts)})"

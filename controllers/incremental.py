@@ -100,7 +100,9 @@ class IncrementalPrograms:
         lb_healthy = lb_healthy or {}
         touched: dict[int, Touched] = {}
         base_state = replace(state, generation=0, service_ports=())
-        nodes_changed = self._base_state is None or base_state.nodes != self._base_state.nodes
+        # (a new underlay may change how the load balancer delivers: its pieces are compiled again too)
+        nodes_changed = (self._base_state is None or base_state.nodes != self._base_state.nodes
+                         or base_state.underlay != self._base_state.underlay)
         if nodes_changed or base_state != self._base_state:
             self._rebase(base_state, state, touched, drop_pieces=nodes_changed)
         nodes = {node.dpid: node for node in state.nodes}
@@ -132,7 +134,7 @@ class IncrementalPrograms:
                     if held is not None:  # all old pieces leave first: a new one may take over what another held
                         counted.remove(held[1], mine)
             for key, sp, source in changed:
-                piece = (service_port_piece(node, sp) if node is not None
+                piece = (service_port_piece(node, sp, state.nodes) if node is not None
                          else underlay_service_port_piece(state, sp, lb_healthy))
                 counted.add(piece, mine)
                 pieces[key] = (source, piece)

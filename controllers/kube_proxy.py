@@ -31,6 +31,7 @@ from controllers.diff import diff, diff_touched
 from controllers.health import PROXY_HEALTH_PORT, HealthServers, health_ports, proxy_answer, service_answer
 from controllers.incremental import IncrementalPrograms, Touched
 from controllers.pipeline import COOKIE_REJECT, Flow, Group, Program
+from controllers.rotation import effective_rotation
 from controllers.state import ProxyState, apply_delta, log_path, read_state, write_json_atomic
 
 LOG = logging.getLogger("kube-proxy")
@@ -59,6 +60,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         self.programs: dict[int, Program] = {}
         self.incremental = IncrementalPrograms()
         self.lb_healthy: dict[str, list[str]] = {}
+        self.lb_rotation: dict[str, list[str]] = {}  # lb_healthy less the nodes taken out (controllers.rotation)
         self._stamps: dict[str, tuple] = {}
         self._log_offset = 0  # how far the state's change log (controllers.state.log_path) has been applied
         self.pending_since: float | None = None  # when a generation was loaded that not all switches hold
@@ -248,7 +250,8 @@ class KubeProxy(of.app_manager.OSKenApp):
             self.lb_healthy = {key: entry["healthy"] for key, entry in services.items()}
         if state is None or not (state_changed or health_changed):
             return None
-        touched = self.incremental.update(state, self.lb_healthy)
+        self.lb_rotation = effective_rotation(state, self.lb_healthy)
+        touched = self.incremental.update(state, self.lb_rotation)
         self.programs = self.incremental.programs
         if state_changed:
             self.pending_since = time.monotonic()
@@ -332,7 +335,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         dp.set_xid(request)
         self.pending[(dp.id, request.xid)] = self.state.generation
         if dp.id == self.state.underlay.dpid:
-            self.pending_lb[(dp.id, request.xid)] = self.lb_healthy
+            self.pending_lb[(dp.id, request.xid)] = self.lb_rotation
         dp.send_msg(request)
         if len(changes):
             LOG.info("switch %016x: %d changes for generation %d", dp.id, len(changes), self.state.generation)

@@ -26,7 +26,8 @@ NX_CT_RECIRC_NONE = 0xFF
 
 # What a pipeline match or set_field value is on the wire, by field: its kind and length in bytes.
 _INT = {"eth_type": 2, "in_port": 4, "ip_proto": 1, "tcp_dst": 2, "tcp_src": 2, "udp_dst": 2, "udp_src": 2, "arp_op": 2,
-        "ct_state": 4, "ct_mark": 4, "reg0": 4, "reg1": 4, "reg3": 4, "reg4": 4, "reg5": 4, "reg6": 4, "reg7": 4}
+        "ct_state": 4, "ct_mark": 4, "mpls_label": 4,
+        "reg0": 4, "reg1": 4, "reg2": 4, "reg3": 4, "reg4": 4, "reg5": 4, "reg6": 4, "reg7": 4}
 _MAC = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
 _IPV4 = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
 _LENGTH = {**_INT, **dict.fromkeys(_MAC, 6), **dict.fromkeys(_IPV4, 4)}
@@ -109,8 +110,8 @@ def _nat(spec: str) -> bytes:
     return _nx(nicira_ext.NXAST_NAT, struct.pack("!2xHH", flags, present) + ranges)
 
 
-def _move(src: str, dst: str, n_bits: int) -> bytes:
-    body = struct.pack("!HHH", n_bits, 0, 0) + _oxm_header(src, _LENGTH[src], False) + \
+def _move(src: str, dst: str, n_bits: int, src_ofs: int = 0, dst_ofs: int = 0) -> bytes:
+    body = struct.pack("!HHH", n_bits, src_ofs, dst_ofs) + _oxm_header(src, _LENGTH[src], False) + \
         _oxm_header(dst, _LENGTH[dst], False)
     return _nx(nicira_ext.NXAST_REG_MOVE, body)
 
@@ -120,7 +121,7 @@ def _ct(ct: Ct) -> bytes:
     if ct.mark is not None:
         inner += _set_field("ct_mark", ct.mark)
     if ct.mark_from is not None:
-        inner += _move(ct.mark_from, "ct_mark", 1)
+        inner += _move(ct.mark_from, "ct_mark", ct.mark_bits)
     if ct.nat is not None:
         inner += _nat(ct.nat)
     table = NX_CT_RECIRC_NONE if ct.table is None else ct.table
@@ -177,7 +178,10 @@ def action(a: tuple) -> bytes:
     if kind == "set_field":
         return _set_field(a[1], a[2])
     if kind == "move":
-        return _move(a[1], a[2], a[3])
+        return _move(*a[1:])
+    if kind in ("push_mpls", "pop_mpls"):
+        kind_number = ofp.OFPAT_PUSH_MPLS if kind == "push_mpls" else ofp.OFPAT_POP_MPLS
+        return struct.pack("!HHH2x", kind_number, 8, a[1])
     if kind == "resubmit":
         # in_port is 16 bits here: OpenFlow 1.0 OFPP_IN_PORT (0xfff8), "keep the packet's own in_port"
         return _nx(nicira_ext.NXAST_RESUBMIT_TABLE, struct.pack("!HB3x", 0xFFF8, a[1]))

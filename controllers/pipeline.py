@@ -7,6 +7,8 @@ datapath holds the conntrack of every emulated node, while real nodes each have 
     0  CLASSIFY     ARP -> 5; IP to the node or pod-gateway address first un-SNATs (replies of
                     masqueraded connections), then everything goes to conntrack
     5  ARP          answers for the pod gateway and local pods; the node's own host talks to the underlay
+    7  DSR          a DSR packet from an entry node (its MPLS label popped in 0): the frontend restored,
+                    then DNATed in this node's zone (``controllers.pipeline_dsr``)
     10 CONNTRACK    ct(zone=dnat, nat): established connections get their DNAT (or its reverse) here
     15 FIREWALL     loadBalancerSourceRanges: new connections to a load balancer address from outside
                     its ranges are dropped (KUBE-FW)
@@ -29,7 +31,8 @@ datapath holds the conntrack of every emulated node, while real nodes each have 
                     whose DNAT failed is dropped, as netfilter drops a packet it cannot NAT
     40 SNAT         marked connections leave with the node-side source: the pod gateway address towards a
                     local pod, the node IP towards a remote one (what MASQUERADE picks by egress device)
-    50 ROUTING      host-gw routing: set MACs, dec_ttl once per node that forwards, choose the port
+    50 ROUTING      host-gw routing: set MACs, dec_ttl once per node that forwards, choose the port; a DSR
+                    connection towards another node's pod gets its frontend's label pushed
     60 OUTPUT       output, or IN_PORT when the packet leaves where it came in
 
 The underlay bridge is one L2 segment between nodes plus the edge router towards outside hosts, and
@@ -43,9 +46,12 @@ the data plane of the cloud load balancer in front of LoadBalancer Services::
                     its zone's link, and these are the bytes that crossed between zones
     12 LB           new connections to a Service's external address:port -> a select group over the
                     nodes the load balancer's health checks consider healthy (all nodes when none is:
-                    cloud load balancers fail open); each bucket passes the connection through, as an
-                    AWS NLB with instance targets: ct(commit, nat(dst=nodeIP:nodePort)), the client's
-                    address untouched
+                    cloud load balancers fail open), less those taken out by hand (``controllers.rotation``);
+                    each bucket passes the connection through, the client's address untouched: with
+                    "node-port" delivery as an AWS NLB with instance targets, ct(commit, nat(dst=
+                    nodeIP:nodePort)); with "vip" delivery (GCP passthrough, MetalLB BGP) still addressed to
+                    the LB IP, ct(commit) with the node's index in ct_mark. Established packets -> 15
+    15 DELIVER      an established connection whose ct_mark names a node goes there ("vip"); the rest -> 20
     20 ROUTE        the edge router: dec_ttl, rewrite MACs, forward to the node (its IP or its pod CIDR)
                     or the outside host
 
@@ -58,6 +64,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 
+from controllers import pipeline_dsr
 from controllers.flows import (  # noqa: F401 (re-exported: the pipeline's vocabulary)
     CLUSTER_CIDR_MASK,
     CLUSTER_CIDR_NET,
@@ -95,6 +102,7 @@ from controllers.flows import (  # noqa: F401 (re-exported: the pipeline's vocab
     T_SNAT,
     T_STICKY,
     U_CLASSIFY,
+    U_DELIVER,
     U_INTERNODE,
     U_LB,
     U_ROUTE,
@@ -123,12 +131,12 @@ def compile_state(state: ProxyState, lb_healthy: dict[str, list[str]] | None = N
     return programs
 
 
-def service_port_piece(node: NodeInfo, sp: ServicePortInfo) -> Program:
+def service_port_piece(node: NodeInfo, sp: ServicePortInfo, nodes: tuple[NodeInfo, ...] = ()) -> Program:
     """What one Service port adds to one node's program: ``compile_node`` is its program without
     Service ports plus one of these per port (flows two ports share, such as an endpoint's hairpin
     flow, appear in both). ``controllers.incremental`` recompiles only the pieces that changed;
     tests/unit/test_incremental.py checks the sum equals ``compile_node``."""
-    prog = compile_service_port(node, sp)
+    prog = compile_service_port(node, sp, nodes)
     for ip in {ep.ip for ep in sp.endpoints}:
         _hairpin_flow(prog, node, ip)
     return prog
@@ -152,7 +160,8 @@ def compile_node(state: ProxyState, node: NodeInfo) -> Program:
     prog.add(T_CONNTRACK, 50, {"eth_type": 0x0800},
              [("ct", Ct(zone=dnat_zone(node), nat="", table=T_FIREWALL))], COOKIE_CLASSIFY)
     for sp in state.service_ports:
-        prog.merge(compile_service_port(node, sp))
+        prog.merge(compile_service_port(node, sp, state.nodes))
+    pipeline_dsr.node_flows(prog, node, state.nodes)
     prog.add(T_FIREWALL, 0, {}, [("goto", T_SERVICE)], COOKIE_FIREWALL)
     prog.add(T_SERVICE, 0, {}, [("goto", T_SNAT)], COOKIE_SERVICE)
     prog.add(T_AFFINITY, 0, {}, [], COOKIE_SERVICE)  # no learned flow: no endpoint remembered
@@ -326,6 +335,8 @@ def compile_underlay(state: ProxyState, lb_healthy: dict[str, list[str]] | None 
         to_node = [("dec_ttl",), ("set_field", "eth_src", ul.router_mac), ("set_field", "eth_dst", node.mac),
                    ("output", port)]
         prog.add(U_ROUTE, 100, {"eth_type": 0x0800, "ipv4_dst": node.ip}, to_node, COOKIE_EDGE)
+        # "vip" delivery: an established connection goes to the node its conntrack entry names.
+        prog.add(U_DELIVER, 100, {"eth_type": 0x0800, "ct_mark": node.index}, to_node, COOKIE_LB)
         # The router also knows each node's pod CIDR (as with BGP-advertised pod routes), so an outside
         # host can reach a pod directly: the plain routed path that NodePort's cost is measured against.
         prog.add(U_ROUTE, 90, {"eth_type": 0x0800, "ipv4_dst": _net_mask(node.pod_cidr)}, to_node, COOKIE_EDGE)
@@ -335,6 +346,7 @@ def compile_underlay(state: ProxyState, lb_healthy: dict[str, list[str]] | None 
                   ("set_field", "eth_dst", ext.mac), ("output", ext.ofport)], COOKIE_EDGE)
     for table in (U_CLASSIFY, U_INTERNODE, U_ROUTE):
         prog.add(table, 0, {}, [], COOKIE_EDGE)
+    prog.add(U_DELIVER, 0, {}, [("goto", U_ROUTE)], COOKIE_LB)  # "node-port": its NAT already chose
     return prog
 
 
@@ -345,6 +357,7 @@ def _load_balancers(prog: Program, state: ProxyState, lb_healthy: dict[str, list
     keeps the connections it has) and reverses the NAT."""
     for sp in state.service_ports:
         _load_balancer(prog, state, sp, lb_healthy)
+    prog.add(U_LB, 50, {"ct_state": (CT_TRK, CT_TRK | CT_NEW | CT_RPL)}, [("goto", U_DELIVER)], COOKIE_LB)
     prog.add(U_LB, 0, {}, [("goto", U_ROUTE)], COOKIE_LB)
 
 
@@ -352,9 +365,13 @@ def _load_balancer(prog: Program, state: ProxyState, sp: ServicePortInfo, lb_hea
     if sp.service_type != "LoadBalancer" or not sp.load_balancer_ip:
         return
     healthy = set(lb_healthy.get(sp.service_key, ())) or {n.name for n in state.nodes}
-    buckets = tuple(
-        (("ct", Ct(zone=LB_ZONE, commit=True, nat=f"dst={n.ip}:{sp.node_port}", table=U_ROUTE)),)
-        for n in state.nodes if n.name in healthy)
+    if state.underlay.lb_delivery == "vip":  # passthrough: the node is remembered, the address kept
+        buckets = tuple((("ct", Ct(zone=LB_ZONE, commit=True, mark=n.index, table=U_DELIVER)),)
+                        for n in state.nodes if n.name in healthy)
+    else:
+        buckets = tuple(
+            (("ct", Ct(zone=LB_ZONE, commit=True, nat=f"dst={n.ip}:{sp.node_port}", table=U_ROUTE)),)
+            for n in state.nodes if n.name in healthy)
     gid = group_id(sp.id, local=False)
     prog.groups[gid] = Group(gid, buckets)
     match = {"eth_type": 0x0800, "ct_state": NEW, "ipv4_dst": sp.load_balancer_ip,

@@ -38,6 +38,7 @@ controller may cache them per (node, Service port) and recompile only what chang
 
 from __future__ import annotations
 
+from controllers import pipeline_dsr as dsr
 from controllers.flows import (
     CLUSTER_CIDR_MASK,
     CLUSTER_CIDR_NET,
@@ -119,7 +120,8 @@ def new_to(sp: ServicePortInfo, ip: str, port: int, **extra) -> dict:
             "ip_proto": IP_PROTO[sp.protocol], L4_DST[sp.protocol]: port}
 
 
-def compile_service_port(node: NodeInfo, sp: ServicePortInfo) -> Program:
+def compile_service_port(node: NodeInfo, sp: ServicePortInfo, nodes: tuple[NodeInfo, ...] = ()) -> Program:
+    """``nodes``: every node of the cluster (a DSR backend answers for every node's nodeIP:nodePort)."""
     prog = Program()
     cluster = usable(sp.endpoints, here=node)
     local = usable(sp.endpoints, node.name)
@@ -136,6 +138,7 @@ def compile_service_port(node: NodeInfo, sp: ServicePortInfo) -> Program:
         _external(prog, sp, chooser, entry, local)
     if sp.load_balancer_ip and sp.source_ranges:
         _firewall(prog, sp)
+    dsr.backend_flows(prog, node, sp, cluster, nodes, dnat_zone(node))
     return prog
 
 
@@ -169,6 +172,13 @@ def _external(prog: Program, sp: ServicePortInfo, chooser: _Chooser, entry: tupl
     ip, port, extra = entry
     match = new_to(sp, ip, port, **extra)
     everyone = chooser.choose(chooser.cluster, False, masquerade=True)
+    if sp.policy == "Cluster" and dsr.is_dsr_entry(sp, extra):
+        # DSR: pods and the node's own processes as under SNAT; everyone else DNATed, not masqueraded.
+        prog.add(T_SERVICE, 110, new_to(sp, ip, port, **POD_SOURCE), everyone, COOKIE_SERVICE)
+        prog.add(T_SERVICE, 105, new_to(sp, ip, port, in_port=NODE_HOST_PORT), everyone, COOKIE_SERVICE)
+        prog.add(T_SERVICE, 100, match, chooser.choose(chooser.cluster, False, masquerade=False,
+                                                       mark=dsr.entry_mark(sp, chooser.node, ip)), COOKIE_SERVICE)
+        return
     if sp.policy == "Cluster" or extra.get("in_port") == NODE_HOST_PORT:
         prog.add(T_SERVICE, 100, match, everyone, COOKIE_SERVICE)
         return
@@ -201,12 +211,14 @@ class _Chooser:
         self.remembered: set[tuple[int, int]] = set()
         self.chains: set[int] = set()
 
-    def choose(self, endpoints, is_local: bool, masquerade: bool) -> list[Action]:
+    def choose(self, endpoints, is_local: bool, masquerade: bool, mark: int = 0) -> list[Action]:
+        """``mark``: what else reg0 carries into ct_mark (a DSR entry's frontend, controllers.pipeline_dsr)."""
         gid = group_id(self.sp.id, is_local)
         if gid not in self.chains:
             self.chains.add(gid)
             self._chain(gid, endpoints)
-        actions: list[Action] = [("set_field", REG_MASQ, 1)] if masquerade else []
+        reg0 = (1 if masquerade else 0) | mark
+        actions: list[Action] = [("set_field", REG_MASQ, reg0)] if reg0 else []
         if self.sp.affinity_timeout is None:
             return actions + self._pick(gid)
         return actions + [("set_field", REG_CHAIN, gid), ("set_field", REG_SVC, self.sp.id),
@@ -261,5 +273,6 @@ class _Chooser:
         """KUBE-SEP-Y: DNAT to the endpoint, committing the masquerade decision (then, with affinity,
         remember the choice)."""
         table = T_ENDPOINT if self.sp.affinity_timeout is None else T_REMEMBER
+        bits = dsr.MARK_BITS if self.sp.forwarding == "dsr" else 1
         return [("ct", Ct(zone=dnat_zone(self.node), commit=True, nat=f"dst={e.ip}:{e.port}",
-                          mark_from=REG_MASQ, table=table))]
+                          mark_from=REG_MASQ, mark_bits=bits, table=table))]

@@ -78,6 +78,7 @@ class ServicePortInfo:
     affinity_timeout: int | None = None  # sessionAffinity ClientIP's timeoutSeconds; None: no affinity
     source_ranges: tuple[str, ...] = ()  # loadBalancerSourceRanges (CIDRs)
     algorithm: str = "random"  # endpoint choice: "random" (kube-proxy) | "maglev" (Cilium's loadBalancer.algorithm)
+    forwarding: str = "snat"  # "snat" | "dsr": Cilium's loadBalancer.mode for its north-south entries
 
     @property
     def key(self) -> str:
@@ -106,6 +107,11 @@ class UnderlayInfo:
     external_gateway_ip: str
     external_gateway_mac: str
     node_ports: dict[str, int] = field(default_factory=dict)  # node name -> port on the underlay bridge
+    # How the cloud load balancer delivers: "node-port" (DNAT to nodeIP:nodePort, AWS NLB instance
+    # targets) or "vip" (still addressed to the LB IP: GCP passthrough NLB, MetalLB BGP/ECMP).
+    lb_delivery: str = "node-port"
+    # Service (namespace/name) -> nodes taken out of its rotation by hand (LabNetwork.reroute)
+    lb_out_of_rotation: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,8 @@ def cmd_apply(args) -> int:
 
     report = new_report(cluster)
     report.warnings += cluster.warnings
-    with LabNetwork(cluster, log=progress, grace_scale=args.grace_scale) as lab:
+    cluster.proxy_mode = args.proxy_mode
+    with LabNetwork(cluster, log=progress, grace_scale=args.grace_scale, lb_delivery=args.lb_delivery) as lab:
         report.warnings += lab.warnings
         report.timings.update({k: round(v, 3) for k, v in lab.timings.items()})
         if "nodePort" in via:
@@ -183,7 +184,8 @@ def cmd_cli(args) -> int:
     from lab.shell import LabShell
 
     cluster = _load(args)
-    with LabNetwork(cluster, log=progress, grace_scale=args.grace_scale) as lab:
+    cluster.proxy_mode = args.proxy_mode
+    with LabNetwork(cluster, log=progress, grace_scale=args.grace_scale, lb_delivery=args.lb_delivery) as lab:
         print("Hosts are named after the Kubernetes objects; the outside client is 'client'. Type 'help' for "
               "pods, services, delete-pod, add-pod, move-pod, ready-pod, unready-pod, cordon, delete-node "
               "and lb; 'exit' tears everything down.", file=sys.stderr)
@@ -233,6 +235,16 @@ def _inputs(p: argparse.ArgumentParser) -> None:
                    help="one-way delay between two zones (netem on the inter-zone links, where the kernel has it)")
 
 
+def _forwarding(p: argparse.ArgumentParser) -> None:
+    """How north-south traffic is forwarded (lab.kube.forwarding) and handed over by the load balancer."""
+    p.add_argument("--proxy-mode", choices=("snat", "dsr"), default="snat",
+                   help="Cilium's loadBalancer.mode for every Service (default snat); a Service's annotation "
+                        "service.cilium.io/forwarding-mode overrides it")
+    p.add_argument("--lb-delivery", choices=("node-port", "vip"), default="node-port",
+                   help="the load balancer DNATs to nodeIP:nodePort (node-port, AWS NLB instance targets; default) "
+                        "or delivers still addressed to its IP (vip: GCP passthrough, MetalLB BGP)")
+
+
 def _plot_results(*args, **kwargs) -> None:
     from lab.measure.drawing import plot_results  # matplotlib only when a picture is asked for
 
@@ -277,6 +289,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for p in (apply, cli):
         p.add_argument("--grace-scale", type=float, default=1.0, metavar="X",
                        help="deleted pods stay Terminating for terminationGracePeriodSeconds x X (default 1)")
+        _forwarding(p)
     sub.add_parser("clean", help="remove what a crashed run of the lab left behind")
     return ap
 

@@ -18,8 +18,11 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
+from controllers.flows import LB_ZONE
 from controllers.state import write_json_atomic
+from lab.cloud import reroute as rr
 from lab.cloud.haproxy import ProxyLoadBalancer
 from lab.cloud.load_balancer import PROFILES, HealthCheckProfile, checker_config
 from lab.emulation.network import ClusterNetwork
@@ -37,14 +40,22 @@ from topologies.cluster import LinkShape
 
 PASS_THROUGH, PROXY_PROTOCOL = "pass-through", "proxy-protocol"
 LB_MODES = (PASS_THROUGH, PROXY_PROTOCOL)
+# How the pass-through load balancer hands a connection to a node: DNATed to nodeIP:nodePort (AWS NLB
+# instance targets), or still addressed to its own IP (GCP passthrough network LB, MetalLB BGP/ECMP),
+# which kube-proxy's ``-d lbIP`` rule on the node takes.
+NODE_PORT_DELIVERY, VIP_DELIVERY = "node-port", "vip"
+LB_DELIVERIES = (NODE_PORT_DELIVERY, VIP_DELIVERY)
 
 
 class LabNetwork(ClusterNetwork):
     def __init__(self, cluster: Cluster, underlay: LinkShape = LinkShape(),  # noqa: B008
                  log=lambda msg: None, lb_profile: str | HealthCheckProfile = "gce", grace_scale: float = 1.0,
-                 lb_mode: str = PASS_THROUGH, ingress_upstream: str = ENDPOINTS):
+                 lb_mode: str = PASS_THROUGH, ingress_upstream: str = ENDPOINTS,
+                 lb_delivery: str = NODE_PORT_DELIVERY):
         if lb_mode not in LB_MODES:
             raise LabError(f"unknown load balancer mode {lb_mode!r}", f"use {' or '.join(LB_MODES)}")
+        if lb_delivery not in LB_DELIVERIES:
+            raise LabError(f"unknown load balancer delivery {lb_delivery!r}", f"use {' or '.join(LB_DELIVERIES)}")
         super().__init__(cluster, underlay=underlay, log=log, grace_scale=grace_scale)
         self.lb_profile = PROFILES[lb_profile] if isinstance(lb_profile, str) else lb_profile
         self.lb_mode = lb_mode
@@ -53,6 +64,42 @@ class LabNetwork(ClusterNetwork):
         self.checker_started_at: float | None = None
         self.proxies: Proxies | None = None
         self.proxy_lb: ProxyLoadBalancer | None = None
+        self.lb_delivery = lb_delivery
+        self.out_of_rotation: dict[str, list[str]] = {}  # namespace/name -> nodes taken out (reroute)
+
+    def _around(self, state):
+        underlay = replace(state.underlay, lb_delivery=self.lb_delivery,
+                           lb_out_of_rotation={k: list(v) for k, v in self.out_of_rotation.items()})
+        return replace(state, underlay=underlay)
+
+    def reroute(self, service: str, node: str, namespace: str = "default") -> int:
+        """The load balancer takes ``node`` out of the Service's rotation and moves the live connections it
+        had sent there to the other nodes (``lab.cloud.reroute``); returns how many it moved."""
+        key = f"{namespace}/{service}"
+        svc = next((s for s in load_balancer_services(self.cluster) if (s.namespace, s.name) == (namespace, service)),
+                   None)
+        if svc is None:
+            raise LabError(f"Service {key} is not a LoadBalancer Service", "reroute a LoadBalancer Service")
+        index = self.cluster.node(node).index
+        with self.ops_lock:
+            self.out_of_rotation[key] = sorted({*self.out_of_rotation.get(key, ()), node})
+            self.publish()  # new connections avoid the node from here on
+        dump = subprocess.run(["ovs-appctl", "dpctl/dump-conntrack", f"zone={LB_ZONE}"], capture_output=True,
+                              text=True, check=True, timeout=10).stdout
+        entries = rr.parse_conntrack(dump)
+        lb_ip = self.load_balancer_ip(service, namespace)
+        moved = [e for sp in svc.ports
+                 for e in rr.on_node(entries, sp.protocol, lb_ip, sp.port, self.lb_delivery, index,
+                                     addr.node_ip(index), sp.node_port or 0)]
+        for entry in moved:
+            subprocess.run(rr.flush_argv(LB_ZONE, entry), capture_output=True, check=False, timeout=10)
+        return len(moved)
+
+    def restore_rotation(self, service: str, namespace: str = "default") -> None:
+        """Back to the rotation the health checks decide."""
+        with self.ops_lock:
+            if self.out_of_rotation.pop(f"{namespace}/{service}", None) is not None:
+                self.publish()
 
     def _started(self) -> None:
         self.proxies = Proxies(self, self.ingress_upstream, proxy_protocol=self.lb_mode == PROXY_PROTOCOL)

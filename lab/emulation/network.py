@@ -62,6 +62,7 @@ OFFLOADS_OFF = "tx off tso off gso off"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where ``lab`` is
 TEARDOWN_GROUP_BASE = 0x4E500000  # interface groups of the lab's teardown: "NP" + the run's pid
 TERMINATION_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds default
+FABRIC_MTU = 1504  # node uplinks: a 1500-byte packet plus a DSR label (controllers.pipeline_dsr)
 
 
 TCP_BUSY_STATES = {"01", "04", "08", "09", "0B"}  # ESTABLISHED, FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING
@@ -145,7 +146,7 @@ class ClusterNetwork(Supervised):
         self.generation = 1
         for pod in self.cluster.pods:  # kubelet: a pod with a readinessProbe starts not Ready
             pod.ready = pod.readiness_probe is None
-        self.controller.start(build_proxy_state(self.cluster, self.generation))
+        self.controller.start(self._around(build_proxy_state(self.cluster, self.generation)))
         self.timings["controller"] = time.monotonic() - t0
 
         t1 = time.monotonic()
@@ -190,6 +191,7 @@ class ClusterNetwork(Supervised):
         self.net.build()
         finish(self.net.hosts)  # hosts configured themselves in parallel
         interfaces_up(root_interfaces(self.cluster), self.run.file("interfaces-up.batch"))
+        self._fabric_mtu()
         for node in self.net.hosts + self.net.switches:
             self.run.own_process(node.pid, f"mininet {node.name}")
         self._tune_interfaces([])  # the hosts' own ends were tuned as they were configured (_tune_command)
@@ -209,6 +211,16 @@ class ClusterNetwork(Supervised):
             args += ["--", f"--id=@c{i}", "create", "Controller", f'target="{self.controller.target}"',
                      "max_backoff=1000", "--", "set", "Bridge", switch.name, f"controller=@c{i}"]
         subprocess.run(args, check=True, capture_output=True)
+
+    def _fabric_mtu(self) -> None:
+        """The links between nodes and the underlay carry FABRIC_MTU: 4 bytes more than the hosts' 1500, for
+        the label a DSR request carries between nodes (``controllers.pipeline_dsr``), as a fabric carrying
+        Geneve or Cilium's DSR option is given a larger MTU than the pods'. Hosts keep 1500."""
+        path = self.run.file("fabric-mtu.batch")
+        with open(path, "w") as f:
+            f.writelines(f"link set dev {name} mtu {FABRIC_MTU}\n"
+                         for node in self.cluster.nodes for name in addr.node_uplink_intf(node.index))
+        subprocess.run(["ip", "-force", "-batch", path], capture_output=True, check=False)
 
     def _pin_neighbours(self) -> None:
         """Permanent ARP entries for every underlay neighbour (``topologies.cluster.static_neighbours``):
@@ -230,6 +242,11 @@ class ClusterNetwork(Supervised):
 
     def _published(self) -> None:
         """Called after every state kube-proxy has applied: what runs beside it follows here."""
+
+    def _around(self, state):
+        """The state kube-proxy gets, with what runs around the cluster (``lab.cloud.network``: the load
+        balancer's delivery and rotation) filled in."""
+        return state
 
     def _stop_beside(self, errors: list[Exception]) -> None:
         """Called first at teardown: stop what ``_started`` started, adding failures to ``errors``."""
@@ -428,8 +445,8 @@ class ClusterNetwork(Supervised):
         self.generation += 1
         down = set(self.crashed) | self.terminating
         ready = {p.name for p in self.cluster.pods} - down if down else None
-        self.controller.publish(build_proxy_state(self.cluster, self.generation, ready_pods=ready,
-                                                  netns_pids=self._node_pids()),
+        self.controller.publish(self._around(build_proxy_state(self.cluster, self.generation, ready_pods=ready,
+                                                               netns_pids=self._node_pids())),
                                 self.dpids, timeout=self._flow_budget_s())
         self._published()
 

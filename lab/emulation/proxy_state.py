@@ -21,6 +21,7 @@ from controllers.state import (
 from lab.kube import addressing as addr
 from lab.kube.cluster_ips import cluster_ips
 from lab.kube.endpoints import endpoints, label_index
+from lab.kube.forwarding import forwarding_mode
 from lab.kube.lb_algorithm import service_algorithm
 from lab.kube.load_balancers import load_balancer_ips
 from lab.kube.model import Cluster
@@ -62,7 +63,8 @@ def _service_port(cluster: Cluster, svc, sp, index, ready_pods: set[str] | None,
         node_port=sp.node_port or 0, policy=svc.external_traffic_policy, endpoints=eps,
         health_check_node_port=svc.health_check_node_port, service_type=svc.type, load_balancer_ip=lb_ip,
         cluster_ip=vip, internal_policy=svc.internal_traffic_policy, affinity_timeout=svc.session_affinity_timeout,
-        source_ranges=tuple(svc.load_balancer_source_ranges), algorithm=service_algorithm(cluster, svc))
+        source_ranges=tuple(svc.load_balancer_source_ranges), algorithm=service_algorithm(cluster, svc),
+        forwarding=forwarding_mode(cluster.proxy_mode, svc))
 
 
 def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | None = None,
@@ -97,7 +99,7 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
                          svc.internal_traffic_policy, svc.session_affinity_timeout,
                          tuple(svc.load_balancer_source_ranges), tuple(svc.ports), tuple(svc.selector.items()),
                          lb_ip, vip, buckets[bucket], service_algorithm(cluster, svc), topology_inputs(svc),
-                         nodes_topology)
+                         nodes_topology, cluster.proxy_mode, tuple(sorted(svc.annotations.items())))
             known = _PORTS.get(cache_key)
             if known is not None:
                 slots.append((cache_key, len(service_ports), len(service_ports) + len(known)))

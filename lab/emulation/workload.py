@@ -6,7 +6,8 @@ it was created in) and serves all pods from one asyncio loop; ``ss -ltn`` in a p
 
 An answer tells what the pod saw: the connection's source as received (the client's address, or a
 node's after SNAT) and ``synTTL``, the IP TTL of the SYN on arrival as the kernel kept it
-(``TCP_SAVE_SYN``): how many routers the packet really crossed. HTTP/1.1, one request per connection;
+(``TCP_SAVE_SYN``): how many routers the packet really crossed. HTTP/1.1, one request per connection (several when
+the client asks ``Connection: keep-alive``, as ``lab.measure.held`` does);
 ``GET /bulk?bytes=N`` answers N bytes of octet-stream, any other request one line of JSON::
 
     {"pod": "web-1", "namespace": "default", "node": "node1", "podIP": "10.244.1.2", "port": 8080,
@@ -62,6 +63,7 @@ IP_RECVTTL = 12  # linux/in.h; not exported by the socket module
 SAVED_SYN_BUFFER = 512  # IPv4 (<= 60) or IPv6 (40) header plus TCP (<= 60)
 HEAD_LIMIT = 8 * 1024
 READ_TIMEOUT_S = 5.0
+KEEP_ALIVE_S = 60.0  # how long a kept-alive connection may wait for its next request
 BULK_MAX_BYTES = 100_000_000
 BULK_CHUNK = bytes(64 * 1024)
 BACKLOG = 128
@@ -102,14 +104,16 @@ def parse_saved_syn(raw: bytes) -> int | None:
     return None
 
 
-def response_head(status: int, content_type: str, length: int) -> bytes:
+def response_head(status: int, content_type: str, length: int, keep_alive: bool = False) -> bytes:
     return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {length}\r\nConnection: close\r\n\r\n").encode("ascii")
+            f"Content-Length: {length}\r\nConnection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+            ).encode("ascii")
 
 
-def render_response(status: int, body: bytes, content_type: str = "application/json") -> bytes:
+def render_response(status: int, body: bytes, content_type: str = "application/json",
+                    keep_alive: bool = False) -> bytes:
     """A complete HTTP/1.1 response; the body is sent whole because the JSON answers are tiny."""
-    return response_head(status, content_type, len(body)) + body
+    return response_head(status, content_type, len(body), keep_alive) + body
 
 
 def _json_line(document: dict[str, Any]) -> bytes:
@@ -169,35 +173,48 @@ def _syn_ttl(writer: asyncio.StreamWriter) -> int | None:
 
 async def answer(listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  failing: dict[str, set[str]] | None = None) -> None:
-    """Read one request head and answer it as ``listener``'s pod (503 on a path whose readiness fails)."""
+    """Answer requests as ``listener``'s pod: one, or more while the client asks to keep the connection."""
+    wait = READ_TIMEOUT_S
+    while await answer_one(listener, reader, writer, failing, wait):
+        await writer.drain()
+        wait = KEEP_ALIVE_S
+
+
+async def answer_one(listener: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     failing: dict[str, set[str]] | None = None, wait: float = READ_TIMEOUT_S) -> bool:
+    """Read one request head and answer it (503 on a path whose readiness fails); True when the client
+    asked ``Connection: keep-alive`` for a plain request, so another may follow."""
     syn_ttl = _syn_ttl(writer)
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
     except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-        return  # the client left or said nothing: nobody to answer
+        return False  # the client left or said nothing: nobody to answer
     except asyncio.LimitOverrunError:
         writer.write(_error(431, f"request head over {HEAD_LIMIT} bytes"))
-        return
+        return False
     lines = head.decode("latin-1").split("\r\n")
     try:
         _method, target, _version = lines[0].split(" ")
     except ValueError:
         writer.write(_error(400, "malformed request line"))
-        return
+        return False
     url = urlsplit(target)
     if failing and url.path in failing.get(listener.pod, ()):
         writer.write(_error(503, "readiness failing"))
-        return
+        return False
     if url.path == "/bulk":
         await _send_bulk(writer, parse_qs(url.query).get("bytes", ["0"])[0])
-        return
+        return False
     peer_ip, peer_port = writer.get_extra_info("peername")[:2]
+    headers = request_headers(lines[1:])
+    keep_alive = headers.get("connection", "").lower() == "keep-alive"
     writer.write(render_response(200, _json_line({
         "pod": listener.pod, "namespace": listener.namespace, "node": listener.node,
         "podIP": listener.pod_ip, "port": writer.get_extra_info("sockname")[1],
         "source": {"ip": peer_ip, "port": peer_port}, "synTTL": syn_ttl, "path": target,
-        "headers": request_headers(lines[1:]),
-    })))
+        "headers": headers,
+    }), keep_alive=keep_alive))
+    return keep_alive
 
 
 def request_headers(lines: list[str]) -> dict[str, str]:

@@ -151,6 +151,8 @@ class Cluster:
     # (lab.kube.lb_algorithm; a Service's service.cilium.io/lb-algorithm annotation overrides it).
     lb_algorithm: str = "random"
     zone_delay_ms: float | None = None  # one-way delay between two zones (netem on the inter-zone links)
+    # Cilium's loadBalancer.mode for the whole lab: "snat" | "dsr" (lab.kube.forwarding, per-Service override)
+    proxy_mode: str = "snat"
 
     def node(self, name: str) -> Node:
         for node in self.nodes:

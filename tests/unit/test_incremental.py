@@ -33,7 +33,8 @@ def apply(program: Program, changes: Changes) -> Program:
 
 
 def random_change(rng: random.Random, cluster: Cluster, serial: list[int]) -> None:
-    kind = rng.choice(["add_pod", "delete_pod", "relabel", "add_service", "delete_service", "policy", "type"])
+    kind = rng.choice(["add_pod", "delete_pod", "relabel", "add_service", "delete_service", "policy", "type",
+                       "forwarding"])
     if kind == "add_pod" or not cluster.pods:
         node = rng.choice(cluster.nodes)
         used = {p.ip for p in cluster.pods}
@@ -57,6 +58,10 @@ def random_change(rng: random.Random, cluster: Cluster, serial: list[int]) -> No
     elif kind == "policy":
         svc = rng.choice(cluster.services)
         svc.external_traffic_policy = "Local" if svc.external_traffic_policy == "Cluster" else "Cluster"
+    elif kind == "forwarding":  # DSR on or off (controllers.pipeline_dsr)
+        svc = rng.choice(cluster.services)
+        mode = svc.annotations.get("service.cilium.io/forwarding-mode", "snat")
+        svc.annotations["service.cilium.io/forwarding-mode"] = "dsr" if mode == "snat" else "snat"
     else:
         svc = rng.choice(cluster.services)
         svc.type = "LoadBalancer" if svc.type == "NodePort" else "NodePort"

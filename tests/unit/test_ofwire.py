@@ -48,7 +48,12 @@ def ref_action(a: tuple):
     if kind == "set_field":
         return parser.OFPActionSetField(**{a[1]: a[2]})
     if kind == "move":
-        return parser.NXActionRegMove(src_field=a[1], dst_field=a[2], n_bits=a[3])
+        offsets = {"src_ofs": a[4], "dst_ofs": a[5]} if len(a) == 6 else {}
+        return parser.NXActionRegMove(src_field=a[1], dst_field=a[2], n_bits=a[3], **offsets)
+    if kind == "push_mpls":
+        return parser.OFPActionPushMpls(a[1])
+    if kind == "pop_mpls":
+        return parser.OFPActionPopMpls(a[1])
     if kind == "dec_ttl":
         return parser.OFPActionDecNwTtl()
     if kind == "group":
@@ -63,7 +68,7 @@ def ref_action(a: tuple):
         return ref_multipath(a[1])
     ct: Ct = a[1]
     inner = ([parser.OFPActionSetField(ct_mark=ct.mark)] if ct.mark is not None else []) + \
-        ([parser.NXActionRegMove(src_field=ct.mark_from, dst_field="ct_mark", n_bits=1)]
+        ([parser.NXActionRegMove(src_field=ct.mark_from, dst_field="ct_mark", n_bits=ct.mark_bits)]
          if ct.mark_from is not None else []) + \
         ([ref_nat(ct.nat)] if ct.nat is not None else [])
     return parser.NXActionCT(flags=1 if ct.commit else 0, zone_src="", zone_ofs_nbits=ct.zone,
@@ -142,6 +147,8 @@ def every_kind_of_service() -> Cluster:
                 load_balancer_source_ranges=("203.0.113.0/24",)),
         Service("sticky", [ServicePort(80, 0, 8080), ServicePort(53, 0, 5353, name="dns", protocol="UDP")],
                 selector=web, type="ClusterIP", internal_traffic_policy="Local", session_affinity_timeout=30),
+        Service("dsr", [ServicePort(80, 30005, 8080)], selector=web, type="LoadBalancer",
+                annotations={"service.cilium.io/forwarding-mode": "dsr"}),
         Service("maglev", [ServicePort(80, 0, 8080)], selector=web, type="ClusterIP",
                 annotations={"service.cilium.io/lb-algorithm": "maglev"}),
     ]
@@ -156,7 +163,7 @@ GROUPS = [g for p in PROGRAMS.values() for g in p.groups.values()]
 def test_the_cluster_exercises_every_action_kind():
     kinds = {a[0] for f in FLOWS for a in f.actions} | {a[0] for g in GROUPS for b in g.buckets for a in b}
     assert kinds >= {"output", "set_field", "move", "dec_ttl", "group", "controller", "ct", "goto", "learn",
-                     "resubmit", "multipath"}
+                     "resubmit", "push_mpls", "pop_mpls", "multipath"}
     nats = {a[1].nat.partition("=")[0] for g in GROUPS for b in g.buckets for a in b if a[0] == "ct"}
     nats |= {a[1].nat.partition("=")[0] for f in FLOWS for a in f.actions if a[0] == "ct" and a[1].nat is not None}
     assert nats == {"", "src", "dst"}

@@ -128,6 +128,17 @@ def test_each_pod_answers_with_what_it_saw(tmp_path: Path) -> None:
             "headers": {"host": f"127.0.0.1:{ports[pod]}", "connection": "close"}}
 
 
+def test_a_kept_alive_connection_gets_an_answer_per_request(tmp_path: Path) -> None:
+    from lab.measure.held import request
+
+    with workload(tmp_path, [listener("web-a")]) as wl:
+        with socket.create_connection(("127.0.0.1", wl.ports()["web-a"]), timeout=5) as sock:
+            answers = [request(sock, "x") for _ in range(3)]
+            head, _ = http_get(wl.ports()["web-a"], "/")  # without keep-alive: one answer, then close
+    assert answers == [{"ok": True, "error": None, "pod": "web-a"}] * 3
+    assert b"Connection: close" in head
+
+
 def test_ready_file_lists_actual_ports(tmp_path: Path) -> None:
     with workload(tmp_path, [listener("web-a"), listener("web-b")]) as wl:
         ready = json.loads(wl.ready.read_text())
