@@ -4,21 +4,22 @@
 
           client (203.0.113.10)   lb (203.0.113.2: the cloud load balancer's health checker)
                          │ port 1   │ port 2
-                    ┌────┴──────────┴┐  npl-ul: the underlay between nodes, the edge router and the
+                    ┌────┴──────────┴┐  npl-<tag>-ul: the underlay between nodes, the edge router and the
                     │                │  load balancer's data plane (LoadBalancer addresses 198.51.100.x)
                     └┬───────┬───────┘
             port 101 │       │ port 102  (100 + node index)
              port 1  │       │ port 1
               ┌──────┴──┐  ┌─┴───────┐
-              │ npl-n1  │  │ npl-n2  │   one bridge per node: the node's datapath (kube-proxy's flows)
+              │ ...-n1  │  │ ...-n2  │   one bridge per node (npl-<tag>-n1 ...): the node's datapath
               └┬───┬───┬┘  └┬───┬────┘
          port 2│   │   │    │   │        port 2: the node's own stack (host named after the node)
           node-a  pod pod node-b pod     port 100 + last octet of the pod IP: the pod (host named after it)
 
 Hosts are named after the Kubernetes objects, so ``mininet> my-app-xxxxx curl ...`` reads as it would
-with kubectl exec. Every name and address comes from ``lab.kube.addressing``. Links carry optional HTB
-bandwidth limits (``underlay_bw``, on the node-to-underlay links) and netem delay where the kernel has it.
-When the nodes span two or more zones, each zone has a switch between its nodes and ``npl-ul``
+with kubectl exec; bridges and root-namespace interfaces carry the run's tag. Every name and address
+comes from ``lab.kube.addressing``. Links carry optional HTB bandwidth limits (``underlay_bw``, on the
+node-to-underlay links) and netem delay where the kernel has it.
+When the nodes span two or more zones, each zone has a switch between its nodes and the underlay
 (``topologies.zones``); the inter-zone links carry ``zone_link``'s delay.
 """
 

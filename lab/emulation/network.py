@@ -136,6 +136,8 @@ class ClusterNetwork(Supervised):
         for line in clean_stale_runs():
             self.log(f"earlier runs: {line}")
         self.run = RunDir.create()
+        self.log(f"this run's bridges and interfaces: {addr.prefix()}* (the underlay {addr.underlay_bridge()}, "
+                 f"node bridges {addr.node_bridge(1)} ...)")
         if self.underlay.delay_ms and not has_netem():
             self.warnings.append("this kernel has no netem qdisc: links run without delay "
                                  f"(asked for {self.underlay.delay_ms} ms); no delay is faked")

@@ -7,8 +7,11 @@ names and kill exactly those processes. A process is known by its pid *and* its 
 runs: ``start_process`` starts it behind a gate (a shell waiting for one line on its stdin), records the
 pid, then opens the gate; if the lab dies in between, the gate reads end-of-file and the program never
 starts. The owner of a run is known the same way, so a record is never taken for a live run's after a
-pid wrap. Nothing here matches by a broad pattern, so the lab never touches a bridge, interface or
-process it did not make. Only one lab network may exist on a machine at a time (the lock), because all
+pid wrap. A run's bridges and interfaces carry its tag (``npl-<tag>-...``, ``lab.kube.addressing``),
+chosen here when the run directory is made among the tags that no bridge, interface or run record
+uses, so two runs never share a name; a recorded name without its run's tag is never removed. Nothing
+here matches by a broad pattern, so the lab never touches a bridge, interface or process it did not
+make. Only one lab network may exist on a machine at a time (the lock), because all
 userspace bridges share one Open vSwitch datapath and its conntrack; ``lab clean`` takes the same lock,
 so it never runs beside a live network. The run root and every run directory are root-only (0700, the
 lock file 0600): another local user can neither read a run, reach its controller socket nor hold the
@@ -29,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 from controllers.state import write_json_atomic
 from lab.errors import LabError
+from lab.kube import addressing
 
 RUN_ROOT = os.environ.get("NPL_RUN_ROOT", "/run/nodeport-lab")
 LOCK_PATH = os.path.join(RUN_ROOT, "lock")
@@ -52,6 +56,7 @@ class Resources:
     owner_start: int | None = None  # the owner's start time (/proc/PID/stat field 22); None in old records
     starts: dict[str, int] = field(default_factory=dict)  # pid -> its start time
     sockets: list[str] = field(default_factory=list)  # Unix sockets outside the run directory
+    tag: str = ""  # the run's name tag (lab.kube.addressing); "" in records of versions before tags
 
     FIRST_VERSION = ("owner_pid", "bridges", "interfaces", "processes")
 
@@ -69,21 +74,42 @@ class Resources:
     def owner_alive(self) -> bool:
         return process_alive(self.owner_pid, self.owner_start, fallback_cmdline=True)
 
+    def names(self) -> list[str]:
+        """The recorded bridges and interfaces that are the run's: all of them carry its tag (records of
+        versions before tags: every recorded name)."""
+        return [n for n in self.bridges + self.interfaces if not self.tag or addressing.tag_of(n) == self.tag]
+
+    def foreign_names(self) -> list[str]:
+        """Recorded names without the run's tag: another run's (a damaged or edited record), never touched."""
+        return [n for n in self.bridges + self.interfaces if n not in self.names()]
+
 
 class RunDir:
     """The directory of one run and its resource record."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, tag: str = ""):
         self.path = path
-        self.resources = Resources(owner_pid=os.getpid(), owner_start=start_time(os.getpid()))
+        self.resources = Resources(owner_pid=os.getpid(), owner_start=start_time(os.getpid()), tag=tag)
+
+    @property
+    def tag(self) -> str:
+        return self.resources.tag
 
     @classmethod
     def create(cls) -> RunDir:
+        """A new run directory, with a tag no bridge, interface or run record uses; from now on this
+        process names its bridges and interfaces with it. The caller holds the machine lock, so no
+        other run chooses at the same time."""
         private_root()
         path = os.path.join(RUN_ROOT, f"run-{os.getpid()}-{time.time_ns()}")
+        try:
+            tag = addressing.choose_tag(tags_in_use())
+        except ValueError as e:
+            raise LabError(str(e)) from None
         os.mkdir(path, 0o700)
-        run = cls(path)
+        run = cls(path, tag)
         run.save()
+        addressing.set_run_tag(tag)
         return run
 
     def file(self, name: str) -> str:
@@ -295,22 +321,51 @@ def stop_process(run: RunDir | None, proc: subprocess.Popen, grace_s: float = 3.
         run.disown_process(proc.pid)
 
 
+def tags_in_use() -> set[str]:
+    """Tags of every bridge and interface that exists, and of every run record (live or not): a new
+    run's tag is none of them."""
+    names = list_bridges() + list_interfaces()
+    tags = {addressing.tag_of(n) for n in names}
+    if os.path.isdir(RUN_ROOT):
+        for entry in os.listdir(RUN_ROOT):
+            record = read_record(os.path.join(RUN_ROOT, entry, "resources.json"))
+            if record is not None:
+                tags |= {record.tag} | {addressing.tag_of(n) for n in record.bridges + record.interfaces}
+    return {t for t in tags if t}
+
+
+def list_interfaces() -> list[str]:
+    """Every interface of the root network namespace."""
+    return os.listdir("/sys/class/net")
+
+
+def interface_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def list_bridges() -> list[str]:
+    """Every Open vSwitch bridge on the machine (none without Open vSwitch)."""
+    if not shutil.which("ovs-vsctl"):
+        return []
+    return subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True, text=True).stdout.split()
+
+
 def remove_recorded(resources: Resources) -> list[str]:
     """Kill, delete and remove what a run recorded; return what was actually found and removed."""
     removed = []
     for pid, (what, cmdline, *_) in list(resources.processes.items()):
         if kill_owned(int(pid), cmdline, started=resources.started(pid)):
             removed.append(f"process {pid} ({what})")
-    existing = set(subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True,
-                                  text=True).stdout.split()) if shutil.which("ovs-vsctl") else set()
-    for br in resources.bridges:
+    existing = set(list_bridges())
+    owned = set(resources.names())
+    for br in (b for b in resources.bridges if b in owned):
         if br in existing:
             subprocess.run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-br", br], capture_output=True)
             removed.append(f"bridge {br}")
-        if os.path.exists(f"/sys/class/net/{br}"):
+        if interface_exists(br):
             subprocess.run(["ip", "link", "del", br], capture_output=True)
-    for intf in resources.interfaces:
-        if os.path.exists(f"/sys/class/net/{intf}"):
+    for intf in (i for i in resources.interfaces if i in owned):
+        if interface_exists(intf):
             subprocess.run(["ip", "link", "del", intf], capture_output=True)
             removed.append(f"interface {intf}")
     for path in resources.sockets:
@@ -384,6 +439,10 @@ def clean_stale_runs() -> list[str]:
             continue
         removed = remove_recorded(resources)
         left = still_present(resources)
+        foreign = resources.foreign_names()
+        if foreign:
+            report.append(f"{name}: left alone {', '.join(foreign)}: not named with the run's tag "
+                          f"{resources.tag!r}, so not its own")
         if left:
             report.append(f"{name}: removed {', '.join(removed) or 'nothing'}; could not remove {', '.join(left)}")
             continue
@@ -411,8 +470,7 @@ def still_present(resources: Resources) -> list[str]:
     """What of a record still exists after removal: an honest teardown reports it instead of success."""
     left = [f"process {pid} ({what})" for pid, (what, cmdline, *_) in resources.processes.items()
             if _same_process(int(pid), cmdline, resources.started(pid))]
-    left += [f"interface {n}" for n in resources.bridges + resources.interfaces
-             if os.path.exists(f"/sys/class/net/{n}")]
+    left += [f"interface {n}" for n in resources.names() if interface_exists(n)]
     left += [f"socket {p}" for p in resources.sockets if _is_socket(p)]
     return left
 
@@ -422,10 +480,8 @@ def unowned_resources(prefix: str = "npl-") -> list[str]:
     run owns: what a run that claims to have torn down must not leave (other live runs are not leftovers)."""
     live = [(name, res) for name, res, alive in recorded_runs() if alive]
     owned = {n for _, res in live for n in res.bridges + res.interfaces}
-    left = [f"interface {n}" for n in sorted(os.listdir("/sys/class/net")) if n.startswith(prefix) and n not in owned]
-    if shutil.which("ovs-vsctl"):
-        bridges = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True, text=True).stdout
-        left += [f"bridge {b}" for b in bridges.split() if b.startswith(prefix) and b not in owned]
+    left = [f"interface {n}" for n in sorted(list_interfaces()) if n.startswith(prefix) and n not in owned]
+    left += [f"bridge {b}" for b in list_bridges() if b.startswith(prefix) and b not in owned]
     if os.path.isdir(RUN_ROOT):
         live_dirs = {name for name, _ in live}
         left += [f"run dir {d}" for d in sorted(os.listdir(RUN_ROOT)) if d.startswith("run-") and d not in live_dirs]

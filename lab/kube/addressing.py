@@ -15,9 +15,16 @@ gateway::
   gateway ``10.244.n.1``. Pods get ``10.244.n.2`` upwards in the order they are placed on the node.
 - Every MAC is derived from the IPv4 address it belongs to: ``02:00:`` followed by the four address bytes
   (10.244.1.2 -> 02:00:0a:f4:01:02), so a packet capture can be read without a table.
-- Open vSwitch bridges and the root-namespace ends of veth pairs carry the ``npl-`` prefix and a short
-  index (Linux interface names have at most 15 characters); the interface inside every host is ``eth0``,
-  as in a real pod. The lab records every name it creates and removes exactly those.
+- Open vSwitch bridges and the root-namespace ends of veth pairs are named ``npl-<tag>-<what>``: the
+  run's tag, then what the name attaches (``ul`` the underlay, ``n3`` node 3's bridge, ``n3-up`` /
+  ``ul-n3`` its uplink's two ends, ``n3-h`` its host port, ``p12`` the 12th pod, ``ul-c`` the client,
+  ``ul-lb`` the load balancer), e.g. ``npl-4kz-n1``. The tag is three base-36 characters, the first a
+  digit (so no name of the untagged scheme, ``npl-n1``, parses as tagged), chosen per run when its run
+  directory is made (``lab.emulation.resources.RunDir``) among the tags no bridge, interface or run
+  record already uses: two runs never share a name, so neither's leftovers can be taken for the
+  other's. Names fit Linux's IFNAMSIZ (15 characters): ``npl-4kz-n200-up`` is the longest. The
+  interface inside every host is ``eth0``, as in a real pod, and Mininet hosts are named after the
+  Kubernetes objects, untagged. The lab records every name it creates and removes exactly those.
 - OpenFlow port numbers are fixed: on a node bridge the uplink is 1, the node's own host port 2, a pod
   ``100 + last octet of its IP``; on the underlay bridge the client is 1, the load balancer's health
   checker (host ``lb``, 203.0.113.2) 2, and node ``n`` is ``100 + n``.
@@ -34,8 +41,18 @@ gateway::
 from __future__ import annotations
 
 import ipaddress
+import random
+import re
 
 PREFIX = "npl-"
+IFNAMSIZ = 16  # Linux's, with the terminating NUL: an interface or bridge name has at most 15 characters
+BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+TAG_LENGTH = 3
+TAG_RE = re.compile(rf"{PREFIX}([0-9][0-9a-z]{{{TAG_LENGTH - 1}}})-")
+MAX_POD_SERIAL = 999_999  # npl-<tag>-p999999 is 15 characters
+# The tag of the run this process is making (set by lab.emulation.resources.RunDir.create); the name
+# functions below use it unless given a tag.
+run_tag: str | None = None
 
 UNDERLAY_CIDR = ipaddress.ip_network("172.18.0.0/24")
 ROUTER_UNDERLAY_IP = "172.18.0.1"
@@ -111,18 +128,63 @@ def dpid_hex(dpid: int) -> str:
     return f"{dpid:016x}"
 
 
-def node_bridge(index: int) -> str:
-    return f"{PREFIX}n{index}"
+def set_run_tag(tag: str) -> None:
+    """Make ``tag`` the tag of every name this process makes from now on (one run at a time)."""
+    global run_tag
+    if not is_tag(tag):
+        raise ValueError(f"{tag!r} is not a run tag ({TAG_LENGTH} base-36 characters, the first a digit)")
+    run_tag = tag
 
 
-def underlay_bridge() -> str:
-    return f"{PREFIX}ul"
+def is_tag(tag: str) -> bool:
+    return TAG_RE.fullmatch(f"{PREFIX}{tag}-") is not None
 
 
-def zone_bridge(index: int) -> str:
+def tag_of(name: str) -> str | None:
+    """The run tag in a name the lab made (``npl-4kz-n1`` -> ``4kz``), or None for any other name."""
+    match = TAG_RE.match(name)
+    return match.group(1) if match and len(name) > match.end() else None
+
+
+def choose_tag(taken: set[str], rng: random.Random | None = None) -> str:
+    """A tag no one uses, at random (so that a tag is rarely reused even once it is free again)."""
+    free = sorted(t for t in _all_tags() if t not in taken)
+    if not free:
+        raise ValueError("every run tag is in use: run python -m lab clean")
+    return (rng or random.SystemRandom()).choice(free)
+
+
+def _all_tags() -> list[str]:
+    return [a + b + c for a in BASE36[:10] for b in BASE36 for c in BASE36]
+
+
+def prefix(tag: str | None = None) -> str:
+    """``npl-<tag>-``: how every bridge and root-namespace interface of the run is named."""
+    tag = run_tag if tag is None else tag
+    if tag is None:
+        raise RuntimeError("no run tag: bridge and interface names are made by a run (RunDir.create)")
+    return f"{PREFIX}{tag}-"
+
+
+def _name(rest: str, tag: str | None) -> str:
+    name = prefix(tag) + rest
+    if len(name) >= IFNAMSIZ:
+        raise ValueError(f"interface name {name!r} is longer than {IFNAMSIZ - 1} characters")
+    return name
+
+
+def node_bridge(index: int, tag: str | None = None) -> str:
+    return _name(f"n{index}", tag)
+
+
+def underlay_bridge(tag: str | None = None) -> str:
+    return _name("ul", tag)
+
+
+def zone_bridge(index: int, tag: str | None = None) -> str:
     """The switch of the ``index``-th zone (1-based): its nodes' links meet there."""
     _check_node_index(index)  # a zone holds at least one node
-    return f"{PREFIX}z{index}"
+    return _name(f"z{index}", tag)
 
 
 def zone_dpid(index: int) -> int:
@@ -130,36 +192,38 @@ def zone_dpid(index: int) -> int:
     return _DPID_ZONE_BASE + index
 
 
-def zone_uplink_intf(index: int) -> tuple[str, str]:
+def zone_uplink_intf(index: int, tag: str | None = None) -> tuple[str, str]:
     """(zone-bridge side, underlay side) of the inter-zone link between zone ``index`` and the core."""
-    return f"{PREFIX}z{index}-up", f"{PREFIX}ul-z{index}"
+    return _name(f"z{index}-up", tag), _name(f"ul-z{index}", tag)
 
 
 def underlay_zone_port(index: int) -> int:
     return UNDERLAY_ZONE_PORT_BASE + index
 
 
-def node_uplink_intf(index: int) -> tuple[str, str]:
+def node_uplink_intf(index: int, tag: str | None = None) -> tuple[str, str]:
     """(node-bridge side, underlay side) of the link between node ``index`` and the underlay."""
-    return f"{PREFIX}n{index}-up", f"{PREFIX}ul-n{index}"
+    return _name(f"n{index}-up", tag), _name(f"ul-n{index}", tag)
 
 
-def node_host_intf(index: int) -> str:
+def node_host_intf(index: int, tag: str | None = None) -> str:
     """Bridge side of the link to the node's own network namespace (kubelet, kube-proxy's health port)."""
-    return f"{PREFIX}n{index}-h"
+    return _name(f"n{index}-h", tag)
 
 
-def pod_intf(serial: int) -> str:
+def pod_intf(serial: int, tag: str | None = None) -> str:
     """Bridge side of a pod's link; ``serial`` counts pods in the order the lab created them."""
-    return f"{PREFIX}p{serial}"
+    if not 0 <= serial <= MAX_POD_SERIAL:
+        raise ValueError(f"a run creates at most {MAX_POD_SERIAL} pods")
+    return _name(f"p{serial}", tag)
 
 
-def client_intf() -> str:
-    return f"{PREFIX}ul-c"
+def client_intf(tag: str | None = None) -> str:
+    return _name("ul-c", tag)
 
 
-def lb_intf() -> str:
-    return f"{PREFIX}ul-lb"
+def lb_intf(tag: str | None = None) -> str:
+    return _name("ul-lb", tag)
 
 
 def load_balancer_ip(index: int) -> str:

@@ -4,7 +4,7 @@
 
             client ── iperf3 -c nodeIP:30201, short requests to :30080
                │
-         ┌─────┴──────┐  npl-ul (underlay + edge router)
+         ┌─────┴──────┐  npl-<tag>-ul (underlay + edge router)
          └──┬───┬───┬─┘  every node's link to it is shaped: --underlay-mbit (HTB), --delay-ms each way (netem)
         node-a node-b node-c
    bystander-tx  bulk-server  bystander-rx

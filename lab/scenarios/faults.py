@@ -6,8 +6,8 @@ at a time ``INJECT_AT_S`` into a window of steady traffic:
 
 - external requests: new connections from the outside client to the load balancer's address, at a fixed
   rate (open loop, so a stall shows as failures, not as a slower client);
-- in-cluster requests: the same from the pod ``tester`` to its node's nodePort (pod to nodePort: the
-  lab has no ClusterIP yet; once it has, these go to the Service's ClusterIP);
+- in-cluster requests: the same from the pod ``tester`` to the Service's clusterIP, as in-cluster
+  clients reach a Service (kube-proxy on tester's node picks any endpoint: the Service is Cluster);
 - one established connection: a rate-limited download through node-a's Local nodePort (for the pod
   deletion: from the deleted pod itself), started before the fault; it is broken when it ends short of
   its bytes.
@@ -50,7 +50,7 @@ INJECT_AT_S = 1.0
 LINK_DOWN_S = 2.0
 BULK_BYTES = 2_500_000
 BULK_RATE = "1M"  # curl --limit-rate: the download lasts about 2.5 s, across the fault
-SERVICE, LOCAL_PORT, CLUSTER_PORT = "web", 30101, 30100
+SERVICE, SERVICE_PORT, LOCAL_PORT = "web", 80, 30101
 
 
 @dataclass
@@ -132,7 +132,7 @@ def run(args, progress) -> Outcome:
         progress("fault: SIGINT x2 + SIGTERM during a child run's teardown")
         rows.append(interrupt_teardown())
     report = {"scenario": "faults", "ratePerS": args.rate, "timeoutS": TIMEOUT_S, "injectAtS": INJECT_AT_S,
-              "inCluster": "pod tester to its node's nodePort (no ClusterIP in the lab yet)",
+              "inCluster": f"pod tester to the clusterIP of Service {SERVICE} (port {SERVICE_PORT})",
               "faults": rows, "restarts": restarts}
     return Outcome(report=report, table=render(rows), verdict=verdict(rows), warnings=warnings)
 
@@ -167,13 +167,14 @@ def stream_result(probe: dict, injected: float) -> dict:
 def measure(lab: LabNetwork, fault: Fault, rate: float, logged: list) -> dict:
     requests = int(fault.window_s * rate)
     vip = lab.load_balancer_ip(SERVICE)
-    tester_node = lab.cluster.node(lab.cluster.pod("tester").node).index
+    cluster_ip = lab.cluster_ip(SERVICE)
     node_a = addr.node_ip(lab.cluster.node("node-a").index)
     probes: dict = {}
     threads = [
-        threading.Thread(target=_stream, args=(lab, f"{vip}:80", requests, rate, addr.CLIENT_NAME, probes, "ext")),
-        threading.Thread(target=_stream, args=(lab, f"{addr.node_ip(tester_node)}:{CLUSTER_PORT}", requests, rate,
-                                               "tester", probes, "in")),
+        threading.Thread(target=_stream, args=(lab, f"{vip}:{SERVICE_PORT}", requests, rate, addr.CLIENT_NAME,
+                                               probes, "ext")),
+        threading.Thread(target=_stream, args=(lab, f"{cluster_ip}:{SERVICE_PORT}", requests, rate, "tester",
+                                               probes, "in")),
     ]
     download = lab.host(addr.CLIENT_NAME).popen(
         ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", "--limit-rate", BULK_RATE, "-m", "30",

@@ -149,8 +149,7 @@ def test_uplink_down_fails_only_while_down_and_converges_after(lab):
 
 def test_drained_node_loses_no_request(lab):
     thread, probe = stream(lab, 4.0)
-    inside, inside_probe = stream(lab, 4.0, host="tester",
-                                  target=f"{addr.node_ip(lab.cluster.node('node-c').index)}:30100")
+    inside, inside_probe = stream(lab, 4.0, host="tester", target=f"{lab.cluster_ip('web')}:80")
     time.sleep(1.0)
     moved = drain(lab, "node-b")
     thread.join()
@@ -158,6 +157,9 @@ def test_drained_node_loses_no_request(lab):
     assert moved and not [p for p in lab.cluster.pods_on("node-b") if p.labels.get("app") == "web"]
     assert stream_result(probe, 0)["failed"] == 0
     assert stream_result(inside_probe, 0)["failed"] == 0
+    # The in-cluster stream went to the clusterIP, and kube-proxy on node-c spread it over the Service's pods.
+    assert {r["target"] for r in inside_probe["records"]} == {f"{lab.cluster_ip('web')}:80"}
+    assert len({r["response"]["pod"] for r in inside_probe["records"]}) >= 2
 
 
 def test_pod_deleted_mid_download_finishes_the_download(lab):

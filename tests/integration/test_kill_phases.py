@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.emulation.resources import RUN_ROOT, read_record, recorded_runs
+from lab.emulation.resources import RUN_ROOT, MachineLock, RunDir, read_record, recorded_runs, tags_in_use
+from lab.kube.addressing import choose_tag
 from lab.polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,6 +146,50 @@ def test_clean_leaves_a_live_run_alone_and_tolerates_unknown_fields(tmp_path):
         assert f"{live.name}: still running" in done.stdout and live.exists()
     finally:
         subprocess.run(["rm", "-rf", str(live)], check=False)
+
+
+def _veth_pairs(names: list[str]) -> None:
+    """Root-namespace interfaces named like a run's, two by two (a veth pair, as the lab's links are)."""
+    for one, other in zip(names[::2], names[1::2], strict=True):
+        subprocess.run(["ip", "link", "add", one, "type", "veth", "peer", "name", other], check=True)
+
+
+def test_two_runs_leftovers_are_never_confused():
+    """Run A died; run B (this test process) lives; names of a third tag belong to no record.
+    A's record also lists one of B's interfaces (damaged, or edited by hand). ``lab clean`` removes A's
+    names and nothing else: B's and the strangers survive, and it says why it left B's alone."""
+    lock = MachineLock()
+    lock.acquire()  # no run chooses a tag while these are chosen and made
+    try:
+        taken = tags_in_use()
+        tag_a = choose_tag(taken)
+        tag_b = choose_tag(taken | {tag_a})
+        tag_c = choose_tag(taken | {tag_a, tag_b})
+        a_names, b_names, strangers = ([f"npl-{tag}-p1", f"npl-{tag}-ul-c"] for tag in (tag_a, tag_b, tag_c))
+        _veth_pairs(a_names + b_names + strangers)
+    finally:
+        lock.release()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    run_a = RunDir(os.path.join(RUN_ROOT, f"run-{dead.pid}-1"), tag_a)
+    run_b = RunDir(os.path.join(RUN_ROOT, f"run-{os.getpid()}-{tag_b}"), tag_b)
+    try:
+        for run, names in ((run_a, a_names + b_names), (run_b, b_names)):
+            os.mkdir(run.path, 0o700)
+            run.own_interfaces(names)
+        run_a.resources.owner_pid, run_a.resources.owner_start = dead.pid, 1
+        run_a.save()
+        done = subprocess.run(lab_cmd("clean"), cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        present = set(os.listdir("/sys/class/net"))
+        assert not present & set(a_names), done.stdout
+        assert set(b_names) | set(strangers) <= present, done.stdout
+        assert f"left alone {', '.join(b_names)}: not named with the run's tag '{tag_a}'" in done.stdout
+        assert not os.path.exists(run_a.path) and os.path.exists(run_b.path)
+    finally:
+        for name in a_names + b_names + strangers:
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
+        subprocess.run(["rm", "-rf", run_a.path, run_b.path], check=False)
 
 
 def test_a_bad_lock_wait_is_one_line():

@@ -15,6 +15,7 @@ import lab.measure.measurements as measurements
 from lab.api import Lab, results_table
 from lab.cloud.network import LabNetwork
 from lab.errors import ManifestError
+from lab.kube import addressing as addr
 from lab.measure.measurements import link_bytes, measure_entry
 
 MANIFESTS = """
@@ -95,7 +96,7 @@ def test_port_counters_are_read_per_port_both_directions(monkeypatch):
         assert argv[:4] == ["ovs-ofctl", "-O", "OpenFlow13", "dump-ports"]
         return subprocess.CompletedProcess(argv, 0, stdout=DUMP_PORTS, stderr="")
     monkeypatch.setattr(subprocess, "run", fake_run)
-    assert LabNetwork.port_bytes(None, "npl-ul") == {101: 6888 + 4490, 1: 8242 + 12582}  # LOCAL is not a link
+    assert LabNetwork.port_bytes(None, "npl-0ut-ul") == {101: 6888 + 4490, 1: 8242 + 12582}  # LOCAL is not a link
 
 
 def test_bytes_between_nodes_are_what_nodes_sent_less_what_reached_outside_hosts(monkeypatch, lab):
@@ -116,8 +117,8 @@ class FakeNet:
     def port_bytes(self, bridge: str) -> dict[int, int]:
         self.reads += 1
         grow = 1000 * (self.reads > 3)  # the three bridges read after the probe have moved on
-        return {"npl-ul": {1: 5 + grow, 101: 7 + 2 * grow, 102: 9}, "npl-n1": {102: 11 + grow},
-                "npl-n2": {102: 13}}[bridge]
+        return {addr.underlay_bridge(): {1: 5 + grow, 101: 7 + 2 * grow, 102: 9},
+                addr.node_bridge(1): {102: 11 + grow}, addr.node_bridge(2): {102: 13}}[bridge]
 
 
 def test_link_bytes_names_each_link_after_what_it_attaches(lab):
