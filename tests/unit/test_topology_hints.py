@@ -326,7 +326,8 @@ def three_zones() -> Cluster:
 def test_one_switch_per_zone_and_the_core_sees_each_zone_behind_one_port():
     c = three_zones()
     assert [(z.bridge, [n.name for n in z.nodes]) for z in zone_layout(c)] == [
-        ("npl-z1", ["node-a", "node-d"]), ("npl-z2", ["node-b", "node-e"]), ("npl-z3", ["node-c", "node-f"])]
+        (addr.zone_bridge(1), ["node-a", "node-d"]), (addr.zone_bridge(2), ["node-b", "node-e"]),
+        (addr.zone_bridge(3), ["node-c", "node-f"])]
     assert core_ports(c) == {"node-a": 1001, "node-b": 1002, "node-c": 1003, "node-d": 1001, "node-e": 1002,
                              "node-f": 1003}
     assert zone_layout(Cluster(nodes=[Node("a", 1), Node("b", 2)])) == []  # one zone (none): flat as before
@@ -350,16 +351,17 @@ def test_a_zone_switch_keeps_its_nodes_frames_and_sends_the_rest_up():
 
 def test_bytes_between_nodes_and_across_zones_from_port_counters():
     c = three_zones()
+    UL, Z1, Z2, Z3 = addr.underlay_bridge(), addr.zone_bridge(1), addr.zone_bridge(2), addr.zone_bridge(3)
     # node-a sent 1,000 (to node-d, same zone) + 500 (up: 300 to node-b, 200 to the client); node-b sent 50 to
     # the client. The core received 500 + 50 from zones 1 and 2 and sent 250 to the client (port 1).
-    counters = {"npl-ul": {1: (0, 250), 2: (0, 0), 1001: (500, 0), 1002: (50, 300), 1003: (0, 0)},
-                "npl-z1": {1: (0, 500), 101: (1500, 0), 104: (0, 1000)},
-                "npl-z2": {1: (300, 50), 102: (50, 300), 105: (0, 0)}, "npl-z3": {1: (0, 0)}}
+    counters = {UL: {1: (0, 250), 2: (0, 0), 1001: (500, 0), 1002: (50, 300), 1003: (0, 0)},
+                Z1: {1: (0, 500), 101: (1500, 0), 104: (0, 1000)},
+                Z2: {1: (300, 50), 102: (50, 300), 105: (0, 0)}, Z3: {1: (0, 0)}}
     assert inter_node_bytes(c, counters) == 1300
     assert cross_zone_bytes(c, counters) == 300
     flat = Cluster(nodes=[Node("a", 1), Node("b", 2)])
-    assert cross_zone_bytes(flat, {"npl-ul": {1: (0, 10), 101: (100, 0), 102: (0, 90)}}) == 0
-    assert inter_node_bytes(flat, {"npl-ul": {1: (0, 10), 101: (100, 0), 102: (0, 90)}}) == 90
+    assert cross_zone_bytes(flat, {UL: {1: (0, 10), 101: (100, 0), 102: (0, 90)}}) == 0
+    assert inter_node_bytes(flat, {UL: {1: (0, 10), 101: (100, 0), 102: (0, 90)}}) == 90
 
 
 def test_nodes_without_a_zone_share_a_switch_of_their_own():
