@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from controllers.state import write_json_atomic
+from lab.emulation.rcu import restore as restore_rcu
 from lab.errors import LabError
 
 RUN_ROOT = os.environ.get("NPL_RUN_ROOT", "/run/nodeport-lab")
@@ -383,6 +384,8 @@ def clean_stale_runs() -> list[str]:
             report.append(f"{name}: still running (pid {resources.owner_pid}), left alone")
             continue
         removed = remove_recorded(resources)
+        if restored := restore_rcu(path):  # the run died while its bridges went (lab.emulation.rcu)
+            removed.append(restored)
         left = still_present(resources)
         if left:
             report.append(f"{name}: removed {', '.join(removed) or 'nothing'}; could not remove {', '.join(left)}")
