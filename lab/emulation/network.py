@@ -24,6 +24,7 @@ from functools import partial
 
 from controllers.state import write_json_atomic
 from lab.emulation.controller_process import ControllerProcess
+from lab.emulation.counters import interface_bytes
 from lab.emulation.environment import datapath, has_netem, preflight
 from lab.emulation.faults import Supervised
 from lab.emulation.interrupts import InterruptGuard
@@ -142,7 +143,8 @@ class ClusterNetwork(Supervised):
         self.generation = 1
         for pod in self.cluster.pods:  # kubelet: a pod with a readinessProbe starts not Ready
             pod.ready = pod.readiness_probe is None
-        self.controller.start(build_proxy_state(self.cluster, self.generation))
+        # It imports os-ken while the network is built beside it; _build_mininet waits before switches connect.
+        self.controller.start(build_proxy_state(self.cluster, self.generation), wait=False)
         self.timings["controller"] = time.monotonic() - t0
 
         t1 = time.monotonic()
@@ -191,6 +193,7 @@ class ClusterNetwork(Supervised):
         self._tune_interfaces([])  # the hosts' own ends were tuned as they were configured (_tune_command)
         self._pin_neighbours()
         self.net.start()
+        self.controller.wait_listening()
         self._connect_switches()
 
     def _connect_switches(self) -> None:
@@ -667,6 +670,10 @@ class ClusterNetwork(Supervised):
         from_nodes = sum(rx for port, (rx, _) in ports.items() if port in node_ports)
         to_outside = sum(tx for port, (_, tx) in ports.items() if port not in node_ports)
         return from_nodes - to_outside
+
+    def interface_bytes(self, names: list[str]) -> dict[str, int]:
+        """Bytes (rx + tx) each named root-namespace interface has carried: a bridge port's own counters."""
+        return interface_bytes(names)
 
     def port_bytes(self, bridge: str) -> dict[int, int]:
         """Bytes each OpenFlow port of a bridge has carried so far, both directions (rx + tx)."""

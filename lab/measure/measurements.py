@@ -17,7 +17,6 @@ link's byte counters, and add three keys to the report's result (``lab.measure.r
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
@@ -42,19 +41,15 @@ def topology(cluster: Cluster) -> dict:
 
 
 def link_bytes(net: LabNetwork) -> dict[str, int]:
-    """Bytes every link has carried so far (port counters), by the name of what the link attaches.
-    The bridges are read side by side (one ``ovs-ofctl`` each), as a probe waits for all of them."""
-    bridges = [addr.underlay_bridge()] + [addr.node_bridge(n.index) for n in net.cluster.nodes]
-    with ThreadPoolExecutor(max_workers=min(4, len(bridges))) as pool:
-        counters = dict(zip(bridges, pool.map(net.port_bytes, bridges), strict=True))
-    underlay = counters[addr.underlay_bridge()]
-    links = {addr.CLIENT_NAME: underlay.get(addr.UNDERLAY_CLIENT_PORT, 0)}
+    """Bytes every link has carried so far, by the name of what the link attaches: the counters of the
+    link's bridge-side interface, read from the kernel at once (``lab.emulation.counters``)."""
+    links = {addr.CLIENT_NAME: addr.client_intf()}
     for node in net.cluster.nodes:
-        links[node.name] = underlay.get(addr.underlay_node_port(node.index), 0)
-        ports = counters[addr.node_bridge(node.index)]
+        links[node.name] = addr.node_uplink_intf(node.index)[1]  # its port on the underlay
         for pod in net.cluster.pods_on(node.name):
-            links[pod.name] = ports.get(addr.pod_ofport(pod.ip), 0)
-    return links
+            links[pod.name] = addr.pod_intf(pod.serial)
+    counters = net.interface_bytes(list(links.values()))
+    return {link: counters[name] for link, name in links.items()}
 
 
 def measure_entry(net: LabNetwork, service: Service, node: str, requests: int, client_ttl: int,
