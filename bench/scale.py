@@ -20,6 +20,7 @@ import time
 from bench.clusters import scale_cluster, scale_targets
 from bench.labtools import bridge_counts, lab_pids, time_lock
 from bench.machine import meminfo, ovs_pid, pss_mib, rss_mib
+from bench.ovs_removal import measure
 from bench.report import BenchResult, Figure, Goal
 from lab.cloud.network import LabNetwork
 from lab.errors import LabError
@@ -82,7 +83,8 @@ def one_cluster(nodes: int, pods_per_node: int, log) -> dict:
         row["ovsMemoryShow"] = ovs_memory_show()
         pss = {pid: pss_mib(pid) for pid in lab_pids(lab)}
         row.update({
-            "ovsPorts": len(root_interfaces(cluster)), "flows": flows, "groups": groups,
+            "ovsPorts": len(root_interfaces(cluster)), "ovsBridges": len(bridge_names(cluster)),
+            "flows": flows, "groups": groups,
             "processes": len(pss), "labPssMiB": round(sum(v for v in pss.values() if v), 1),
             "benchPssMiB": pss_mib(os.getpid()),
             "ovsRssMiB": rss_mib(ovs), "ovsRssBeforeMiB": ovs_before,
@@ -97,6 +99,25 @@ def one_cluster(nodes: int, pods_per_node: int, log) -> dict:
         f"{row['reachS']:.1f}), teardown {row['teardownS']:.1f} s, lab {row['labPssMiB']:.0f} MiB, OVS "
         f"{row['ovsRssMiB']:.0f} MiB (was {row['ovsRssBeforeMiB']:.0f})")
     return row
+
+
+def removal_floor(rows: dict[int, list[dict]], nodes: int, log) -> list[Figure]:
+    """The same number of ports on as many bridges, removed by Open vSwitch with no lab (bench.ovs_removal)."""
+    row = rows[nodes][0]
+    found = measure(row["ovsBridges"], row["ovsPorts"], runs=1)
+    rows[nodes][0]["ovsRemovalAlone"] = found
+    figures = []
+    for expedited in (False, True):
+        done = [r for r in found if r["expedited"] == expedited]
+        waits = done[0]["mainThreadStacks"]
+        where = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(waits.items())[:2])
+        label = "expedited RCU (as the lab's teardown)" if expedited else "normal RCU"
+        figures.append(Figure(f"    Open vSwitch alone removing {row['ovsPorts']} ports, {row['ovsBridges']} bridges "
+                              f"(no lab), {label}", "s", [r["seconds"] for r in done],
+                              note=f"{done[0]['msPerPort']:.1f} ms/port, vswitchd CPU {done[0]['vswitchdCpuS']:.2f} s; "
+                                   f"its main thread waits in {where}"))
+        log(f"Open vSwitch alone, {label}: {done[0]['seconds']:.1f} s for {row['ovsPorts']} ports ({where})")
+    return figures
 
 
 def run(cfg, log) -> BenchResult:
@@ -116,6 +137,7 @@ def run(cfg, log) -> BenchResult:
                                      TEARDOWN_GOAL if n == TEARDOWN_GOAL_NODES else None))
         result.figures.append(Figure(f"    of which Open vSwitch removing the bridges' ports, {n} nodes", "s",
                                      col(n, "teardownBridgesS"), note=f"{rows[n][0]['ovsPorts']} ports"))
+    result.figures += removal_floor(rows, TEARDOWN_GOAL_NODES if TEARDOWN_GOAL_NODES in rows else max(rows), log)
     for n in rows:
         result.figures.append(Figure(f"  lab processes memory (PSS), {n} nodes", "MiB", col(n, "labPssMiB"),
                                      note=f"{rows[n][0]['processes']} processes"))

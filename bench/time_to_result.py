@@ -96,6 +96,13 @@ def _child(t0: float, out: str, requests: int) -> int:
             finally:
                 count("portCounterRead", time.monotonic() - started)
 
+        def interface_bytes(self, names):  # every link's counters, from the kernel (lab.emulation.counters)
+            started = time.monotonic()
+            try:
+                return super().interface_bytes(names)
+            finally:
+                count("portCounterRead", time.monotonic() - started)
+
         def probe(self, *args, **kwargs):
             started = time.monotonic()
             try:

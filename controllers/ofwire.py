@@ -31,6 +31,27 @@ _INT = {"eth_type": 2, "in_port": 4, "ip_proto": 1, "tcp_dst": 2, "tcp_src": 2, 
 _MAC = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
 _IPV4 = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
 _LENGTH = {**_INT, **dict.fromkeys(_MAC, 6), **dict.fromkeys(_IPV4, 4)}
+MEMO_LIMIT = 1 << 18  # entries per memo; a full one starts again, so churn never grows one for ever
+
+
+class _Memo(dict):
+    """``fn(key)`` remembered by its key (hashable, immutable values), looked up at dict speed.
+
+    A cluster repeats a few thousand match fields, matches, action lists and NAT targets across
+    hundreds of thousands of messages: every node holds most of the same flows, every endpoint is a
+    NAT target on every node. At 2,000 Services x 10 endpoints on 10 nodes, 81,000 flows are 27,000
+    distinct ones, their 445,000 match fields 4,200 and their action lists 4,000. A hit costs a hash;
+    packing again cost 2-12 us. (Group buckets are distinct per node and endpoint: not remembered.)"""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def __missing__(self, key):
+        if len(self) >= MEMO_LIMIT:
+            self.clear()
+        value = self[key] = self.fn(key)
+        return value
 
 
 def _value(name: str, value) -> bytes:
@@ -58,6 +79,11 @@ def _oxm_header(name: str, length: int, masked: bool) -> bytes:
 
 def oxm(name: str, value) -> bytes:
     """One OXM TLV: ``value`` or ``(value, mask)``."""
+    return _OXMS[(name, value)]
+
+
+def _oxm(field: tuple) -> bytes:
+    name, value = field
     if isinstance(value, tuple):
         v, m = _value(name, value[0]), _value(name, value[1])
         return _oxm_header(name, len(v), True) + v + m
@@ -71,8 +97,15 @@ def _pad8(data: bytes) -> bytes:
 
 def match(fields: tuple) -> bytes:
     """ofp_match with OXM fields in os-ken's order (by field number: prerequisites come first)."""
-    body = b"".join(oxm(k, v) for k, v in sorted(fields, key=lambda kv: _oxm_number(kv[0])))
+    return _MATCHES[fields]
+
+
+def _match(fields: tuple) -> bytes:
+    body = b"".join(_OXMS[kv] for kv in sorted(fields, key=lambda kv: _oxm_number(kv[0])))
     return _pad8(struct.pack("!HH", ofp.OFPMT_OXM, 4 + len(body)) + body)
+
+
+_OXMS, _MATCHES = _Memo(_oxm), _Memo(_match)
 
 
 # --- actions ------------------------------------------------------------------------------------------
@@ -110,6 +143,7 @@ def _nat(spec: str) -> bytes:
     return _nx(nicira_ext.NXAST_NAT, struct.pack("!2xHH", flags, present) + ranges)
 
 
+@functools.cache  # a handful of distinct moves
 def _move(src: str, dst: str, n_bits: int, src_ofs: int = 0, dst_ofs: int = 0) -> bytes:
     body = struct.pack("!HHH", n_bits, src_ofs, dst_ofs) + _oxm_header(src, _LENGTH[src], False) + \
         _oxm_header(dst, _LENGTH[dst], False)
@@ -123,7 +157,7 @@ def _ct(ct: Ct) -> bytes:
     if ct.mark_from is not None:
         inner += _move(ct.mark_from, "ct_mark", ct.mark_bits)
     if ct.nat is not None:
-        inner += _nat(ct.nat)
+        inner += _NATS[ct.nat]
     table = NX_CT_RECIRC_NONE if ct.table is None else ct.table
     head = struct.pack("!H4sHB3xH", NX_CT_F_COMMIT if ct.commit else 0, bytes(4), ct.zone, table, 0)
     return _nx(nicira_ext.NXAST_CT, head + inner)
@@ -201,6 +235,10 @@ def action(a: tuple) -> bytes:
 
 
 def instructions(actions: tuple) -> bytes:
+    return _INSTRUCTIONS[actions]
+
+
+def _instructions(actions: tuple) -> bytes:
     applied = b"".join(action(a) for a in actions if a[0] != "goto")
     gotos = [a[1] for a in actions if a[0] == "goto"]
     out = struct.pack("!HH4x", ofp.OFPIT_APPLY_ACTIONS, 8 + len(applied)) + applied if applied else b""
@@ -215,19 +253,29 @@ def _header(msg_type: int, length: int, xid: int) -> bytes:
     return struct.pack("!BBHI", ofp.OFP_VERSION, msg_type, length, xid)
 
 
+_NATS, _INSTRUCTIONS = _Memo(_nat), _Memo(_instructions)
+
+
 def flow_mod(flow: Flow, command: int, xid: int) -> bytes:
+    body = _FLOW_BODIES[(flow, command)]
+    return _header(ofp.OFPT_FLOW_MOD, 8 + len(body), xid) + body
+
+
+def _flow_body(key: tuple) -> bytes:  # most nodes hold the same flow: packed once for all of them
+    flow, command = key
     body = struct.pack("!QQBBHHHIIIH2x", flow.cookie, 0, flow.table, command, 0, 0, flow.priority,
                        ofp.OFP_NO_BUFFER, ofp.OFPP_ANY, ofp.OFPG_ANY, 0)
-    body += match(flow.match) + instructions(flow.actions)
-    return _header(ofp.OFPT_FLOW_MOD, 8 + len(body), xid) + body
+    return body + _MATCHES[flow.match] + _INSTRUCTIONS[flow.actions]
+
+
+_FLOW_BODIES = _Memo(_flow_body)
 
 
 BUCKET_WEIGHT = 100
 GUARD_WEIGHT = 1
 
 
-def _bucket(actions: tuple, weight: int) -> bytes:
-    body = b"".join(action(a) for a in actions)
+def _bucket(body: bytes, weight: int) -> bytes:
     return struct.pack("!HHII4x", 16 + len(body), weight, ofp.OFPP_ANY, ofp.OFPG_ANY) + body
 
 
@@ -241,9 +289,10 @@ def group_mod(group: Group, command: int, xid: int) -> bytes:
     which is uniform over the real buckets; the guard itself (a copy of the first bucket) wins with
     probability about (1/100)^n.
     """
-    buckets = b"".join(_bucket(b, BUCKET_WEIGHT) for b in group.buckets)
-    if group.buckets:
-        buckets += _bucket(group.buckets[0], GUARD_WEIGHT)
+    bodies = [b"".join([action(a) for a in b]) for b in group.buckets]
+    buckets = b"".join([_bucket(body, BUCKET_WEIGHT) for body in bodies])
+    if bodies:
+        buckets += _bucket(bodies[0], GUARD_WEIGHT)  # packed once
     body = struct.pack("!HBxI", command, ofp.OFPGT_SELECT, group.group_id) + buckets
     return _header(ofp.OFPT_GROUP_MOD, 8 + len(body), xid) + body
 

@@ -45,20 +45,26 @@ class ControllerProcess:
         """Where switches connect, in Open vSwitch's words."""
         return f"unix:{self.socket_path}"
 
-    def start(self, state: ProxyState) -> None:
+    def start(self, state: ProxyState, wait: bool = True) -> None:
+        """``wait=False``: return once it is started; ``wait_listening`` before any switch needs it (its
+        imports take a quarter of a second, in which the lab can build the network beside it)."""
         self.generation = state.generation
         write_json_atomic(self.state_path, state.to_dict())
         if os.path.exists(log_path(self.state_path)):
             os.unlink(log_path(self.state_path))
         self.state = state
-        self.respawn()
+        self.respawn(wait)
 
-    def respawn(self) -> None:
+    def respawn(self, wait: bool = True) -> None:
         """Start the controller on the state file as it is (a restarted kube-proxy reads the API server)."""
         self.proc = start_process(
             self.run, [sys.executable, "-m", "controllers", "--state", self.state_path, "--status", self.status_path,
                        "--socket", self.socket_path, "--lb-health", self.lb_health_path, "--log", self.log_path],
             self.log_path, "kube-proxy controller")
+        if wait:
+            self.wait_listening()
+
+    def wait_listening(self) -> None:
         proc = self.proc
 
         def listening():

@@ -24,12 +24,14 @@ from functools import partial
 
 from controllers.state import write_json_atomic
 from lab.emulation.controller_process import ControllerProcess
+from lab.emulation.counters import interface_bytes
 from lab.emulation.environment import datapath, has_netem, preflight
 from lab.emulation.faults import Supervised
 from lab.emulation.interrupts import InterruptGuard
 from lab.emulation.iperf3 import start_iperf3_servers
 from lab.emulation.kubelet import Prober
 from lab.emulation.proxy_state import build_proxy_state
+from lab.emulation.rcu import ExpeditedRcu
 from lab.emulation.resources import (
     MachineLock,
     RunDir,
@@ -148,7 +150,8 @@ class ClusterNetwork(Supervised):
         self.generation = 1
         for pod in self.cluster.pods:  # kubelet: a pod with a readinessProbe starts not Ready
             pod.ready = pod.readiness_probe is None
-        self.controller.start(self._around(build_proxy_state(self.cluster, self.generation)))
+        # It imports os-ken while the network is built beside it; _build_mininet waits before switches connect.
+        self.controller.start(self._around(build_proxy_state(self.cluster, self.generation)), wait=False)
         self.timings["controller"] = time.monotonic() - t0
 
         t1 = time.monotonic()
@@ -200,6 +203,7 @@ class ClusterNetwork(Supervised):
         self._pin_neighbours()
         self.net.start()
         install_zone_flows(self.cluster, self.run.file)
+        self.controller.wait_listening()
         self._connect_switches()
 
     def _connect_switches(self) -> None:
@@ -410,7 +414,8 @@ class ClusterNetwork(Supervised):
         the veths inside it, and their peers; what is left (links with both ends in the root namespace,
         and ends the kernel has not reached yet) deleted as one group, by the exact names the run
         recorded; then every bridge in one ``ovs-vsctl`` transaction. That last step is Open vSwitch's
-        userspace datapath removing its ports one by one (about 15 ms each here), most of the time."""
+        userspace datapath removing its ports one by one, a kernel RCU grace period each (about 14 ms here,
+        2 ms expedited: ``lab.emulation.rcu``), most of the time."""
         for controller in net.controllers:
             controller.stop()
         for node in net.hosts + net.switches:
@@ -430,7 +435,8 @@ class ClusterNetwork(Supervised):
             args += ["--", "--if-exists", "del-br", bridge]
         if args:
             started = time.monotonic()
-            subprocess.run(["ovs-vsctl", "--timeout=120", *args[1:]], capture_output=True, check=False)
+            with ExpeditedRcu(self.run.path):  # one RCU grace period per port, forced: lab.emulation.rcu
+                subprocess.run(["ovs-vsctl", "--timeout=120", *args[1:]], capture_output=True, check=False)
             self.timings["teardownBridges"] = time.monotonic() - started  # Open vSwitch removing every port
         net.links, net.hosts, net.switches, net.controllers = [], [], [], []
 
@@ -694,6 +700,10 @@ class ClusterNetwork(Supervised):
         counters, read at once (``topologies.zones.cross_zone_bytes``); tests/integration/test_zones.py
         checks they equal the core's INTERNODE flow counters on the same traffic."""
         return cross_zone_bytes(self.cluster, {addr.underlay_bridge(): dump_ports(addr.underlay_bridge())})
+
+    def interface_bytes(self, names: list[str]) -> dict[str, int]:
+        """Bytes (rx + tx) each named root-namespace interface has carried: a bridge port's own counters."""
+        return interface_bytes(names)
 
     def port_bytes(self, bridge: str) -> dict[int, int]:
         """Bytes each OpenFlow port of a bridge has carried so far, both directions (rx + tx)."""

@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from controllers.state import write_json_atomic
+from lab.emulation.rcu import restore as restore_rcu
 from lab.errors import LabError
 from lab.kube import addressing
 
@@ -438,6 +439,8 @@ def clean_stale_runs() -> list[str]:
             report.append(f"{name}: still running (pid {resources.owner_pid}), left alone")
             continue
         removed = remove_recorded(resources)
+        if restored := restore_rcu(path):  # the run died while its bridges went (lab.emulation.rcu)
+            removed.append(restored)
         left = still_present(resources)
         foreign = resources.foreign_names()
         if foreign:

@@ -18,7 +18,6 @@ link's byte counters, and add three keys to the report's result (``lab.measure.r
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
@@ -29,7 +28,7 @@ from lab.kube.model import Cluster, Service
 from lab.measure.experiment import probe_cluster_ip, probe_entry, probe_load_balancer
 from lab.measure.report import request_paths
 from lab.measure.zones import cross_zone_fields
-from topologies.zones import node_attachment, zone_layout
+from topologies.zones import zone_layout
 
 
 def topology(cluster: Cluster) -> dict:
@@ -45,22 +44,15 @@ def topology(cluster: Cluster) -> dict:
 
 
 def link_bytes(net: LabNetwork) -> dict[str, int]:
-    """Bytes every link has carried so far (port counters), by the name of what the link attaches.
-    The bridges are read side by side (one ``ovs-ofctl`` each), as a probe waits for all of them."""
-    layout = zone_layout(net.cluster)
-    bridges = ([addr.underlay_bridge()] + [addr.node_bridge(n.index) for n in net.cluster.nodes]
-               + [z.bridge for z in layout])
-    with ThreadPoolExecutor(max_workers=min(4, len(bridges))) as pool:
-        counters = dict(zip(bridges, pool.map(net.port_bytes, bridges), strict=True))
-    underlay = counters[addr.underlay_bridge()]
-    links = {addr.CLIENT_NAME: underlay.get(addr.UNDERLAY_CLIENT_PORT, 0)}
+    """Bytes every link has carried so far, by the name of what the link attaches: the counters of the
+    link's bridge-side interface, read from the kernel at once (``lab.emulation.counters``)."""
+    links = {addr.CLIENT_NAME: addr.client_intf()}
     for node in net.cluster.nodes:
-        bridge, port = node_attachment(net.cluster, node, layout)  # the core, or the node's zone switch
-        links[node.name] = counters[bridge].get(port, 0)
-        ports = counters[addr.node_bridge(node.index)]
+        links[node.name] = addr.node_uplink_intf(node.index)[1]  # its port on the underlay
         for pod in net.cluster.pods_on(node.name):
-            links[pod.name] = ports.get(addr.pod_ofport(pod.ip), 0)
-    return links
+            links[pod.name] = addr.pod_intf(pod.serial)
+    counters = net.interface_bytes(list(links.values()))
+    return {link: counters[name] for link, name in links.items()}
 
 
 def measure_entry(net: LabNetwork, service: Service, node: str, requests: int, client_ttl: int,

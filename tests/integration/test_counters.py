@@ -106,3 +106,21 @@ def test_every_underlay_neighbour_is_static(lab):
         out = lab.run_in(host, ["ip", "neigh", "show", "dev", "eth0"], timeout=5).stdout
         underlay = [line for line in out.splitlines() if line.startswith(("172.18.0.", "203.0.113."))]
         assert underlay and all("PERMANENT" in line for line in underlay), (host, out)
+
+
+def test_kernel_interface_counters_equal_open_vswitch_port_counters(lab):
+    """link_bytes reads the kernel's counters of each bridge-side interface (lab.emulation.counters): they
+    must be the numbers Open vSwitch reports for the same ports, after real traffic through every link."""
+    svc = lab.cluster.service("web")
+    probe_entry(lab, svc, svc.ports[0], "node-c", 100, lab.client_ttl())
+    ports = {(addr.underlay_bridge(), addr.UNDERLAY_CLIENT_PORT): addr.client_intf()}
+    for node in lab.cluster.nodes:
+        ports[(addr.underlay_bridge(), addr.underlay_node_port(node.index))] = addr.node_uplink_intf(node.index)[1]
+        ports[(addr.node_bridge(node.index), addr.NODE_UPLINK_PORT)] = addr.node_uplink_intf(node.index)[0]
+        for pod in lab.cluster.pods_on(node.name):
+            ports[(addr.node_bridge(node.index), addr.pod_ofport(pod.ip))] = addr.pod_intf(pod.serial)
+    bridges = {bridge for bridge, _ in ports}
+    by_ovs = {bridge: lab.port_bytes(bridge) for bridge in bridges}  # nothing moves between the two reads
+    by_kernel = lab.interface_bytes(list(ports.values()))
+    assert {name: by_ovs[b][p] for (b, p), name in ports.items()} == by_kernel
+    assert by_kernel[addr.node_uplink_intf(lab.cluster.node("node-c").index)[1]] > 100 * 500, by_kernel

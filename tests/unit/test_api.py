@@ -113,12 +113,15 @@ class FakeNet:
     def __init__(self, cluster):
         self.cluster = cluster
         self.reads = 0
+        web1, web2 = (addr.pod_intf(cluster.pod(p).serial) for p in ("web-1", "web-2"))
+        # interface: (bytes before the probe, what the probe adds)
+        self.counters = {addr.client_intf(): (5, 1000), addr.node_uplink_intf(1)[1]: (7, 2000),
+                         addr.node_uplink_intf(2)[1]: (9, 0), web1: (11, 1000), web2: (13, 0)}
 
-    def port_bytes(self, bridge: str) -> dict[int, int]:
+    def interface_bytes(self, names: list[str]) -> dict[str, int]:
         self.reads += 1
-        grow = 1000 * (self.reads > 3)  # the three bridges read after the probe have moved on
-        return {addr.underlay_bridge(): {1: 5 + grow, 101: 7 + 2 * grow, 102: 9},
-                addr.node_bridge(1): {102: 11 + grow}, addr.node_bridge(2): {102: 13}}[bridge]
+        grown = self.reads > 1  # read again after the probe: the counters have moved on
+        return {n: self.counters[n][0] + grown * self.counters[n][1] for n in names}
 
 
 def test_link_bytes_names_each_link_after_what_it_attaches(lab):
@@ -173,3 +176,13 @@ def test_through_the_load_balancer_the_paths_start_at_the_pods_nodes(lab, monkey
     result = measurements.measure_load_balancer(FakeNet(lab.cluster), lab.cluster.service("web"), 4, 64)
     assert [(p["pod"], p["nodes"]) for p in result["paths"]] == [("web-1", ["node-a"]), ("web-2", ["node-b"])]
     assert set(result["linkBytes"]) == {"client", "node-a", "node-b", "web-1", "web-2"}
+
+
+def test_interface_counters_are_received_plus_sent_and_zero_for_a_gone_interface(tmp_path):
+    from lab.emulation.counters import interface_bytes
+
+    stats = tmp_path / "npl-p1" / "statistics"
+    stats.mkdir(parents=True)
+    (stats / "rx_bytes").write_text("1200\n")
+    (stats / "tx_bytes").write_text("34\n")
+    assert interface_bytes(["npl-p1", "npl-p2"], root=str(tmp_path)) == {"npl-p1": 1234, "npl-p2": 0}
