@@ -244,7 +244,7 @@ def verdict(rows: list[dict], priority: str) -> list[str]:
     lines.append(f"{best['remedy']} ranks first; what it costs elsewhere: " + _costs(best, measured) + ".")
     missing = [r["remedy"] for r in ranked if not r.get("available")]
     if missing:
-        lines.append(f"Not measured in this lab: {', '.join(missing)} ({ranked[-1]['note']}).")
+        lines.append(f"Not ranked, the lab cannot measure them yet: {', '.join(missing)}.")
     return lines
 
 
@@ -259,7 +259,7 @@ def _costs(r: dict, rows: list[dict]) -> str:
         f"{_num(r['interNodeBytesPerRequest'])} bytes between nodes per request (best {_num(best_bytes)})",
         f"busiest pod {'-' if ratio is None else f'{ratio:.2f}'}x the least busy",
         f"{_num(r['brokenOnReroute'])} connections broken on reroute (best {_num(best_broken)})",
-        f"p95 {_num(r['latencyMs']['p95'])} ms"])
+        f"p95 {_ms(r['latencyMs']['p95'])} ms"])
 
 
 # --- rendering ----------------------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
     out = []
     for r in rows:
         if not r.get("available"):
-            out.append([r["remedy"], r["note"], *[""] * (len(HEADER) - 2)])
+            out.append([r["remedy"], *["n/a"] * (len(HEADER) - 1)])
             continue
         b, reroute = r["balance"], r.get("reroute") or {}
         shares = "-" if b["maxShare"] is None else f"{b['maxShare']:.0%}/{b['minShare']:.0%} (p {b['pValue']})"
@@ -303,4 +303,6 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 
 
 def render(rows: list[dict]) -> str:
-    return format_table(HEADER, table_rows(rows))
+    """The table, then one line per row that has a note (why it is not available, what was not measured)."""
+    notes = [f"{r['remedy']}: {r['note']}" for r in rows if r.get("note")]
+    return format_table(HEADER, table_rows(rows)) + "".join(f"\n  {n}" for n in notes)
