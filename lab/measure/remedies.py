@@ -249,17 +249,24 @@ def verdict(rows: list[dict], priority: str) -> list[str]:
 
 
 def _costs(r: dict, rows: list[dict]) -> str:
-    """The chosen row's figures, each next to the best any row reached."""
-    best_kept = max((x["clientIpKeptPct"] or 0 for x in rows), default=0)
-    best_bytes = min((_or_worst(x["interNodeBytesPerRequest"]) for x in rows), default=math.inf)
-    best_broken = min((_or_worst(x["brokenOnReroute"]) for x in rows), default=math.inf)
+    """The chosen row's figures, each next to the best any row reached; figures not measured are left out."""
+    parts = []
+    kept = r["clientIpKeptPct"]
+    if kept is not None:
+        parts.append(f"client IP kept {_pct(kept)} (best {_pct(max(x['clientIpKeptPct'] or 0 for x in rows))})")
+    for key, what in (("interNodeBytesPerRequest", "bytes between nodes"), ("crossZoneBytesPerRequest",
+                                                                           "bytes across zones")):
+        if r[key] is not None:
+            best = min(_or_worst(x[key]) for x in rows)
+            parts.append(f"{_num(r[key])} {what} per request (best {_num(best)})")
     ratio = imbalance(r)
-    return ", ".join([
-        f"client IP kept {_pct(r['clientIpKeptPct'])} (best {_pct(best_kept)})",
-        f"{_num(r['interNodeBytesPerRequest'])} bytes between nodes per request (best {_num(best_bytes)})",
-        f"busiest pod {'-' if ratio is None else f'{ratio:.2f}'}x the least busy",
-        f"{_num(r['brokenOnReroute'])} connections broken on reroute (best {_num(best_broken)})",
-        f"p95 {_ms(r['latencyMs']['p95'])} ms"])
+    if ratio is not None:
+        parts.append(f"busiest pod {ratio:.2f}x the least busy (p = {r['balance']['pValue']})")
+    if r["brokenOnReroute"] is not None:
+        best = min(_or_worst(x["brokenOnReroute"]) for x in rows)
+        parts.append(f"{r['brokenOnReroute']} held connections broken on reroute (best {_num(best)})")
+    parts.append(f"p95 {_ms(r['latencyMs']['p95'])} ms")
+    return ", ".join(parts)
 
 
 # --- rendering ----------------------------------------------------------------------------------------
