@@ -135,7 +135,7 @@ def cost_per_million(bytes_per_request: float | None, price_per_gb: float,
     """What a million requests' cross-zone bytes cost, with ``cost(bytes, price_per_gb)``."""
     if bytes_per_request is None or cost is None:
         return None
-    return round(cost(bytes_per_request * MILLION, price_per_gb), 4)
+    return float(f"{cost(bytes_per_request * MILLION, price_per_gb):.4g}")
 
 
 def row(data: RowInput, price_per_gb: float, cost: Callable[[float, float], float] | None) -> dict:

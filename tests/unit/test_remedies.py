@@ -86,7 +86,7 @@ def test_balance_counts_pods_that_got_nothing():
 
 
 def test_cost_per_million_uses_the_price_and_is_unknown_without_zone_counters():
-    assert rm.cost_per_million(500.0, 0.01, flat_cost) == pytest.approx(500e6 / 1e9 * 0.02)
+    assert rm.cost_per_million(500.0, 0.01, flat_cost) == pytest.approx(500e6 / 1e9 * 0.02, rel=1e-3)
     assert rm.cost_per_million(None, 0.01, flat_cost) is None
     assert rm.cost_per_million(500.0, 0.01, None) is None
     part = external([record("web-1", addr.CLIENT_IP, 62)], zone=None)
