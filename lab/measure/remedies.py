@@ -282,7 +282,7 @@ def _pct(value) -> str:
 
 
 def _money(value) -> str:
-    return "-" if value is None else f"${value:.2f}"
+    return "-" if value is None else f"${value:.3g}"
 
 
 def _ms(value) -> str:
@@ -311,5 +311,9 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 
 def render(rows: list[dict]) -> str:
     """The table, then one line per row that has a note (why it is not available, what was not measured)."""
-    notes = [f"{r['remedy']}: {r['note']}" for r in rows if r.get("note")]
-    return format_table(HEADER, table_rows(rows)) + "".join(f"\n  {n}" for n in notes)
+    notes: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("note"):
+            notes.setdefault(r["note"], []).append(r["remedy"])
+    return format_table(HEADER, table_rows(rows)) + "".join(f"\n  {', '.join(names)}: {note}"
+                                                           for note, names in notes.items())

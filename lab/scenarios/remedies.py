@@ -94,12 +94,14 @@ def _counters(net: LabNetwork) -> tuple[int, int | None]:
 
 def _part(net: LabNetwork, target: str, requests: int, client_ttl: int, router_hops: int, host: str,
           l7: bool = False, client: str | None = None) -> Part:
-    """One probe between two readings of the counters."""
+    """One probe between two readings of the counters. The load balancer's health checks fly meanwhile
+    (every 0.5 s), so a reading may catch one in flight: a few hundred bytes either way, never below 0."""
     inter0, zone0 = _counters(net)
     records = net.probe([target], requests, timeout=1.0, host=host)["records"]
     inter1, zone1 = _counters(net)
-    return Part(records=records, client_ttl=client_ttl, router_hops=router_hops, inter_node_bytes=inter1 - inter0,
-                cross_zone_bytes=None if zone0 is None else zone1 - zone0, l7=l7, client=client)
+    return Part(records=records, client_ttl=client_ttl, router_hops=router_hops,
+                inter_node_bytes=max(0, inter1 - inter0),
+                cross_zone_bytes=None if zone0 is None else max(0, zone1 - zone0), l7=l7, client=client)
 
 
 def _reroute(net: LabNetwork, service: Service, held: int, progress) -> tuple[dict | None, str | None]:

@@ -52,7 +52,10 @@ def test_cluster_loses_the_client_ip_and_forwards(rows):
 def test_local_keeps_the_client_ip_and_never_crosses_nodes_from_outside(rows):
     r = measured(rows, "Local")
     assert r["clientIpKeptPct"] == 100
-    assert r["external"]["extraHops"] == 0 and r["external"]["interNodeBytes"] == 0
+    assert r["external"]["extraHops"] == 0  # every SYN reached its pod with one node's TTL decrement
+    # Nothing of theirs crossed between nodes: at most a health check in flight at a counter reading,
+    # where one forwarded request under Cluster costs some 800 bytes.
+    assert r["external"]["interNodeBytes"] < 400 < rows["Cluster"]["external"]["interNodeBytesPerRequest"]
     # The load balancer splits per node: node-a1's two pods share one node's part.
     assert r["external"]["servedBy"], r
 
