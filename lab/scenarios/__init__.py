@@ -20,6 +20,7 @@ SCENARIOS = {
     "bandwidth": "lab.scenarios.bandwidth",
     "faults": "lab.scenarios.faults",
     "ingress": "lab.scenarios.ingress",
+    "remedies": "lab.scenarios.remedies",
 }
 DEFAULT = "cluster-vs-local"
 
