@@ -17,14 +17,11 @@ requests from the client through the load balancer's address, and N more split o
 pods to the clusterIP; then, held keep-alive connections through the load balancer while a node leaves
 its rotation and the load balancer moves its connections elsewhere. ``lab.measure.remedies`` turns the
 records and counters into the row, and ranks the rows for ``--priority``.
-
-Rows whose mechanism this lab lacks (``missing_mechanisms``) say so instead of figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +29,7 @@ from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
 from lab.kube.manifests import load_manifests
 from lab.kube.model import Service
+from lab.measure.held import broken_on_reroute
 from lab.measure.remedies import (
     PRIORITIES,
     REMEDIES,
@@ -40,19 +38,15 @@ from lab.measure.remedies import (
     rank,
     render,
     row,
-    unavailable_row,
     verdict,
 )
 from lab.measure.report import new_report
+from lab.measure.zones import cross_zone_cost
 from lab.scenarios import Outcome
 from lab.scenarios.remedies_changes import (
     REMEDY_CHANGES,
     Remedy,
     apply,
-    can_count_zones,
-    can_reroute,
-    missing_mechanisms,
-    network_options,
     roll_out,
     wait_rotation,
 )
@@ -68,28 +62,23 @@ DEFAULT_PRICE = 0.01  # USD per GB crossing zones, each direction (AWS and GCP l
 HELD = 60  # keep-alive connections held through a reroute
 
 
-def _add_once(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
-    """Add ``flag`` unless the command line already has it for every scenario (lab.cli)."""
-    if flag not in parser._option_string_actions:  # noqa: SLF001 - argparse has no public lookup
-        parser.add_argument(flag, **kwargs)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priority", choices=PRIORITIES, default="client-ip",
                         help="what the verdict ranks the remedies by (default client-ip)")
     parser.add_argument("--held", type=int, default=HELD,
                         help=f"keep-alive connections held through a reroute (default {HELD})")
-    _add_once(parser, "--cross-zone-price", type=float, default=DEFAULT_PRICE, metavar="USD_PER_GB",
-              help=f"price of a GB crossing zones, each direction (default {DEFAULT_PRICE})")
-    _add_once(parser, "--lb-delivery", choices=("node-port", "vip"), default=None,
-              help="how the load balancer delivers to nodes (default vip where the lab has it)")
+    parser.add_argument("--cross-zone-price", type=float, default=DEFAULT_PRICE, metavar="USD_PER_GB",
+                        help=f"price of a GB crossing zones, each direction (default {DEFAULT_PRICE})")
+    parser.add_argument("--lb-delivery", choices=("node-port", "vip"), default="vip",
+                        help="how the load balancer delivers to nodes (default vip: the address kept, as "
+                             "GCP's pass-through NLB and MetalLB with BGP do, which DSR and Maglev need)")
 
 
 # --- one row ---------------------------------------------------------------------------------------
 
 
 def _counters(net: LabNetwork) -> tuple[int, int | None]:
-    return net.inter_node_bytes(), net.cross_zone_bytes() if can_count_zones(net) else None
+    return net.inter_node_bytes(), net.cross_zone_bytes()
 
 
 def _part(net: LabNetwork, target: str, requests: int, client_ttl: int, router_hops: int, host: str,
@@ -106,15 +95,9 @@ def _part(net: LabNetwork, target: str, requests: int, client_ttl: int, router_h
 
 def _reroute(net: LabNetwork, service: Service, held: int, progress) -> tuple[dict | None, str | None]:
     """Held connections through a node leaving the rotation, then rotation back to the health checks."""
-    if not can_reroute(net):
-        return None, "reroute not measured: needs LabNetwork.reroute and lab.measure.held (the dsr branch)"
-    from lab.measure.held import broken_on_reroute
-
     node = wait_rotation(net, service)[0]
     progress(f"    {held} held connections; the load balancer moves {node}'s away")
-    kwargs = {"connections": held, "namespace": service.namespace}
-    accepted = inspect.signature(broken_on_reroute).parameters
-    result = broken_on_reroute(net, service.name, node, **{k: v for k, v in kwargs.items() if k in accepted})
+    result = broken_on_reroute(net, service.name, node, connections=held, namespace=service.namespace)
     net.restore_rotation(service.name, namespace=service.namespace)
     wait_rotation(net, service)
     return {**result, "node": node}, None
@@ -163,14 +146,6 @@ def measure_remedy(net: LabNetwork, remedy: Remedy, mix: Mix, progress) -> RowIn
                     note=note)
 
 
-def _cost_function():
-    try:
-        from lab.measure.zones import cross_zone_cost
-    except ImportError:
-        return None
-    return cross_zone_cost
-
-
 def _mix(net: LabNetwork, args, held: int) -> Mix:
     cluster = net.cluster
     loadgens = [p.name for p in cluster.pods if all(p.labels.get(k) == v for k, v in CLIENT_LABELS.items())]
@@ -178,7 +153,7 @@ def _mix(net: LabNetwork, args, held: int) -> Mix:
     app = cluster.service(APP)
     return Mix(requests=args.requests, held=held, clients={pod: net.pod_ttl(pod) for pod in loadgens},
                client_ttl=net.client_ttl(), proxy_ttl=net.pod_ttl(proxy),
-               annotations=dict(getattr(app, "annotations", None) or {}))
+               annotations=dict(app.annotations))
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -188,39 +163,31 @@ def run(args, progress) -> Outcome:
     files = [str(EXAMPLE / f) for f in BASE_FILES]
     cluster = load_manifests(files)
     variant = load_manifests([str(EXAMPLE / SPREAD_VARIANT) if f.endswith("app.yaml") else f for f in files])
-    price = getattr(args, "cross_zone_price", None) or DEFAULT_PRICE
-    priority = getattr(args, "priority", "client-ip")
-    held = getattr(args, "held", HELD)
-    missing = missing_mechanisms()
+    price, priority, held = args.cross_zone_price, args.priority, args.held
     report = new_report(cluster)
     report.warnings += cluster.warnings
     measured: dict[str, dict] = {}
-    options = network_options(getattr(args, "lb_delivery", None) or "vip")
-    with LabNetwork(cluster, log=progress, lb_profile="fast", **options) as net:
+    with LabNetwork(cluster, log=progress, lb_profile="fast", lb_delivery=args.lb_delivery) as net:
         report.warnings += net.warnings
         report.timings.update({k: round(v, 3) for k, v in net.timings.items()})
         app = cluster.service(APP)
         mix = _mix(net, args, held)
         for number, name in enumerate(ORDER, 1):
-            if name in missing:
-                progress(f"[{number}/{len(ORDER)}] {name}: not available ({missing[name]})")
-                measured[name] = unavailable_row(name, missing[name])
-                continue
             remedy = REMEDY_CHANGES[name]
             progress(f"[{number}/{len(ORDER)}] {name}")
             if remedy.spread:
                 new = roll_out(net, app, variant, EXAMPLE / SPREAD_VARIANT)
                 progress(f"    rolled out {len(new)} spread replicas: "
                          + ", ".join(sorted({cluster.pod(p).node for p in new})))
-            measured[name] = row(measure_remedy(net, remedy, mix, progress), price, _cost_function())
+            measured[name] = row(measure_remedy(net, remedy, mix, progress), price, cross_zone_cost)
     rows = [measured[name] for name in REMEDIES]
     document = report.to_dict()
     document.update({
         "scenario": "remedies", "priority": priority, "crossZonePricePerGB": price,
-        "lbDelivery": options.get("lb_delivery", "node-port"),
+        "lbDelivery": args.lb_delivery,
         "mix": {"external": mix.requests, "inClusterPerClient": mix.per_client, "clients": list(mix.clients),
                 "heldOnReroute": mix.held},
-        "missing": missing, "remedies": rows,
+        "remedies": rows,
         "rankings": {p: [r["remedy"] for r in rank(rows, p) if r["available"]] for p in PRIORITIES},
     })
     return Outcome(report=document, table=render(rows), verdict=verdict(rows, priority),

@@ -6,21 +6,14 @@ Cilium's per-Service annotations ``service.cilium.io/forwarding-mode: dsr`` and
 reprograms the switches; the spread variant is a rollout: the new replicas start where the scheduler puts
 the variant's pods, then the old ones are deleted. Before a row is measured the load balancer's rotation
 must agree with the policy, as a client arriving a little later would find it.
-
-Which mechanisms this lab has is read from the code itself (``missing_mechanisms``), so the scenario runs
-with the rows that exist and says what the others need.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import importlib.util
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controllers.state import EndpointInfo, ServicePortInfo
 from lab.cloud.network import LabNetwork
 from lab.kube.endpoints import selected_pods
 from lab.kube.manifests.workloads import generated_pod_name
@@ -28,9 +21,9 @@ from lab.kube.model import Cluster, Service
 from lab.measure.experiment import set_policy
 from lab.polling import wait_for
 
+ROLLOUT_GRACE_S = 1.0
 FORWARDING_MODE = "service.cilium.io/forwarding-mode"
 LB_ALGORITHM = "service.cilium.io/lb-algorithm"
-TRAFFIC_DISTRIBUTION = "traffic_distribution"  # lab.kube.model.Service's field for spec.trafficDistribution
 
 
 @dataclass(frozen=True)
@@ -56,55 +49,11 @@ REMEDY_CHANGES = {r.name: r for r in (
 )}
 
 
-def _fields(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def missing_mechanisms() -> dict[str, str]:
-    """Remedy -> what the lab lacks for it (the remedies it has are not listed)."""
-    missing = {}
-    dsr = "annotations" in _fields(Service) and "forwarding" in _fields(ServicePortInfo)
-    maglev = "algorithm" in _fields(ServicePortInfo)
-    if not dsr:
-        missing["DSR"] = "needs DSR in kube-proxy: the dsr branch"
-    if not (dsr and maglev):
-        missing["Maglev + DSR"] = "needs Maglev and DSR in kube-proxy: the maglev and dsr branches"
-    if TRAFFIC_DISTRIBUTION not in _fields(Service) or "for_zones" not in _fields(EndpointInfo):
-        missing["PreferClose"] = "needs trafficDistribution and topology hints: the zones branch"
-    return missing
-
-
-def can_reroute(net: LabNetwork) -> bool:
-    return hasattr(net, "reroute") and _has_module("lab.measure.held")
-
-
-def can_count_zones(net: LabNetwork) -> bool:
-    return hasattr(net, "cross_zone_bytes")
-
-
-def network_options(lb_delivery: str | None) -> dict:
-    """``LabNetwork`` keyword arguments this lab accepts: the load balancer delivering its own address to
-    the node (``vip``: GCP's pass-through NLB, MetalLB with BGP), which DSR and Maglev need for a moved
-    connection to keep its 5-tuple, where the lab has it."""
-    if "lb_delivery" in inspect.signature(LabNetwork.__init__).parameters and lb_delivery:
-        return {"lb_delivery": lb_delivery}
-    return {}
-
-
 def apply(net: LabNetwork, service: Service, remedy: Remedy, original: dict[str, str]) -> None:
     """Patch the Service to the remedy's settings (from the manifest's own, not the last row's) and wait
     for the switches (``set_policy`` publishes)."""
-    if "annotations" in _fields(Service):
-        service.annotations = {**original, **remedy.annotations}
-    if TRAFFIC_DISTRIBUTION in _fields(Service):
-        setattr(service, TRAFFIC_DISTRIBUTION, remedy.traffic_distribution)
+    service.annotations = {**original, **remedy.annotations}
+    service.traffic_distribution = remedy.traffic_distribution
     set_policy(net, service, remedy.policy)
 
 
@@ -137,5 +86,8 @@ def roll_out(net: LabNetwork, service: Service, variant: Cluster, variant_file: 
                     namespace=pod.namespace)
         new.append(name)
     for name in old:
-        net.delete_pod(name, grace_s=0)
+        # A short grace period: the old pods are killed after it, as kubelet does when it runs out. The
+        # connections held through earlier rows' reroutes (some broken, so never closed) would otherwise
+        # keep each old pod draining for 30 s.
+        net.delete_pod(name, grace_s=ROLLOUT_GRACE_S)
     return new

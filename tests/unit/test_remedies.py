@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -94,7 +93,7 @@ def test_cost_per_million_uses_the_price_and_is_unknown_without_zone_counters():
 
 
 def test_cost_per_million_with_the_labs_own_price_function():
-    zones = pytest.importorskip("lab.measure.zones", reason="lab.measure.zones comes with the zones branch")
+    from lab.measure import zones
     assert rm.cost_per_million(1000.0, 0.01, zones.cross_zone_cost) == pytest.approx(
         zones.cross_zone_cost(1000.0 * rm.MILLION, 0.01), rel=1e-3)
 
@@ -193,21 +192,6 @@ def test_the_example_places_the_app_unevenly_and_the_variant_spreads_it():
              if p.labels.get("app") == "loadgen"}
     assert sorted(zones.values()) == ["zone-a", "zone-b", "zone-c"]
     assert not base.warnings and not spread.warnings
-
-
-def test_missing_mechanisms_follow_the_code():
-    from controllers.state import EndpointInfo, ServicePortInfo
-    from lab.kube.model import Service
-    from lab.scenarios.remedies_changes import missing_mechanisms
-
-    def has(cls, name):
-        return name in {f.name for f in dataclasses.fields(cls)}
-    missing = missing_mechanisms()
-    assert ("DSR" in missing) == (not (has(Service, "annotations") and has(ServicePortInfo, "forwarding")))
-    assert ("Maglev + DSR" in missing) == ("DSR" in missing or not has(ServicePortInfo, "algorithm"))
-    assert ("PreferClose" in missing) == (not (has(Service, "traffic_distribution")
-                                               and has(EndpointInfo, "for_zones")))
-    assert not {"Cluster", "Local", "Local + topology spread", "Ingress with Local"} & set(missing)
 
 
 def test_rotation_follows_the_policy():
