@@ -90,4 +90,6 @@ def roll_out(net: LabNetwork, service: Service, variant: Cluster, variant_file: 
         # connections held through earlier rows' reroutes (some broken, so never closed) would otherwise
         # keep each old pod draining for 30 s.
         net.delete_pod(name, grace_s=ROLLOUT_GRACE_S)
+    wait_for(lambda: not set(old) & {p.name for p in net.cluster.pods}, timeout=ROLLOUT_GRACE_S + 30,
+             what="the rollout's old pods to be gone")
     return new
