@@ -290,7 +290,7 @@ def _ms(value) -> str:
 
 
 HEADER = ["remedy", "extra hops", "client IP kept", "bytes between nodes/req", "across zones/req",
-          "cross-zone $/M req", "pod shares max/min (p)", "broken on reroute", "p50/p95 ms"]
+          "cross-zone $/M req", "pod shares max/min (p)", "broken/moved on reroute", "p50/p95 ms"]
 
 
 def table_rows(rows: list[dict]) -> list[list[str]]:
@@ -301,7 +301,7 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
             continue
         b, reroute = r["balance"], r.get("reroute") or {}
         shares = "-" if b["maxShare"] is None else f"{b['maxShare']:.0%}/{b['minShare']:.0%} (p {b['pValue']})"
-        broken = "-" if r["brokenOnReroute"] is None else f"{r['brokenOnReroute']}/{reroute.get('held', '?')}"
+        broken = "-" if r["brokenOnReroute"] is None else f"{r['brokenOnReroute']}/{reroute.get('moved', '?')} of {reroute.get('held', '?')}"
         out.append([r["remedy"], "-" if r["extraHops"] is None else f"{r['extraHops']:.2f}",
                     _pct(r["clientIpKeptPct"]), _num(r["interNodeBytesPerRequest"]),
                     _num(r["crossZoneBytesPerRequest"]), _money(r["crossZoneCostPerMillion"]), shares, broken,

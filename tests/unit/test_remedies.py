@@ -103,7 +103,8 @@ def _row(name, kept, zone, inter, shares, broken, held=60, p=0.5):
             "interNodeBytesPerRequest": inter, "crossZoneBytesPerRequest": zone,
             "crossZoneCostPerMillion": None if zone is None else zone * 2e-5,
             "balance": {"maxShare": shares[0], "minShare": shares[1], "pValue": p},
-            "brokenOnReroute": broken, "reroute": None if broken is None else {"held": held, "broken": broken},
+            "brokenOnReroute": broken,
+            "reroute": None if broken is None else {"held": held, "moved": 20, "broken": broken},
             "latencyMs": {"p50": 1.0, "p95": 2.0}}
 
 
@@ -171,10 +172,10 @@ def test_table_shows_n_a_and_says_why_under_it():
     dsr = next(line for line in text.splitlines() if line.startswith("DSR"))
     assert "n/a" in dsr
     assert text.splitlines()[-1].strip() == "DSR: not available (needs the dsr branch)"
-    assert rm.table_rows([ROWS[2]])[0][7] == "0/60"
+    assert rm.table_rows([ROWS[2]])[0][7] == "0/20 of 60"
 
 
-# --- the scenario's example and its mechanism detection ---------------------------------------------
+# --- the scenario's example and its rollout ---------------------------------------------
 
 def test_the_example_places_the_app_unevenly_and_the_variant_spreads_it():
     from lab.scenarios.remedies import BASE_FILES, SPREAD_VARIANT
