@@ -301,7 +301,8 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
             continue
         b, reroute = r["balance"], r.get("reroute") or {}
         shares = "-" if b["maxShare"] is None else f"{b['maxShare']:.0%}/{b['minShare']:.0%} (p {b['pValue']})"
-        broken = "-" if r["brokenOnReroute"] is None else f"{r['brokenOnReroute']}/{reroute.get('moved', '?')} of {reroute.get('held', '?')}"
+        broken = "-" if r["brokenOnReroute"] is None else \
+            f"{r['brokenOnReroute']}/{reroute.get('moved', '?')} of {reroute.get('held', '?')}"
         out.append([r["remedy"], "-" if r["extraHops"] is None else f"{r['extraHops']:.2f}",
                     _pct(r["clientIpKeptPct"]), _num(r["interNodeBytesPerRequest"]),
                     _num(r["crossZoneBytesPerRequest"]), _money(r["crossZoneCostPerMillion"]), shares, broken,
