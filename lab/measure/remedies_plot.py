@@ -14,7 +14,7 @@ PANELS = (  # (title, value of a row, format of a bar's label)
     ("client IP kept (%)", lambda r: r["clientIpKeptPct"], "{:.0f}"),
     ("bytes between nodes per request", lambda r: r["interNodeBytesPerRequest"], "{:,.0f}"),
     ("bytes across zones per request", lambda r: r["crossZoneBytesPerRequest"], "{:,.0f}"),
-    ("cross-zone $ per million requests", lambda r: r["crossZoneCostPerMillion"], "{:.2f}"),
+    ("cross-zone $ per million requests", lambda r: r["crossZoneCostPerMillion"], "{:.3g}"),
     ("busiest / least busy pod", imbalance, "{:.2f}"),
     ("held connections broken on reroute", lambda r: r["brokenOnReroute"], "{:.0f}"),
     ("latency p95 (ms)", lambda r: r["latencyMs"]["p95"], "{:.1f}"),
