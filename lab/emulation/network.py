@@ -197,8 +197,7 @@ class ClusterNetwork(Supervised):
         finish(self.net.hosts)  # hosts configured themselves in parallel
         interfaces_up(root_interfaces(self.cluster), self.run.file("interfaces-up.batch"))
         self._fabric_mtu()
-        for node in self.net.hosts + self.net.switches:
-            self.run.own_process(node.pid, f"mininet {node.name}")
+        self.run.own_processes([(node.pid, f"mininet {node.name}") for node in self.net.hosts + self.net.switches])
         self._tune_interfaces([])  # the hosts' own ends were tuned as they were configured (_tune_command)
         self._pin_neighbours()
         self.net.start()
