@@ -178,9 +178,9 @@ class ClusterNetwork(Supervised):
     def _build_mininet(self) -> None:
         from mininet.link import Link
         from mininet.log import setLogLevel
-        from mininet.net import Mininet
         from mininet.node import OVSSwitch
 
+        from lab.emulation.fast_build import BatchMininet, batch_host
         from lab.emulation.fast_nodes import LabHost, LabIntf, finish, interfaces_up
 
         setLogLevel("error")
@@ -189,10 +189,10 @@ class ClusterNetwork(Supervised):
         switch = partial(OVSSwitch, datapath=datapath(), protocols="OpenFlow13", batch=True,
                          failMode="secure")
         topo = ClusterTopo(self.cluster, underlay=self.underlay, zone_link=self.zone_link)
-        self.net = Mininet(topo=topo, switch=switch,
-                           host=partial(LabHost, tune=self._tune_command, deferred=True), intf=LabIntf, link=Link,
-                           controller=None, build=False, autoSetMacs=False, autoStaticArp=False,
-                           waitConnected=False)
+        self.net = BatchMininet(topo=topo, switch=switch, host=partial(batch_host(LabHost), tune=self._tune_command,
+                                                                   deferred=True),
+                                intf=LabIntf, link=Link, controller=None, build=False, autoSetMacs=False,
+                                autoStaticArp=False, waitConnected=False, batch_path=self.run.file("veths.batch"))
         self.net.build()
         finish(self.net.hosts)  # hosts configured themselves in parallel
         interfaces_up(root_interfaces(self.cluster), self.run.file("interfaces-up.batch"))
