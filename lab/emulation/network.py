@@ -160,8 +160,8 @@ class ClusterNetwork(Supervised):
         self.timings["network"] = time.monotonic() - t1
 
         t2 = time.monotonic()
-        self.controller.wait_applied(self.dpids, timeout=self._flow_budget_s())
-        self.publish()  # now with the nodes' namespaces, where kube-proxy's health servers listen
+        self.controller.wait_applied(self.dpids, timeout=self._flow_budget_s())  # the state _build_mininet sent
+        self._published()
         self.timings["flows"] = time.monotonic() - t2
 
         t3 = time.monotonic()
@@ -198,6 +198,9 @@ class ClusterNetwork(Supervised):
         interfaces_up(root_interfaces(self.cluster), self.run.file("interfaces-up.batch"))
         self._fabric_mtu()
         self.run.own_processes([(node.pid, f"mininet {node.name}") for node in self.net.hosts + self.net.switches])
+        # Now with the nodes' namespaces, where kube-proxy's health servers listen: compiled while the rest
+        # is built, so the switches get this state when they connect, not the first and then this (3 s at 100)
+        self._publish(wait=False)
         self._tune_interfaces([])  # the hosts' own ends were tuned as they were configured (_tune_command)
         self._pin_neighbours()
         self.net.start()
@@ -450,14 +453,15 @@ class ClusterNetwork(Supervised):
                 return
             self._publish()
 
-    def _publish(self) -> None:
+    def _publish(self, wait: bool = True) -> None:
         self.generation += 1
         down = set(self.crashed) | self.terminating
         ready = {p.name for p in self.cluster.pods} - down if down else None
         self.controller.publish(self._around(build_proxy_state(self.cluster, self.generation, ready_pods=ready,
                                                                netns_pids=self._node_pids())),
-                                self.dpids, timeout=self._flow_budget_s())
-        self._published()
+                                self.dpids, timeout=self._flow_budget_s(), wait=wait)
+        if wait:
+            self._published()
 
     def _flow_budget_s(self) -> float:
         """How long switches may take to hold a state: every node holds about three flows per endpoint
