@@ -74,7 +74,7 @@ def await_shells(nodes) -> None:
         node._await_prompt()
     for node in deferred:
         node.waitOutput()
-        node._defer_shell = False  # later shells of the same class (none: each node has one) start normally
+        node._defer_shell = False  # an ordinary Mininet node from now on
 
 
 class BatchMininet(Mininet):
