@@ -31,6 +31,7 @@ GOAL_NODES = 100
 TEARDOWN_GOAL = Goal("<=", 5.0)
 TEARDOWN_GOAL_NODES = 50
 REACH_DEADLINE_S = 120
+REACH_CHUNK = 200  # targets probed at once (reach_all)
 HEAVY_NODES = 20
 
 
@@ -41,7 +42,10 @@ def ovs_memory_show() -> dict[str, int]:
 
 
 def reach_all(lab: LabNetwork, targets: dict[str, str], deadline_s: float = REACH_DEADLINE_S) -> dict:
-    """Probe every target once, then again only the ones that failed, until all answer as expected."""
+    """Probe every target once, then again only the ones that failed, until all answer as expected.
+    REACH_CHUNK targets at a time: a 100-node cluster's 1,000 connections opened at once overran the
+    one process serving every pod and the switches' first-packet path, and half of them timed out
+    (2.2 s, then rounds again: 3.4-7.2 s to reach all); 200 at a time all answered in 3.0 s."""
     pending = dict(targets)
     rounds, wrong = 0, {}
     deadline = time.monotonic() + deadline_s
@@ -51,8 +55,11 @@ def reach_all(lab: LabNetwork, targets: dict[str, str], deadline_s: float = REAC
                            f"pod, e.g. {next(iter(pending))}; wrong answers: {dict(list(wrong.items())[:3])}")
         rounds += 1
         names = list(pending)
-        out = lab.probe(names, len(names), concurrency=8, timeout=2.0)
-        for target, record in zip(names, out["records"], strict=True):
+        records = []
+        for i in range(0, len(names), REACH_CHUNK):
+            chunk = names[i:i + REACH_CHUNK]
+            records += lab.probe(chunk, len(chunk), concurrency=8, timeout=2.0)["records"]
+        for target, record in zip(names, records, strict=True):
             pod = (record.get("response") or {}).get("pod") if record["ok"] else None
             if pod == pending[target]:
                 del pending[target]

@@ -79,15 +79,16 @@ class ControllerProcess:
                 return False
         wait_for(listening, timeout=20, what=f"controller listening on {self.socket_path}")
 
-    def publish(self, state: ProxyState, dpids: list[int], timeout: float = 30) -> None:
+    def publish(self, state: ProxyState, dpids: list[int], timeout: float = 30, wait: bool = True) -> None:
         """Append what changed since the last state to the state's change log (one line, one write),
-        and wait until every switch holds it."""
+        and wait until every switch holds it (``wait``; else ``wait_applied`` does)."""
         self.generation = state.generation
         line = json.dumps(state_delta(self.state, state), separators=(",", ":")) + "\n"
         with open(log_path(self.state_path), "a") as f:
             f.write(line)
         self.state = state
-        self.wait_applied(dpids, timeout)
+        if wait:
+            self.wait_applied(dpids, timeout)
 
     def wait_applied(self, dpids: list[int], timeout: float = 30) -> None:
         wanted = {f"{d:016x}" for d in dpids}

@@ -32,20 +32,21 @@ class LabHost(Host):
         """``tune``: a function of the host's name giving more commands to run in the same step.
         ``deferred``: send the command and return; ``finish`` waits for it, so hosts configure in parallel."""
         intf = self.defaultIntf()
-        steps = []
+        batch = []  # ``ip`` subcommands, run by one ``ip -batch``: one program started, not five
         if mac:
-            steps.append(f"ip link set {intf.name} address {mac}")
+            batch.append(f"link set {intf.name} address {mac}")
             intf.mac = mac
         if ip:
             address, _, prefix = ip.partition("/")
             prefix = prefix or "8"
-            steps.append(f"ip addr add {address}/{prefix} dev {intf.name}")
+            batch.append(f"addr add {address}/{prefix} dev {intf.name}")
             intf.ip, intf.prefixLen = address, int(prefix)
-        steps.append(f"ip link set {intf.name} up")
-        steps.append(f"ip link set lo {lo}")
+        batch.append(f"link set {intf.name} up")
+        batch.append(f"link set lo {lo}")
         if defaultRoute:
             params = defaultRoute if " " in defaultRoute else f"dev {defaultRoute}"
-            steps.append(f"ip route replace default {params}")
+            batch.append(f"route replace default {params}")
+        steps = [ip_batch(batch)]
         if tune is not None:
             steps.append(tune(self.name))
         if deferred:
@@ -53,6 +54,19 @@ class LabHost(Host):
         else:
             self.cmd("; ".join(steps))
         return {}
+
+
+def ip_batch(lines: list[str]) -> str:
+    """A shell command running ``lines`` as one ``ip -force -batch`` (each line on its own, as separate
+    ``ip`` commands would be), read from a here-string: no file, one program started."""
+    text = "\\n".join(lines)
+    return f"ip -force -batch - <<< $'{text}'"
+
+
+def write_sysctls(settings: dict[str, str]) -> str:
+    """Shell commands setting sysctls by writing /proc/sys (builtins: no ``sysctl`` process started).
+    In a host's shell /proc/sys/net is its own namespace's."""
+    return "; ".join(f"echo {value} > /proc/sys/{key.replace('.', '/')}" for key, value in settings.items())
 
 
 def finish(hosts) -> None:

@@ -160,8 +160,8 @@ class ClusterNetwork(Supervised):
         self.timings["network"] = time.monotonic() - t1
 
         t2 = time.monotonic()
-        self.controller.wait_applied(self.dpids, timeout=self._flow_budget_s())
-        self.publish()  # now with the nodes' namespaces, where kube-proxy's health servers listen
+        self.controller.wait_applied(self.dpids, timeout=self._flow_budget_s())  # the state _build_mininet sent
+        self._published()
         self.timings["flows"] = time.monotonic() - t2
 
         t3 = time.monotonic()
@@ -178,9 +178,9 @@ class ClusterNetwork(Supervised):
     def _build_mininet(self) -> None:
         from mininet.link import Link
         from mininet.log import setLogLevel
-        from mininet.net import Mininet
         from mininet.node import OVSSwitch
 
+        from lab.emulation.fast_build import BatchMininet, batch_host
         from lab.emulation.fast_nodes import LabHost, LabIntf, finish, interfaces_up
 
         setLogLevel("error")
@@ -189,16 +189,18 @@ class ClusterNetwork(Supervised):
         switch = partial(OVSSwitch, datapath=datapath(), protocols="OpenFlow13", batch=True,
                          failMode="secure")
         topo = ClusterTopo(self.cluster, underlay=self.underlay, zone_link=self.zone_link)
-        self.net = Mininet(topo=topo, switch=switch,
-                           host=partial(LabHost, tune=self._tune_command, deferred=True), intf=LabIntf, link=Link,
-                           controller=None, build=False, autoSetMacs=False, autoStaticArp=False,
-                           waitConnected=False)
+        self.net = BatchMininet(topo=topo, switch=switch, host=partial(batch_host(LabHost), tune=self._tune_command,
+                                                                   deferred=True),
+                                intf=LabIntf, link=Link, controller=None, build=False, autoSetMacs=False,
+                                autoStaticArp=False, waitConnected=False, batch_path=self.run.file("veths.batch"))
         self.net.build()
         finish(self.net.hosts)  # hosts configured themselves in parallel
         interfaces_up(root_interfaces(self.cluster), self.run.file("interfaces-up.batch"))
         self._fabric_mtu()
-        for node in self.net.hosts + self.net.switches:
-            self.run.own_process(node.pid, f"mininet {node.name}")
+        self.run.own_processes([(node.pid, f"mininet {node.name}") for node in self.net.hosts + self.net.switches])
+        # Now with the nodes' namespaces, where kube-proxy's health servers listen: compiled while the rest
+        # is built, so the switches get this state when they connect, not the first and then this (3 s at 100)
+        self._publish(wait=False)
         self._tune_interfaces([])  # the hosts' own ends were tuned as they were configured (_tune_command)
         self._pin_neighbours()
         self.net.start()
@@ -264,8 +266,10 @@ class ClusterNetwork(Supervised):
         if host_name in self._node_names:
             index = self.cluster.node(host_name).index
             extra = f"; ip route add {addr.pod_cidr(index)} dev eth0; {node_port_routing(index)}"
-        return (f"sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; "
-                f"ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}")
+        from lab.emulation.fast_nodes import write_sysctls  # builtins, no sysctl process: 1,100 hosts at 100 nodes
+
+        ipv6_off = write_sysctls({"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"})
+        return f"{ipv6_off}; ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}"
 
     def _tune_interfaces(self, hosts, root_names: list[str] | None = None) -> None:
         """``_tune_command`` in ``hosts``; offloads and IPv6 off on root-namespace interfaces."""
@@ -449,14 +453,15 @@ class ClusterNetwork(Supervised):
                 return
             self._publish()
 
-    def _publish(self) -> None:
+    def _publish(self, wait: bool = True) -> None:
         self.generation += 1
         down = set(self.crashed) | self.terminating
         ready = {p.name for p in self.cluster.pods} - down if down else None
         self.controller.publish(self._around(build_proxy_state(self.cluster, self.generation, ready_pods=ready,
                                                                netns_pids=self._node_pids())),
-                                self.dpids, timeout=self._flow_budget_s())
-        self._published()
+                                self.dpids, timeout=self._flow_budget_s(), wait=wait)
+        if wait:
+            self._published()
 
     def _flow_budget_s(self) -> float:
         """How long switches may take to hold a state: every node holds about three flows per endpoint

@@ -137,6 +137,14 @@ class RunDir:
     def own_process(self, pid: int, what: str) -> None:
         self.own_started(pid, what, _cmdline(pid))
 
+    def own_processes(self, named: list[tuple[int, str]]) -> None:
+        """Several processes in one save: the record is rewritten whole on each save, so recording a
+        100-node cluster's 1,200 shells one by one cost 1,200 rewrites of a growing record (37 s)."""
+        for pid, what in named:
+            self.resources.processes[str(pid)] = [what, _cmdline(pid)]
+            self.resources.starts[str(pid)] = start_time(pid)
+        self.save()
+
     def own_started(self, pid: int, what: str, cmdline: str) -> None:
         """Record a process by pid, start time and the command line it runs (or will, once exec'd)."""
         self.resources.processes[str(pid)] = [what, cmdline]
