@@ -66,7 +66,7 @@ def _add(items: dict, held: dict, refs: dict, touched: dict) -> None:
             touched.setdefault(key, None)
             held[key] = item
             refs[key] = 1
-        elif old == item:
+        elif old is item or old == item:  # shared flows (hairpins) are one object: no field-wise compare
             refs[key] += 1
         else:
             raise ValueError(f"two pieces compile different values for one match or id: {old} / {item}")

@@ -151,6 +151,22 @@ def _move(src: str, dst: str, n_bits: int, src_ofs: int = 0, dst_ofs: int = 0) -
 
 
 def _ct(ct: Ct) -> bytes:
+    """Most ct actions differ only in their zone (each node's own): the rest is packed once per shape
+    and the zone spliced in (a million endpoint DNATs at 10,000 Services on 10 nodes)."""
+    before, after = _CT_SHAPES[(ct.table, ct.commit, ct.nat, ct.mark, ct.mark_from, ct.mark_bits)]
+    return before + ct.zone.to_bytes(2, "big") + after
+
+
+_CT_ZONE_AT = 16  # the zone's offset: the Nicira action header (10 bytes), flags (2), 4 bytes of zone_src
+
+
+def _ct_shape(key: tuple) -> tuple[bytes, bytes]:
+    """``key``: a Ct's fields after its zone, in their order."""
+    packed = _pack_ct(Ct(0, *key))
+    return packed[:_CT_ZONE_AT], packed[_CT_ZONE_AT + 2:]
+
+
+def _pack_ct(ct: Ct) -> bytes:
     inner = b""
     if ct.mark is not None:
         inner += _set_field("ct_mark", ct.mark)
@@ -253,7 +269,7 @@ def _header(msg_type: int, length: int, xid: int) -> bytes:
     return struct.pack("!BBHI", ofp.OFP_VERSION, msg_type, length, xid)
 
 
-_NATS, _INSTRUCTIONS = _Memo(_nat), _Memo(_instructions)
+_NATS, _INSTRUCTIONS, _CT_SHAPES = _Memo(_nat), _Memo(_instructions), _Memo(_ct_shape)
 
 
 def flow_mod(flow: Flow, command: int, xid: int) -> bytes:
@@ -276,7 +292,15 @@ GUARD_WEIGHT = 1
 
 
 def _bucket(body: bytes, weight: int) -> bytes:
-    return struct.pack("!HHII4x", 16 + len(body), weight, ofp.OFPP_ANY, ofp.OFPG_ANY) + body
+    return _BUCKET_HEADS[(len(body), weight)] + body
+
+
+def _bucket_head(key: tuple) -> bytes:
+    length, weight = key
+    return struct.pack("!HHII4x", 16 + length, weight, ofp.OFPP_ANY, ofp.OFPG_ANY)
+
+
+_BUCKET_HEADS = _Memo(_bucket_head)
 
 
 def group_mod(group: Group, command: int, xid: int) -> bytes:
@@ -289,7 +313,8 @@ def group_mod(group: Group, command: int, xid: int) -> bytes:
     which is uniform over the real buckets; the guard itself (a copy of the first bucket) wins with
     probability about (1/100)^n.
     """
-    bodies = [b"".join([action(a) for a in b]) for b in group.buckets]
+    bodies = [_ct(b[0][1]) if len(b) == 1 and b[0][0] == "ct" else b"".join([action(a) for a in b])
+              for b in group.buckets]  # (a bucket is mostly one endpoint's DNAT: no dispatch)
     buckets = b"".join([_bucket(body, BUCKET_WEIGHT) for body in bodies])
     if bodies:
         buckets += _bucket(bodies[0], GUARD_WEIGHT)  # packed once
