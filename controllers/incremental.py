@@ -60,8 +60,9 @@ class _Counted:
 
 def _add(items: dict, held: dict, refs: dict, touched: dict) -> None:
     """Count ``items`` (flows by key, or groups by id) in; the first holder makes one appear."""
+    get = held.get
     for key, item in items.items():
-        old = held.get(key)
+        old = get(key)
         if old is None:
             touched.setdefault(key, None)
             held[key] = item
