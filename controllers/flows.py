@@ -172,10 +172,12 @@ class Program:
     groups: dict[int, Group] = field(default_factory=dict)
 
     def add(self, table: int, priority: int, match: dict, actions: list, cookie: int) -> None:
-        flow = Flow(table, priority, tuple(match.items()), tuple(actions), cookie)
-        if flow.key in self.flows:
+        fields = tuple(match.items())
+        key = (table, priority, fields)  # Flow.key, built once (100,000s of adds per install)
+        flow = Flow(table, priority, fields, tuple(actions), cookie)
+        if key in self.flows:
             raise ValueError(f"two flows with one match: {flow}")
-        self.flows[flow.key] = flow
+        self.flows[key] = flow
 
     def merge(self, other: Program) -> None:
         for key, flow in other.flows.items():

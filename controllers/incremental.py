@@ -16,6 +16,7 @@ whole program is compiled only when the controller starts; a switch that connect
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field, replace
 
 from controllers.pipeline import (
@@ -60,13 +61,14 @@ class _Counted:
 
 def _add(items: dict, held: dict, refs: dict, touched: dict) -> None:
     """Count ``items`` (flows by key, or groups by id) in; the first holder makes one appear."""
+    get = held.get
     for key, item in items.items():
-        old = held.get(key)
+        old = get(key)
         if old is None:
             touched.setdefault(key, None)
             held[key] = item
             refs[key] = 1
-        elif old == item:
+        elif old is item or old == item:  # shared flows (hairpins) are one object: no field-wise compare
             refs[key] += 1
         else:
             raise ValueError(f"two pieces compile different values for one match or id: {old} / {item}")
@@ -97,6 +99,23 @@ class IncrementalPrograms:
         return {dpid: counted.program for dpid, counted in self.bridges.items()}
 
     def update(self, state: ProxyState, lb_healthy: dict[str, list[str]] | None = None) -> dict[int, Touched]:
+        """Without the cyclic collector: the pieces are acyclic tuples and frozen dataclasses, millions
+        of them at 10,000 Services, and its passes over them while they are built took a quarter of the
+        time. What they built is then frozen (``gc.freeze``): kept for good, it is never traversed again;
+        reference counting still frees what a later update replaces. Cyclic garbage made elsewhere since
+        the last update is collected first, so freezing leaks none (a short pass: the rest is frozen)."""
+        enabled = gc.isenabled()
+        if enabled:
+            gc.collect()
+        gc.disable()
+        try:
+            return self._update(state, lb_healthy)
+        finally:
+            gc.freeze()
+            if enabled:
+                gc.enable()
+
+    def _update(self, state: ProxyState, lb_healthy: dict[str, list[str]] | None) -> dict[int, Touched]:
         lb_healthy = lb_healthy or {}
         touched: dict[int, Touched] = {}
         base_state = replace(state, generation=0, service_ports=())

@@ -330,7 +330,7 @@ class KubeProxy(of.app_manager.OSKenApp):
             return
         changes = diff(installed or Program(), desired) if touched is None else diff_touched(touched, desired)
         if len(changes):
-            dp.send(of.messages(dp, changes))  # one buffer: 20,000 messages would be 20,000 queue hand-offs
+            of.send(dp, of.messages(dp, changes))  # one buffer: 20,000 messages would be 20,000 queue hand-offs
         request = of.barrier(dp)
         dp.set_xid(request)
         self.pending[(dp.id, request.xid)] = self.state.generation

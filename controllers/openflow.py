@@ -126,6 +126,13 @@ def messages(dp, changes: Changes) -> bytes:
     return b"".join(parts)
 
 
+def send(dp, data: bytes) -> None:
+    """Queue one buffer of messages for the switch. eventlet's ``sendall`` sends what is left after each
+    partial send as ``data[tail:]``, a copy: a 16 MB sync (10,000 Services) to a switch that takes
+    200 KB at a time would be copied some 80 times. A memoryview slices without copying."""
+    dp.send(memoryview(data))
+
+
 def barrier(dp):
     return parser.OFPBarrierRequest(dp)
 

@@ -137,9 +137,22 @@ def service_port_piece(node: NodeInfo, sp: ServicePortInfo, nodes: tuple[NodeInf
     flow, appear in both). ``controllers.incremental`` recompiles only the pieces that changed;
     tests/unit/test_incremental.py checks the sum equals ``compile_node``."""
     prog = compile_service_port(node, sp, nodes)
-    for ip in {ep.ip for ep in sp.endpoints}:
-        _hairpin_flow(prog, node, ip)
+    hairpins = _hairpins_of(dnat_zone(node), tuple([ep.ip for ep in sp.endpoints]))
+    if not hairpins.keys().isdisjoint(prog.flows):
+        raise ValueError(f"two flows with one match: {next(f for k, f in hairpins.items() if k in prog.flows)}")
+    prog.flows.update(hairpins)
     return prog
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _hairpins_of(zone: int, ips: tuple[str, ...]) -> dict[tuple, Flow]:
+    """The hairpin flows of a set of endpoint addresses on one node, by key: Service ports backed by
+    the same pods share them (10,000 Services name a few hundred such sets), added in one update.
+    (Read only: the dict is shared.)"""
+    prog = Program()
+    for ip in {ip for ip in ips}:
+        _hairpin_flow(prog, zone, ip)
+    return prog.flows
 
 
 def underlay_service_port_piece(state: ProxyState, sp: ServicePortInfo,
@@ -220,26 +233,29 @@ def _hairpin(prog: Program, node: NodeInfo, service_ports) -> None:
     """KUBE-SEP-Y's ``-s podIP -j KUBE-MARK-MASQ``: after DNAT a hairpin connection has its own address
     as both source and destination. The mark is added to the connection the bucket committed, so its
     later packets are masqueraded as well. (A pod on another node can hairpin through this one too.)"""
+    zone = dnat_zone(node)
     for ip in sorted({ep.ip for sp in service_ports for ep in sp.endpoints}, key=ipaddress.IPv4Address):
-        _hairpin_flow(prog, node, ip)
+        _hairpin_flow(prog, zone, ip)
     prog.add(T_ENDPOINT, 0, {}, [("goto", T_SNAT)], COOKIE_ENDPOINT)
 
 
-def _hairpin_flow(prog: Program, node: NodeInfo, ip: str) -> None:
-    flow = _hairpin_of(node, ip)
-    if flow.key in prog.flows:
+def _hairpin_flow(prog: Program, zone: int, ip: str) -> None:
+    key, flow = _hairpin_of(zone, ip)
+    if key in prog.flows:
         raise ValueError(f"two flows with one match: {flow}")
-    prog.flows[flow.key] = flow
+    prog.flows[key] = flow
 
 
 @functools.lru_cache(maxsize=1 << 17)
-def _hairpin_of(node: NodeInfo, ip: str) -> Flow:
-    """One endpoint address's hairpin flow on one node; the same for every Service it backs, so it is
-    built once (100,000 endpoint-Service pairs name 100 pods)."""
+def _hairpin_of(zone: int, ip: str) -> tuple[tuple, Flow]:
+    """One endpoint address's hairpin flow on one node (by its DNAT zone, all it depends on), with its
+    key; the same for every Service it backs, so it is built once (100,000 endpoint-Service pairs name
+    100 pods), and looked up by an (int, str) key, not by hashing the whole node."""
     new_unmarked = {"ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_RPL), "ct_mark": (0, MASQ_MARK)}
-    mark = ("ct", Ct(zone=dnat_zone(node), commit=True, mark=MASQ_MARK, table=T_SNAT))
+    mark = ("ct", Ct(zone=zone, commit=True, mark=MASQ_MARK, table=T_SNAT))
     match = {"eth_type": 0x0800, **new_unmarked, "ipv4_src": ip, "ipv4_dst": ip}
-    return Flow(T_ENDPOINT, 100, tuple(match.items()), (mark,), COOKIE_ENDPOINT)
+    flow = Flow(T_ENDPOINT, 100, tuple(match.items()), (mark,), COOKIE_ENDPOINT)
+    return flow.key, flow
 
 
 def _nat_failed(prog: Program, node: NodeInfo) -> None:

@@ -51,4 +51,6 @@ def by_topology(ready: Sequence[EndpointInfo], endpoints: Sequence[EndpointInfo]
     """The ``ready`` endpoints this node uses for Cluster-policy traffic, the mode chosen from all of
     the Service port's ``endpoints``."""
     mode = topology_mode(endpoints, node, zone)
+    if not mode:  # no hints, the common case: every ready endpoint (one check, not one per endpoint)
+        return tuple(ready)
     return tuple(e for e in ready if available(e, mode, node, zone))
