@@ -13,6 +13,13 @@ The client side runs in the client host's namespace (``python -S -m lab.measure.
 --connections N``, standard library only, as ``lab.measure.probe``): it makes the first requests,
 prints one JSON line ``{"held": [...]}``, waits for a line on its standard input, makes the second
 requests and prints ``{"second": [...]}``; each record is ``{"ok", "error", "pod"}``.
+
+Each call's connections use source ports of their own (``--first-port``, from a range below the
+kernel's ephemeral one, advancing from call to call). A broken connection's client port is free at
+once (its socket was reset), while the pod still holds its side until its keep-alive ends; the kernel
+would hand the next batch to the same destination those very ports again, and a SYN on such a 4-tuple
+draws the pod's challenge ACK, which conntrack on the way (new connection, reply without SYN) drops:
+that connection would never open, a fault of the measurement and not of the remedy measured.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 # Long enough for a SYN's two retransmissions (at 1 s and 3 s) on a loaded machine: a slow answer is not a
 # broken connection, and one that fails before the reroute is not held (it is reported apart).
 REQUEST_TIMEOUT_S = 5.0
+PORTS = (10_000, 32_000)  # the held connections' source ports: below Linux's ephemeral range (32768-60999)
+_cursor = [0]  # ports handed out so far in this process
 
 
 def broken_on_reroute(net, service: str, node: str, connections: int = 60, namespace: str = "default",
@@ -37,9 +46,13 @@ def broken_on_reroute(net, service: str, node: str, connections: int = 60, names
     target = f"{net.load_balancer_ip(service, namespace)}:{_lb_port(net, service, namespace)}"
     from lab.emulation.network import REPO  # not at the top: the client side runs without site-packages
 
+    low, high = PORTS
+    first_port = low + _cursor[0] % (high - low - connections)
+    _cursor[0] += connections
     client = net.host("client")
     argv = ["mnexec", "-a", str(client.pid), "env", f"PYTHONPATH={REPO}", sys.executable, "-S", "-m",
-            "lab.measure.held", "--target", target, "--connections", str(connections)]
+            "lab.measure.held", "--target", target, "--connections", str(connections),
+            "--first-port", str(first_port)]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         first = json.loads(proc.stdout.readline() or "{}").get("held")
@@ -109,14 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab.measure.held", description=__doc__.splitlines()[0])
     ap.add_argument("--target", required=True, help="IP:PORT")
     ap.add_argument("--connections", type=int, default=60)
+    ap.add_argument("--first-port", type=int, default=0, help="bind the i-th connection to this + i (0: any)")
     args = ap.parse_args(argv)
     ip, _, port = args.target.rpartition(":")
     socks = []
     first = []
-    for _ in range(args.connections):
+    for i in range(args.connections):
         sock = socket.socket()
         sock.settimeout(REQUEST_TIMEOUT_S)
         try:
+            if args.first_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # over an earlier batch's TIME_WAIT
+                sock.bind(("", args.first_port + i))
             sock.connect((ip, int(port)))
             first.append(request(sock, args.target))
         except OSError as e:
