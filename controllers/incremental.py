@@ -16,7 +16,6 @@ whole program is compiled only when the controller starts; a switch that connect
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field, replace
 
 from controllers.pipeline import (
@@ -99,21 +98,11 @@ class IncrementalPrograms:
         return {dpid: counted.program for dpid, counted in self.bridges.items()}
 
     def update(self, state: ProxyState, lb_healthy: dict[str, list[str]] | None = None) -> dict[int, Touched]:
-        """Without the cyclic collector: the pieces are acyclic tuples and frozen dataclasses, millions
-        of them at 10,000 Services, and its passes over them while they are built took a quarter of the
-        time. What they built is then frozen (``gc.freeze``): kept for good, it is never traversed again;
-        reference counting still frees what a later update replaces. Cyclic garbage made elsewhere since
-        the last update is collected first, so freezing leaks none (a short pass: the rest is frozen)."""
-        enabled = gc.isenabled()
-        if enabled:
-            gc.collect()
-        gc.disable()
-        try:
-            return self._update(state, lb_healthy)
-        finally:
-            gc.freeze()
-            if enabled:
-                gc.enable()
+        """Every bridge's pieces brought up to ``state``; what each bridge had touched. (Running the build
+        with the cyclic collector off and freezing what it built, ``gc.freeze``, made one install of
+        10,000 Services faster and the same install after an earlier 1,000-Service state 2.5 times
+        slower, 48.6 s against 18.0 s: not done.)"""
+        return self._update(state, lb_healthy)
 
     def _update(self, state: ProxyState, lb_healthy: dict[str, list[str]] | None) -> dict[int, Touched]:
         lb_healthy = lb_healthy or {}
