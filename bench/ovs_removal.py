@@ -20,14 +20,18 @@ from collections import Counter
 from bench.machine import cpu_seconds, ovs_pid
 from lab.emulation.rcu import ExpeditedRcu
 from lab.emulation.resources import MachineLock, RunDir, remove_recorded
+from lab.kube import addressing as addr
 
 STACK_INTERVAL_S = 0.003
 
 
 def _names(bridges: int, ports: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """Named with the run's tag (``npl-<tag>-b3p7``), as every name the lab makes: ``lab clean`` and
+    the teardown remove only recorded names that carry their run's tag."""
     per = -(-ports // bridges)
-    veths = [(f"nplb{k}p{i}", f"nplc{k}p{i}") for k in range(bridges) for i in range(per)][:ports]
-    return [f"nplb{k}" for k in range(bridges)], veths
+    pre = addr.prefix()
+    veths = [(f"{pre}b{k}p{i}", f"{pre}c{k}p{i}") for k in range(bridges) for i in range(per)][:ports]
+    return [f"{pre}b{k}" for k in range(bridges)], veths
 
 
 def _ip_batch(run: RunDir, lines: list[str]) -> None:
@@ -70,8 +74,8 @@ class StackSampler:
 
 def remove_once(bridges: int, ports: int, expedite: bool) -> dict:
     """Add ``ports`` veths over ``bridges`` netdev bridges, then time Open vSwitch removing them."""
+    run = RunDir.create()  # chooses the run's tag
     names, veths = _names(bridges, ports)
-    run = RunDir.create()
     run.own_bridges(names)
     run.own_interfaces([a for a, _ in veths])
     vswitchd = ovs_pid()

@@ -149,3 +149,13 @@ def test_clean_removes_a_dead_runs_own_names_and_never_another_runs(tmp_path, mo
 def test_an_old_record_without_a_tag_keeps_every_recorded_name():
     old = Resources.from_json({"owner_pid": 1, "bridges": ["npl-n1"], "interfaces": ["npl-p1"], "processes": {}})
     assert old.tag == "" and old.names() == ["npl-n1", "npl-p1"] and old.foreign_names() == []
+
+
+def test_the_removal_bench_names_what_it_makes_with_the_run_tag():
+    """Teardown and ``lab clean`` remove only names carrying their run's tag: an untagged name is left."""
+    from bench.ovs_removal import _names
+
+    bridges, veths = _names(101, 1302)
+    names = bridges + [n for pair in veths for n in pair]
+    assert {addr.tag_of(n) for n in names} == {addr.run_tag}
+    assert max(len(n) for n in names) < addr.IFNAMSIZ
