@@ -87,7 +87,7 @@ def workload_ports(cluster: Cluster, pod: Pod) -> list[int]:
     entry: they resolve to a declared containerPort.
 
     The exception: a container port named ``iperf3`` (``REAL_SERVER_PORT_NAMES``) is served by a real
-    ``iperf3 -s`` that ``lab.emulation.network`` starts in the pod (bulk transfers need a real TCP sender), so the
+    ``iperf3 -s`` that ``lab.emulation.pods`` starts in the pod (bulk transfers need a real TCP sender), so the
     HTTP server must leave that port free, however it is reached; so must an L7 proxy pod's NGINX ports
     (``lab.kube.l7_proxies``).
     """

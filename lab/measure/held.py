@@ -44,7 +44,7 @@ def broken_on_reroute(net, service: str, node: str, connections: int = 60, names
     moved, and how many of the held ones failed after (``reroute=False``: the same without the reroute,
     the control). The rotation is restored afterwards."""
     target = f"{net.load_balancer_ip(service, namespace)}:{_lb_port(net, service, namespace)}"
-    from lab.emulation.network import REPO  # not at the top: the client side runs without site-packages
+    from lab.emulation.observing import REPO  # not at the top: the client side runs without site-packages
 
     low, high = PORTS
     first_port = low + _cursor[0] % (high - low - connections)

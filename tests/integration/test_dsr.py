@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from lab.cloud.network import LabNetwork
-from lab.emulation.network import dump_ports
+from lab.emulation.observing import dump_ports
 from lab.kube import addressing as addr
 from lab.measure.held import broken_on_reroute
 from lab.polling import wait_for

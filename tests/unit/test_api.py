@@ -103,7 +103,7 @@ def test_bytes_between_nodes_are_what_nodes_sent_less_what_reached_outside_hosts
     # node-a (port 101) and node-b (102) sent 9,000 and 4,000 bytes; 5,000 of them went on to the client
     # (port 1); the client sent 7,000 of which the load balancer dropped some: they do not count.
     counters = {101: (9000, 6000), 102: (4000, 9000), 1: (7000, 5000), 2: (0, 0)}
-    monkeypatch.setattr("lab.emulation.network.dump_ports", lambda bridge: counters)
+    monkeypatch.setattr("lab.emulation.observing.dump_ports", lambda bridge: counters)
     assert LabNetwork(lab.cluster).inter_node_bytes() == 8000
 
 

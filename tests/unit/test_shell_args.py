@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.emulation.network import check_pod_ports
+from lab.emulation.pods import check_pod_ports
 from lab.errors import LabError
 from lab.shell import parse_add_pod, parse_words
 
