@@ -33,6 +33,23 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=problem))
 
 
+NODES = ("node-a", "node-b", "node-c")
+WEB_POD = """
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: web}}}}
+spec: {{nodeName: {node}, containers: [{{name: web, image: nginx, ports: [{{containerPort: 8080}}]}}]}}
+"""
+
+
+def web_manifests(pods: dict[str, str], nodes: tuple[str, ...] = NODES) -> str:
+    """Nodes, then one pod per name on its node, labelled app=web and serving on 8080: the cluster of the
+    tests whose Services select app=web. A test appends its Services, the part it is about."""
+    text = "\n---\n".join(f"apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}" for n in nodes)
+    return text + "".join(WEB_POD.format(name=name, node=node) for name, node in pods.items())
+
+
 def cluster_from_yaml(tmp_path: Path, text: str):
     path = tmp_path / "manifests.yaml"
     path.write_text(textwrap.dedent(text))

@@ -18,19 +18,9 @@ from lab.kube import addressing as addr
 from lab.measure.experiment import probe_load_balancer, set_policy
 from lab.measure.stats import chi_square
 from lab.polling import wait_for
-from tests.integration.conftest import cluster_from_yaml
+from tests.integration.conftest import cluster_from_yaml, web_manifests
 
-POD = """
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, labels: {{app: web}}}}
-spec: {{nodeName: {node}, containers: [{{name: web, image: nginx, ports: [{{containerPort: 8080}}]}}]}}
-"""
-NODES = ("node-a", "node-b", "node-c")
-MANIFESTS = "\n---\n".join(f"apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}" for n in NODES)
-MANIFESTS += "".join(POD.format(name=f"web-a{i}", node="node-a") for i in (1, 2, 3))
-MANIFESTS += POD.format(name="web-b1", node="node-b")
+MANIFESTS = web_manifests({"web-a1": "node-a", "web-a2": "node-a", "web-a3": "node-a", "web-b1": "node-b"})
 MANIFESTS += """
 ---
 apiVersion: v1

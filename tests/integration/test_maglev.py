@@ -34,15 +34,8 @@ from controllers.flows import T_MAGLEV
 from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
 from lab.measure.stats import chi_square
-from tests.integration.conftest import cluster_from_yaml
+from tests.integration.conftest import cluster_from_yaml, web_manifests
 
-POD = """
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, labels: {{app: web}}}}
-spec: {{nodeName: {node}, containers: [{{name: web, image: nginx, ports: [{{containerPort: 8080}}]}}]}}
-"""
 PODS = {"web-a1": "node-a", "web-a2": "node-a", "web-b1": "node-b", "web-c1": "node-c"}
 SERVICE = """
 ---
@@ -51,9 +44,7 @@ kind: Service
 metadata: {{name: {name}, annotations: {annotations}}}
 spec: {{type: LoadBalancer, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}
 """
-NODES = ("node-a", "node-b", "node-c")
-MANIFESTS = "\n---\n".join(f"apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}" for n in NODES)
-MANIFESTS += "".join(POD.format(name=name, node=node) for name, node in PODS.items())
+MANIFESTS = web_manifests(PODS)
 MANIFESTS += SERVICE.format(name="web-maglev", annotations='{"service.cilium.io/lb-algorithm": maglev}')
 MANIFESTS += SERVICE.format(name="web-random", annotations="{}")
 
