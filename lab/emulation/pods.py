@@ -51,10 +51,10 @@ def check_pod_ports(ports) -> None:
             raise LabError(f"containerPort {str(port)[:20]!r} is not a port number", "use a number from 1 to 65535")
 
 
-
 class PodLifecycle:
     """The pods' half of ``ClusterNetwork``; it relies on its ``cluster``, ``run``, ``net``, ``log``,
-    ``ops_lock``, ``crashed``, ``terminating``, ``publish`` and ``_node_pids``."""
+    ``ops_lock``, the kubelet state it keeps (``prober``, ``_timers``, ``crashed``, ``terminating``),
+    ``publish`` and ``_node_pids``."""
 
     def _listeners(self, pod: Pod) -> list[dict]:
         host = self.net.get(pod.name)
