@@ -167,14 +167,6 @@ def row(data: RowInput, price_per_gb: float, cost: Callable[[float, float], floa
     }
 
 
-def unavailable_row(remedy: str, reason: str) -> dict:
-    """A remedy whose mechanism this lab lacks: every figure None, and why."""
-    return {"remedy": remedy, "available": False, "note": f"not available ({reason})", "extraHops": None,
-            "clientIpKeptPct": None, "interNodeBytesPerRequest": None, "crossZoneBytesPerRequest": None,
-            "crossZoneCostPerMillion": None, "balance": {"maxShare": None, "minShare": None, "pValue": None},
-            "brokenOnReroute": None, "latencyMs": {"p50": None, "p95": None}}
-
-
 # --- ranking ------------------------------------------------------------------------------------------
 
 def _or_worst(value: float | None) -> float:
@@ -211,11 +203,10 @@ def _keys(r: dict) -> dict[str, tuple]:
 
 
 def rank(rows: list[dict], priority: str) -> list[dict]:
-    """Rows best first for ``priority``; rows without figures last, in their order."""
+    """Rows best first for ``priority``."""
     if priority not in PRIORITIES:
         raise ValueError(f"unknown priority {priority!r}: use one of {', '.join(PRIORITIES)}")
-    measured = [r for r in rows if r.get("available")]
-    return sorted(measured, key=lambda r: _keys(r)[priority]) + [r for r in rows if not r.get("available")]
+    return sorted(rows, key=lambda r: _keys(r)[priority])
 
 
 def _figure(r: dict, priority: str) -> str:
@@ -235,16 +226,10 @@ def _figure(r: dict, priority: str) -> str:
 
 def verdict(rows: list[dict], priority: str) -> list[str]:
     ranked = rank(rows, priority)
-    measured = [r for r in ranked if r.get("available")]
-    if not measured:
-        return [f"no remedy could be measured for priority {priority}"]
     lines = [f"Priority {priority}: " + "; ".join(f"{i}. {r['remedy']} ({_figure(r, priority)})"
-                                                  for i, r in enumerate(measured, 1)) + "."]
-    best = measured[0]
-    lines.append(f"{best['remedy']} ranks first; what it costs elsewhere: " + _costs(best, measured) + ".")
-    missing = [r["remedy"] for r in ranked if not r.get("available")]
-    if missing:
-        lines.append(f"Not ranked, the lab cannot measure them yet: {', '.join(missing)}.")
+                                                  for i, r in enumerate(ranked, 1)) + "."]
+    best = ranked[0]
+    lines.append(f"{best['remedy']} ranks first; what it costs elsewhere: " + _costs(best, ranked) + ".")
     return lines
 
 
@@ -296,9 +281,6 @@ HEADER = ["remedy", "extra hops", "client IP kept", "bytes between nodes/req", "
 def table_rows(rows: list[dict]) -> list[list[str]]:
     out = []
     for r in rows:
-        if not r.get("available"):
-            out.append([r["remedy"], *["n/a"] * (len(HEADER) - 1)])
-            continue
         b, reroute = r["balance"], r.get("reroute") or {}
         shares = "-" if b["maxShare"] is None else f"{b['maxShare']:.0%}/{b['minShare']:.0%} (p {b['pValue']})"
         broken = "-" if r["brokenOnReroute"] is None else \
@@ -311,7 +293,7 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 
 
 def render(rows: list[dict]) -> str:
-    """The table, then one line per row that has a note (why it is not available, what was not measured)."""
+    """The table, then one line per row that has a note (what was not measured)."""
     notes: dict[str, list[str]] = {}
     for r in rows:
         if r.get("note"):

@@ -1,7 +1,7 @@
 """The remedies table as a picture: one small bar chart per column, a bar per remedy, the same colours.
 
-A remedy the lab could not measure keeps its place on every chart, labelled "n/a", so the charts read
-side by side like the table's rows. matplotlib is imported here only (and with the Agg backend when no
+A figure the lab could not measure keeps its remedy's place on the chart, labelled "n/a", so the charts
+read side by side like the table's rows. matplotlib is imported here only (and with the Agg backend when no
 other is chosen), so the scenario does not load it unless a picture is asked for.
 """
 
@@ -33,7 +33,7 @@ def plot_remedies(rows: list[dict]):
     names = [r["remedy"] for r in rows]
     fig, axes = plt.subplots(2, 4, figsize=(16, 6.5))
     for ax, (title, value, label) in zip(axes.flat, PANELS, strict=True):
-        values = [value(r) if r.get("available") else None for r in rows]
+        values = [value(r) for r in rows]
         finite = [v for v in values if v is not None and v != float("inf")]
         top = max(finite, default=1) or 1
         for i, v in enumerate(values):

@@ -188,7 +188,7 @@ def run(args, progress) -> Outcome:
         "mix": {"external": mix.requests, "inClusterPerClient": mix.per_client, "clients": list(mix.clients),
                 "heldOnReroute": mix.held},
         "remedies": rows,
-        "rankings": {p: [r["remedy"] for r in rank(rows, p) if r["available"]] for p in PRIORITIES},
+        "rankings": {p: [r["remedy"] for r in rank(rows, p)] for p in PRIORITIES},
     })
     return Outcome(report=document, table=render(rows), verdict=verdict(rows, priority),
                    warnings=report.warnings, plot=lambda path: _plot(rows, path))

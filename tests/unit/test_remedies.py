@@ -113,7 +113,6 @@ ROWS = [
     _row("Local", 100, 300, 450, (0.3, 0.1), 40),
     _row("Maglev + DSR", 100, 400, 500, (0.22, 0.18), 0),
     _row("PreferClose", 0, 0, 300, (0.4, 0.1), 60),
-    rm.unavailable_row("DSR", "needs the dsr branch"),
 ]
 
 
@@ -122,7 +121,6 @@ ROWS = [
 def test_rank_puts_the_best_row_for_the_priority_first(priority, first):
     ranked = rm.rank(ROWS, priority)
     assert ranked[0]["remedy"] == first
-    assert ranked[-1]["remedy"] == "DSR"  # not measured: last, whatever the priority
 
 
 def test_rank_orders_by_the_priority_then_the_tie_breaks():
@@ -143,35 +141,30 @@ def test_unknown_priority_is_refused():
 
 def test_imbalance_is_infinite_when_a_pod_got_nothing():
     assert rm.imbalance(_row("x", 0, 0, 0, (0.5, 0.0), 0)) == math.inf
-    assert rm.imbalance(rm.unavailable_row("x", "y")) is None
+    assert rm.imbalance(_row("x", 0, 0, 0, (None, None), 0)) is None  # no pod answered
 
 
-def test_verdict_names_the_ranking_with_figures_and_the_unmeasured_rows():
+def test_verdict_names_the_ranking_with_figures():
     lines = rm.verdict(ROWS, "cost")
     assert lines[0].startswith("Priority cost: 1. PreferClose (0 bytes across zones per request")
     assert "PreferClose ranks first" in lines[1]
-    assert "DSR" in lines[-1] and "cannot measure" in lines[-1]
-    assert rm.verdict([rm.unavailable_row("x", "y")], "cost") == ["no remedy could be measured for priority cost"]
 
 
 def test_json_shape_is_the_contract():
     measured = rm.row(RowInput("Local", external([record("web-1", addr.CLIENT_IP, 62)]),
                                [in_cluster([record("web-1", "10.244.1.9", 63)])], pods=["web-1"],
                                reroute={"held": 10, "moved": 4, "broken": 0}), 0.01, flat_cost)
-    for r in (measured, rm.unavailable_row("DSR", "needs the dsr branch")):
-        json.dumps(r)
-        assert {"remedy", "extraHops", "clientIpKeptPct", "interNodeBytesPerRequest", "crossZoneBytesPerRequest",
-                "crossZoneCostPerMillion", "balance", "brokenOnReroute", "latencyMs"} <= set(r)
-        assert set(r["balance"]) >= {"maxShare", "minShare", "pValue"}
-        assert set(r["latencyMs"]) == {"p50", "p95"}
+    json.dumps(measured)
+    assert {"remedy", "extraHops", "clientIpKeptPct", "interNodeBytesPerRequest", "crossZoneBytesPerRequest",
+            "crossZoneCostPerMillion", "balance", "brokenOnReroute", "latencyMs"} <= set(measured)
+    assert set(measured["balance"]) >= {"maxShare", "minShare", "pValue"}
+    assert set(measured["latencyMs"]) == {"p50", "p95"}
 
 
-def test_table_shows_n_a_and_says_why_under_it():
-    text = rm.render(ROWS)
+def test_table_says_a_rows_note_under_it():
+    text = rm.render([*ROWS[:3], {**ROWS[3], "note": "no reroute measured"}])
     assert text.splitlines()[0].startswith("remedy")
-    dsr = next(line for line in text.splitlines() if line.startswith("DSR"))
-    assert "n/a" in dsr
-    assert text.splitlines()[-1].strip() == "DSR: not available (needs the dsr branch)"
+    assert text.splitlines()[-1].strip() == "PreferClose: no reroute measured"
     assert rm.table_rows([ROWS[2]])[0][7] == "0/20 of 60"
 
 
