@@ -20,8 +20,7 @@ from lab.emulation.observing import dump_ports
 from lab.kube import addressing as addr
 from lab.measure.held import broken_on_reroute
 from lab.polling import wait_for
-from tests.integration.conftest import cluster_from_yaml
-from tests.integration.test_load_balancer import POD
+from tests.integration.conftest import NODES, cluster_from_yaml, web_manifests
 
 SERVICE = """
 ---
@@ -34,9 +33,7 @@ spec:
   selector: {{app: web}}
   ports: [{{port: 80, targetPort: 8080, nodePort: {node_port}}}]
 """
-NODES = ("node-a", "node-b", "node-c")
-MANIFESTS = "\n---\n".join(f"apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}" for n in NODES)
-MANIFESTS += "".join(POD.format(name=f"web-{n[-1]}{i}", node=n) for n in NODES[1:] for i in (1, 2))
+MANIFESTS = web_manifests({"web-b1": "node-b", "web-b2": "node-b", "web-c1": "node-c", "web-c2": "node-c"})
 MANIFESTS += SERVICE.format(name="web-snat", mode="snat", policy="Cluster", node_port=30080, extra="")
 MANIFESTS += SERVICE.format(name="web-dsr", mode="dsr", policy="Cluster", node_port=30081, extra="")
 MANIFESTS += SERVICE.format(name="web-local", mode="snat", policy="Local", node_port=30082, extra="")
