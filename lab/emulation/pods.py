@@ -21,6 +21,7 @@ import threading
 from controllers.state import write_json_atomic
 from lab.emulation.iperf3 import start_iperf3_servers
 from lab.emulation.kubelet import Prober
+from lab.emulation.pod_sockets import busy_connections, pending_handshakes, read_table
 from lab.emulation.resources import start_process, stop_process
 from lab.errors import LabError, Origin
 from lab.kube import addressing as addr
@@ -31,18 +32,7 @@ from lab.polling import wait_for
 from topologies.cluster import pod_host_params
 
 TERMINATION_GRACE_S = 30.0  # a pod's terminationGracePeriodSeconds default
-
-TCP_BUSY_STATES = {"01", "04", "08", "09", "0B"}  # ESTABLISHED, FIN_WAIT1, CLOSE_WAIT, LAST_ACK, CLOSING
-
-
-def _busy_sockets(pid: int) -> int:
-    """TCP connections in the network namespace of ``pid`` that may still have data to deliver."""
-    try:
-        with open(f"/proc/{pid}/net/tcp") as f:
-            return sum(1 for line in list(f)[1:] if line.split()[3] in TCP_BUSY_STATES)
-    except (OSError, IndexError):
-        return 0
-
+HANDSHAKE_S = 1.0  # TCP's initial retransmission timeout: a handshake not done by then has lost a segment
 
 def check_pod_ports(ports) -> None:
     """A pod's container ports as the API server checks them: integers 1-65535, one line if not."""
@@ -219,6 +209,8 @@ class PodLifecycle:
             if timer is not None:
                 timer.cancel()
         else:
+            if drain_s > 0:
+                self._await_handshakes(pod, drain_s)
             self._workload_command({"op": "remove", "pod": name})
         if drain_s > 0:
             self._drain_connections(name, drain_s)
@@ -236,13 +228,29 @@ class PodLifecycle:
         self.net.delHost(host)
         self.run.disown_process(pid)
 
+    def _await_handshakes(self, pod: Pod, drain_s: float) -> None:
+        """Its endpoints are gone from every switch, so no new connection is sent to the pod; but one the
+        data plane sent just before may still be in its handshake, or in a listener's accept queue, and
+        closing the listener would reset it (lab.emulation.pod_sockets). Its listeners close once none is,
+        or after HANDSHAKE_S: a client whose handshake stalls that long is retransmitting into a pod that
+        is going anyway (one whose ACK never comes keeps a half-open socket for a minute)."""
+        pid, ports = self.net.get(pod.name).pid, set(workload_ports(self.cluster, pod))
+        budget = min(drain_s, HANDSHAKE_S)
+        try:
+            wait_for(lambda: not pending_handshakes(read_table(pid), ports), timeout=budget, interval=0.005,
+                     what=f"pod {pod.name}'s handshakes under way to end",
+                     last=lambda: pending_handshakes(read_table(pid), ports))
+        except LabError:
+            self.log(f"pod {pod.name}: handshakes still under way after {budget:.1f} s; its listeners close anyway")
+
     def _drain_connections(self, name: str, drain_s: float = TERMINATION_GRACE_S) -> None:
         """A pod removed without a grace period still gets up to ``drain_s`` to finish what it serves
         before its network goes: wait for its open connections as long, then remove it anyway."""
         pid = self.net.get(name).pid
 
         def drained():  # the server is done with them, and the kernel has delivered what it wrote
-            return self._workload_command({"op": "connections", "pod": name})["open"] == 0 and not _busy_sockets(pid)
+            return self._workload_command({"op": "connections", "pod": name})["open"] == 0 and not busy_connections(
+                read_table(pid))
         try:
             wait_for(drained, timeout=drain_s, interval=0.05, what=f"pod {name}'s connections to end")
         except LabError:

@@ -24,7 +24,9 @@ new source port and a new conntrack entry, and waits for the pod's datagram answ
 
 ``records`` are in request order. ``error`` is null, ``timeout``, ``refused`` (a TCP RST or an ICMP
 port unreachable), ``reset``, ``unreachable`` (ICMP host or network unreachable) or ``other:<text>``.
-``response`` is the parsed body when it is JSON; ``bytes`` counts the body either way.
+``response`` is the parsed body when it is JSON; ``bytes`` counts the body either way. ``local`` is the
+source address and port connect() chose, also for a request that never connected (which 4-tuple a
+failure had is what tells a data-plane clash from a lost packet).
 
 Requests to an L7 proxy (``lab.ingress``) say more: ``--host NAME`` sets the Host header (and, with
 ``--tls``, the TLS server name: SNI), ``--header NAME:VALUE`` adds headers. Such records also carry

@@ -292,6 +292,8 @@ class Engine:
             code = sock.connect_ex(tg.address)
             if code not in (0, errno.EINPROGRESS):
                 raise OSError(code, os.strerror(code))
+            # The source port is chosen by connect(): known now, so a request that never connects says it too.
+            record.local = "{}:{}".format(*sock.getsockname()[:2])
             self._watch(req, _OUT)
         except OSError as exc:
             self._finish(req, classify(exc))
@@ -334,7 +336,6 @@ class Engine:
         record = req.record
         record.connect_ms = _millis(req.start, time.perf_counter())
         req.target.connected += 1
-        record.local = "{}:{}".format(*sock.getsockname()[:2])
         req.out = self._wire_bytes(req.target.name)
         self._send(req)
 

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from lab.cloud.network import LabNetwork
+from lab.emulation.pod_sockets import pending_handshakes, read_table
 from lab.emulation.resources import LOCK_PATH, SOCKET_ROOT
 from lab.kube import addressing as addr
 from lab.kube.manifests import load_manifests
@@ -160,6 +161,29 @@ def test_drained_node_loses_no_request(lab):
     # The in-cluster stream went to the clusterIP, and kube-proxy on node-c spread it over the Service's pods.
     assert {r["target"] for r in inside_probe["records"]} == {f"{lab.cluster_ip('web')}:80"}
     assert len({r["response"]["pod"] for r in inside_probe["records"]}) >= 2
+
+
+def test_connection_mid_handshake_when_its_pod_is_moved_is_served(lab):
+    """A connection the data plane sent to a pod just before its endpoints went may still be in its
+    handshake when the pod is moved; closing the listener then would reset it. The pod's kernel is made
+    to hold one half-open (the client's ACK and request dropped until the endpoints are gone: TCP
+    retransmits them), as a busy node does for a few milliseconds: it must be served all the same."""
+    victim = next(p for p in lab.cluster.pods_on("node-a") if p.labels.get("app") == "web")
+    drop = ["iptables", "-I", "INPUT", "-p", "tcp", "-s", addr.CLIENT_IP, "--dport", "8080", "--tcp-flags",
+            "SYN,ACK", "ACK", "-j", "DROP"]
+    assert lab.run_in(victim.name, drop, timeout=10).returncode == 0
+    pid = lab.host(victim.name).pid
+    request = lab.host("client").popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10",
+                                        f"http://{victim.ip}:8080/"], stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL)
+    wait_for(lambda: pending_handshakes(read_table(pid), {8080}), timeout=5, what="the half-open connection")
+    mover = threading.Thread(target=lab.move_pod, args=(victim.name, "node-b"))
+    mover.start()
+    wait_for(lambda: victim.name in lab.terminating, timeout=10, interval=0.001, what="its endpoints to go")
+    lab.run_in(victim.name, ["iptables", "-D", *drop[2:]], timeout=10)
+    mover.join()
+    out, _ = request.communicate(timeout=30)
+    assert (request.returncode, out) == (0, b"200")
 
 
 def test_pod_deleted_mid_download_finishes_the_download(lab):
