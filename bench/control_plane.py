@@ -36,7 +36,7 @@ from bench.clusters import (
     set_flip,
 )
 from bench.iptables_rules import node_rules
-from bench.labtools import bridge_counts, host_process, publish, time_lock, tool_argv
+from bench.labtools import bridge_counts, host_process, publish, publish_split, time_lock, tool_argv
 from bench.machine import cpu_seconds, ovs_pid
 from bench.report import BenchResult, Figure, Goal
 from bench.stats import median, percentile
@@ -116,7 +116,8 @@ def changes(lab: LabNetwork, background: int, count: int, log) -> dict:
                 raise LabError(f"the change watcher did not start; see {lab.run.file('bench-stderr.log')}")
             t0 = time.monotonic()
             set_flip(cluster, want, other)
-            ack = publish(lab, timeout=PUBLISH_TIMEOUT_S)
+            build, ack = publish_split(lab, timeout=PUBLISH_TIMEOUT_S)
+            spent = lab.controller.status().get("lastChange", {})
             answer = json.loads(watcher.stdout.readline() or "{}")
             if not answer.get("seen"):
                 raise LabError(f"change {i + 1}: {want} never answered through {target} ({answer})")
@@ -124,6 +125,8 @@ def changes(lab: LabNetwork, background: int, count: int, log) -> dict:
             acked.append(ack * 1000)
             samples.append({"seenMs": round(seen[-1], 2), "ackMs": round(acked[-1], 2),
                             "sentAfterMs": round((answer["sentAt"] - t0) * 1000, 2),
+                            "labBuildMs": round(build * 1000, 2), "controllerCompileMs": spent.get("compileMs"),
+                            "controllerSendMs": spent.get("sendMs"),
                             "attempts": answer["attempts"], "errors": answer["errors"]})
     cluster.services = []
     publish(lab, timeout=PUBLISH_TIMEOUT_S)
@@ -177,6 +180,15 @@ def run(cfg, log) -> BenchResult:
         result.figures.append(Figure(f"pod change seen by a probe, p99 of {n} changes ({other})", "ms",
                                      [percentile(c["seenMs"], 99)],
                                      CHANGE_GOAL if c["background"] == GOAL_BACKGROUND else None))
+        result.figures.append(Figure(f"  of which every switch acked, p50 / p99 ({other})", "ms",
+                                     [percentile(c["ackMs"], 50)], note=f"p99 {percentile(c['ackMs'], 99):.1f} ms"))
+        parts = {"lab building the state": "labBuildMs", "controller reading and compiling": "controllerCompileMs",
+                 "controller sending": "controllerSendMs"}
+        for what, field_ in parts.items():
+            values = [x[field_] for x in c["samples"] if x.get(field_) is not None]
+            if values:
+                result.figures.append(Figure(f"    {what}, p50 / p99 ({other})", "ms", [percentile(values, 50)],
+                                             note=f"p99 {percentile(values, 99):.2f} ms"))
     result.details = {
         "lockWaitS": lock.get("lockWaitS"),
         "nodes": cfg.cp_nodes, "podsPerNode": cfg.cp_pods_per_node,
