@@ -135,7 +135,10 @@ def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | 
             slots.append((cache_key, len(service_ports), len(service_ports) + len(ports)))
         service_ports += ports
     service_ports = _with_ids(service_ports)
-    if len(_PORTS) > 100_000:
+    if len(_PORTS) > 2 * len(slots) + 1000:
+        # Mostly what earlier states used and this one does not (the bench's 10,000-Service state, then a
+        # 1,000-Service one): kept, they were a quarter of a million objects that every pass of the
+        # cyclic collector went over (a pod change's build, p99 of 200: 6.4 ms with them, 2.2 without).
         _PORTS.clear()
     for cache_key, start, end in slots:  # remembered with their ids: the next build reuses these very objects
         _PORTS[cache_key] = service_ports[start:end]
