@@ -9,14 +9,18 @@ then installs:
   flows and groups back from every bridge and compare with what the controller compiled. Removing
   the S Services again is timed the same way (except after the last run of the largest S, which the
   teardown removes faster). The controller's own compile step
-  (``controllers.pipeline.compile_state``, pure) is timed apart in this process, so the split between
-  compiling, sending and the switch shows.
+  (``controllers.pipeline.compile_state``, pure, with the cyclic collector off as in the controller)
+  is timed apart in this process, and the CPU time of Open vSwitch and of the controller during each
+  install is read, so the split between compiling, sending and the switch shows. The floor beside it:
+  Open vSwitch alone taking in the largest state's programs (``bench.ovs_ingest``).
 - pod change: a Service with one endpoint whose pod alternates between node-1 and node-2 (a pod
   leaving the endpoints and another joining, as a readiness change does). From the start of
   ``publish`` to the first connection through node-1's nodePort that reaches the new pod, seen by a
   prober in the client namespace sending a request every few milliseconds (``bench/tools/watch.py``),
   with 0 and 1,000 other Services installed: the controller compiles only the Service port that
-  changed (``controllers.incremental``), so the figure should not grow with the other Services.
+  changed (``controllers.incremental``), so the figure should not grow with the other Services. Its
+  parts are reported too: the switches' ack, the lab building the state (the API server's part) and
+  the controller's reading, compiling and sending (from its status file).
 - per node: the flows and groups one node's bridge holds beside the iptables rules kube-proxy would
   write on that node for the same state (``bench.iptables_rules``).
 """
@@ -27,6 +31,7 @@ import gc
 import json
 import time
 
+from bench import ovs_ingest
 from bench.clusters import (
     FLIP_NODE_PORT,
     control_plane_cluster,
@@ -36,7 +41,7 @@ from bench.clusters import (
     set_flip,
 )
 from bench.iptables_rules import node_rules
-from bench.labtools import bridge_counts, host_process, publish, time_lock, tool_argv
+from bench.labtools import bridge_counts, host_process, publish, publish_split, time_lock, tool_argv
 from bench.machine import cpu_seconds, ovs_pid
 from bench.report import BenchResult, Figure, Goal
 from bench.stats import median, percentile
@@ -60,10 +65,15 @@ def compile_seconds(cluster, runs: int) -> tuple[list[float], int, int, int, dic
     state = build_proxy_state(cluster, 1)
     times = []
     for _ in range(runs):
+        programs = None
         gc.collect()
-        started = time.perf_counter()
-        programs = compile_state(state)
-        times.append(time.perf_counter() - started)
+        gc.disable()  # as the controller compiles (controllers.collector)
+        try:
+            started = time.perf_counter()
+            programs = compile_state(state)
+            times.append(time.perf_counter() - started)
+        finally:
+            gc.enable()
     flows, groups = expected_counts(programs)
     node = state.nodes[0]
     per_node = {"node": node.name, "flows": len(programs[node.dpid].flows),
@@ -116,7 +126,8 @@ def changes(lab: LabNetwork, background: int, count: int, log) -> dict:
                 raise LabError(f"the change watcher did not start; see {lab.run.file('bench-stderr.log')}")
             t0 = time.monotonic()
             set_flip(cluster, want, other)
-            ack = publish(lab, timeout=PUBLISH_TIMEOUT_S)
+            build, ack = publish_split(lab, timeout=PUBLISH_TIMEOUT_S)
+            spent = lab.controller.status().get("lastChange", {})
             answer = json.loads(watcher.stdout.readline() or "{}")
             if not answer.get("seen"):
                 raise LabError(f"change {i + 1}: {want} never answered through {target} ({answer})")
@@ -124,6 +135,8 @@ def changes(lab: LabNetwork, background: int, count: int, log) -> dict:
             acked.append(ack * 1000)
             samples.append({"seenMs": round(seen[-1], 2), "ackMs": round(acked[-1], 2),
                             "sentAfterMs": round((answer["sentAt"] - t0) * 1000, 2),
+                            "labBuildMs": round(build * 1000, 2), "controllerCompileMs": spent.get("compileMs"),
+                            "controllerSendMs": spent.get("sendMs"),
                             "attempts": answer["attempts"], "errors": answer["errors"]})
     cluster.services = []
     publish(lab, timeout=PUBLISH_TIMEOUT_S)
@@ -132,14 +145,18 @@ def changes(lab: LabNetwork, background: int, count: int, log) -> dict:
     return {"background": background, "seenMs": seen, "ackMs": acked, "samples": samples}
 
 
+def _services_cluster(cfg, services: int):
+    cluster = control_plane_cluster(cfg.cp_nodes, cfg.cp_pods_per_node)
+    cluster.services = control_plane_services(services)
+    return cluster
+
+
 def run(cfg, log) -> BenchResult:
     result = BenchResult()
     cluster = control_plane_cluster(cfg.cp_nodes, cfg.cp_pods_per_node)
     compiled = {}
     for s in cfg.cp_services:
-        probe_cluster = control_plane_cluster(cfg.cp_nodes, cfg.cp_pods_per_node)
-        probe_cluster.services = control_plane_services(s)
-        times, flows, groups, size, per_node = compile_seconds(probe_cluster, cfg.runs_for(s > 1000))
+        times, flows, groups, size, per_node = compile_seconds(_services_cluster(cfg, s), cfg.runs_for(s > 1000))
         compiled[s] = {"compileS": times, "flows": flows, "groups": groups, "stateBytes": size, "perNode": per_node}
     installs, change_runs = {}, []
     lab = LabNetwork(cluster)
@@ -161,6 +178,19 @@ def run(cfg, log) -> BenchResult:
             f"install {s:,} Service{'s' if s > 1 else ''} x 10 endpoints, 10 nodes (barrier acked)", "s",
             [r["installS"] for r in installs[s]["runs"]], INSTALL_GOAL if s == GOAL_SERVICES else None,
             note=f"{compiled[s]['flows']:,} flows, {compiled[s]['groups']:,} groups"))
+    floor = ovs_ingest.measure(build_proxy_state(_services_cluster(cfg, largest), 1), runs=1)
+    log(f"Open vSwitch alone taking in the {largest:,}-Service programs: {floor[0]['seconds']:.2f} s "
+        f"(its CPU {floor[0]['vswitchdCpuS']:.2f} s)")
+    for s in [s for s in cfg.cp_services if s >= 1000]:
+        runs = installs[s]["runs"]
+        for what, key in (("Open vSwitch's CPU (its main thread takes in every message)", "ovsCpuS"),
+                          ("the controller's CPU (compiling, packing, sending)", "controllerCpuS")):
+            values = [r[key] for r in runs if r[key] is not None]
+            if values:
+                result.figures.append(Figure(f"  {s:,} Services: {what}", "s", values))
+    result.figures.append(Figure(
+        f"  Open vSwitch alone taking in the {largest:,}-Service programs (no lab: bench/ovs_ingest.py)", "s",
+        [r["seconds"] for r in floor], note=f"its CPU {floor[0]['vswitchdCpuS']:.2f} s, every bridge fed at once"))
     for s in cfg.cp_services:
         result.figures.append(Figure(f"  of which compiling {s:,} Services in full (controller, pure; only at "
                                      "switch connect now)", "s", compiled[s]["compileS"]))
@@ -177,6 +207,15 @@ def run(cfg, log) -> BenchResult:
         result.figures.append(Figure(f"pod change seen by a probe, p99 of {n} changes ({other})", "ms",
                                      [percentile(c["seenMs"], 99)],
                                      CHANGE_GOAL if c["background"] == GOAL_BACKGROUND else None))
+        result.figures.append(Figure(f"  of which every switch acked, p50 / p99 ({other})", "ms",
+                                     [percentile(c["ackMs"], 50)], note=f"p99 {percentile(c['ackMs'], 99):.1f} ms"))
+        parts = {"lab building the state": "labBuildMs", "controller reading and compiling": "controllerCompileMs",
+                 "controller sending": "controllerSendMs"}
+        for what, field_ in parts.items():
+            values = [x[field_] for x in c["samples"] if x.get(field_) is not None]
+            if values:
+                result.figures.append(Figure(f"    {what}, p50 / p99 ({other})", "ms", [percentile(values, 50)],
+                                             note=f"p99 {percentile(values, 99):.2f} ms"))
     result.details = {
         "lockWaitS": lock.get("lockWaitS"),
         "nodes": cfg.cp_nodes, "podsPerNode": cfg.cp_pods_per_node,
@@ -184,6 +223,7 @@ def run(cfg, log) -> BenchResult:
         "compiled": {str(k): v for k, v in compiled.items()},
         "install": {str(k): v for k, v in installs.items()},
         "medianRemoveS": {str(k): median(r["removeS"] for r in v["runs"]) for k, v in installs.items()},
+        "ovsAlone": floor,
         "ackMsP50": {str(c["background"]): percentile(c["ackMs"], 50) for c in change_runs},
         "changes": change_runs,
     }

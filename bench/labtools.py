@@ -31,10 +31,17 @@ def tool_argv(name: str, *args: str) -> list[str]:
 
 def publish(lab: LabNetwork, timeout: float = 30.0) -> float:
     """``LabNetwork.publish`` with a deadline of our choosing; returns seconds until every switch acked."""
+    return publish_split(lab, timeout)[1]
+
+
+def publish_split(lab: LabNetwork, timeout: float = 30.0) -> tuple[float, float]:
+    """``publish``, and of its seconds those the lab spent building the state (the API server's part)."""
     lab.generation += 1
     started = time.monotonic()
-    lab.controller.publish(build_proxy_state(lab.cluster, lab.generation), lab.dpids, timeout=timeout)
-    return time.monotonic() - started
+    state = build_proxy_state(lab.cluster, lab.generation)
+    built = time.monotonic()
+    lab.controller.publish(state, lab.dpids, timeout=timeout)
+    return built - started, time.monotonic() - started
 
 
 @contextmanager

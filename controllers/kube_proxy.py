@@ -17,6 +17,8 @@ the lab has one fabric.
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import logging
 import os
@@ -26,6 +28,7 @@ import time
 from datetime import UTC, datetime
 
 from controllers import openflow as of
+from controllers.collector import without_collector
 from controllers.conntrack import flush_commands, stale_udp_endpoints
 from controllers.diff import diff, diff_touched
 from controllers.health import PROXY_HEALTH_PORT, HealthServers, health_ports, proxy_answer, service_answer
@@ -35,7 +38,7 @@ from controllers.rotation import effective_rotation
 from controllers.state import ProxyState, apply_delta, log_path, read_state, write_json_atomic
 
 LOG = logging.getLogger("kube-proxy")
-WATCH_INTERVAL_S = 0.002  # two stat() calls: polling this often costs nothing measurable
+WATCH_INTERVAL_S = 0.001  # three stat() calls: polling this often costs nothing measurable
 RESYNC_TIMEOUT_S = 3.0  # a connecting switch's flow and group listings, or it is emptied instead
 HEALTH_TIMEOUT_S = 60.0  # kube-proxy: 2 x syncPeriod (30 s) without applying queued changes -> unhealthy
 
@@ -67,7 +70,11 @@ class KubeProxy(of.app_manager.OSKenApp):
         self.last_synced: dict[int, datetime] = {}
         self.resyncing: dict[int, dict] = {}  # dpid -> what a connecting switch said it holds, so far
         self.health = HealthServers(self._health_answer)
+        self._health_due = False
+        # the last change's own cost (read and compiled, sent), in the status file: where a change's time went
+        self.last_change: dict = {}
         self._load_state()
+        self._after_change()
         of.hub.spawn(self._watch_state)
 
     # --- events ---------------------------------------------------------------------------------------
@@ -168,6 +175,9 @@ class KubeProxy(of.app_manager.OSKenApp):
             if self.datapaths.get(dp.id) is dp:
                 del self.datapaths[dp.id]
                 self.acked.pop(dp.id, None)
+                for key in [k for k in self.pending if k[0] == dp.id]:  # barriers it will never answer
+                    self.pending.pop(key)
+                    self.pending_lb.pop(key, None)
                 LOG.info("switch %016x disconnected", dp.id)
                 self._write_status()
 
@@ -184,7 +194,13 @@ class KubeProxy(of.app_manager.OSKenApp):
                 self.last_synced[dp.id] = datetime.now(UTC)
                 if self.state and all(self.acked.get(d, -1) >= self.state.generation for d in self.programs):
                     self.pending_since = None
+            # Once per round of barriers, at its last reply: one change to ten switches wrote the file ten
+            # times, a millisecond of the controller's time while the switches were still answering.
+            if (generation is not None or lb_healthy is not None) and not self._barriers_pending():
                 self._write_status()
+
+    def _barriers_pending(self) -> bool:
+        return any(dpid in self.datapaths for dpid, _ in self.pending)
 
     @of.set_ev_cls(of.ofp_event.EventOFPErrorMsg, [of.CONFIG_DISPATCHER, of.MAIN_DISPATCHER])
     def error_msg_handler(self, ev):
@@ -211,15 +227,32 @@ class KubeProxy(of.app_manager.OSKenApp):
                         self._resync_overdue()
                 previous = self.state
                 with self.lock:  # a switch connecting meanwhile must get the program before or after a change
-                    touched = self._load_state()
+                    started = time.monotonic()
+                    synced: set[int] = set()
+                    touched = self._load_state(functools.partial(self._sync_compiled, synced=synced))
                     if touched is not None:
+                        compiled = time.monotonic()
                         for dp in list(self.datapaths.values()):
-                            self._sync(dp, touched.get(dp.id, Touched()))
+                            if dp.id not in synced:
+                                self._sync(dp, touched.get(dp.id, Touched()))
+                        self.last_change = {"generation": self.state.generation,
+                                            "compileMs": round((compiled - started) * 1000, 3),
+                                            "sendMs": round((time.monotonic() - compiled) * 1000, 3)}
+                        self._after_change()
                 if touched is not None:
                     self._flush_stale_udp(previous)
             except Exception:  # a bad state file must not kill the proxy; the lab sees no ack
                 LOG.exception("could not apply %s", self.state_path)
             time.sleep(WATCH_INTERVAL_S)
+
+    def _sync_compiled(self, dpid: int, touched: Touched, synced: set[int]) -> None:
+        """A bridge whose program an update has just completed is sent it at once (the others are still
+        being compiled): os-ken's send thread writes it while this one goes on."""
+        dp = self.datapaths.get(dpid)
+        if dp is not None:
+            self.programs = self.incremental.programs
+            self._sync(dp, touched)
+            synced.add(dpid)
 
     def _changed(self, path: str | None) -> bool:
         if not path:
@@ -234,9 +267,10 @@ class KubeProxy(of.app_manager.OSKenApp):
         self._stamps[path] = stamp
         return True
 
-    def _load_state(self) -> dict[int, Touched] | None:
+    def _load_state(self, on_bridge=None) -> dict[int, Touched] | None:
         """Take in a new state (the whole file, or the lines appended to its change log) and new health
-        verdicts; recompile only what they changed. Returns what each bridge's update touched, or None."""
+        verdicts; recompile only what they changed. Returns what each bridge's update touched, or None.
+        ``on_bridge(dpid, touched)``: called as each bridge's program is complete (it may send it)."""
         state_changed = self._changed(self.state_path)
         health_changed = self._changed(self.lb_health_path)
         state = read_state(self.state_path) if state_changed else self.state
@@ -251,18 +285,30 @@ class KubeProxy(of.app_manager.OSKenApp):
         if state is None or not (state_changed or health_changed):
             return None
         self.lb_rotation = effective_rotation(state, self.lb_healthy)
-        touched = self.incremental.update(state, self.lb_rotation)
-        self.programs = self.incremental.programs
         if state_changed:
             self.pending_since = time.monotonic()
-        self.state = state
+        self.state = state  # before the update: a bridge sent its program during it acks this generation
+        touched, frozen = without_collector(
+            lambda: self.incremental.update(state, self.lb_rotation, on_bridge),
+            lambda t: sum(len(x) for x in t.values()))
+        if frozen:
+            LOG.info("%d objects kept out of the cyclic collector (controllers.collector)", gc.get_freeze_count())
+        self.programs = self.incremental.programs
         if state_changed:
-            self.health.reconcile(state)
+            self._health_due = True
             LOG.info("state generation %d: %d service ports, %d flows and groups touched", state.generation,
                      len(state.service_ports), sum(len(t) for t in touched.values()))
         if health_changed:
             LOG.info("load balancer health: %s", self.lb_healthy)
         return touched
+
+    def _after_change(self) -> None:
+        """What a new state needs once the switches have been sent it: the health listeners it wants
+        (opening and closing sockets in node namespaces must not delay the flows). Still under the lock:
+        the barrier replies wait for it, so the status file acknowledges a state only once they listen."""
+        if self._health_due:
+            self._health_due = False
+            self.health.reconcile(self.state)
 
     def _read_log(self, state: ProxyState | None) -> tuple[ProxyState | None, bool]:
         """Apply the complete lines appended to the state's change log since the last read."""
@@ -346,6 +392,7 @@ class KubeProxy(of.app_manager.OSKenApp):
             "generation": self.state.generation if self.state else None,
             "datapaths": {f"{dpid:016x}": gen for dpid, gen in self.acked.items()},
             "loadBalancers": self.lb_applied,
+            "lastChange": self.last_change,
         })
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,13 @@ class ServicePortInfo:
     algorithm: str = "random"  # endpoint choice: "random" (kube-proxy) | "maglev" (Cilium's loadBalancer.algorithm)
     forwarding: str = "snat"  # "snat" | "dsr": Cilium's loadBalancer.mode for its north-south entries
 
-    @property
+    # Cached (in the instance's __dict__, beside the fields): a pod change in a 1,000-Service state
+    # asked for keys 60,000 times, one f-string each.
+    @cached_property
     def key(self) -> str:
         return f"{self.namespace}/{self.service}:{self.port_name or self.port}"
 
-    @property
+    @cached_property
     def service_key(self) -> str:
         return f"{self.namespace}/{self.service}"
 
@@ -180,6 +183,7 @@ def state_delta(old: ProxyState, new: ProxyState) -> dict:
 def _service_port_dict(sp: ServicePortInfo) -> dict:
     """``asdict(sp)``, ten times faster (it deep-copies): 10,000 Service ports are written in one line."""
     data = dict(vars(sp))
+    data.pop("key", None), data.pop("service_key", None)  # cached properties, not fields
     data["endpoints"] = [vars(e) for e in sp.endpoints]
     return data
 

@@ -91,21 +91,34 @@ class ControllerProcess:
             self.wait_applied(dpids, timeout)
 
     def wait_applied(self, dpids: list[int], timeout: float = 30) -> None:
+        """Poll the status file every millisecond, parsing it only when it changed (a stat() costs a few
+        microseconds; at 5 ms a pod change waited 2.5 ms on average for nothing)."""
         wanted = {f"{d:016x}" for d in dpids}
+        seen: list = [None, {}]  # the status file's (mtime, size, inode) when last parsed, and its contents
+
+        def acked() -> dict:
+            try:
+                st = os.stat(self.status_path)
+            except OSError:
+                return {}
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if stamp != seen[0]:
+                seen[:] = [stamp, self.status().get("datapaths", {})]
+            return seen[1]
 
         def applied():
             if self.proc is not None and self.proc.poll() is not None and not self.supervised:
                 raise LabError(f"the controller died (code {self.proc.returncode}); see {self.log_path}")
-            acked = self._status().get("datapaths", {})
-            missing = {d for d in wanted if acked.get(d, -1) < self.generation}
+            held = acked()
+            missing = {d for d in wanted if held.get(d, -1) < self.generation}
             return not missing or {"waiting for": sorted(missing), "generation": self.generation}
-        wait_for(lambda: applied() is True, timeout=timeout, interval=0.005,
+        wait_for(lambda: applied() is True, timeout=timeout, interval=0.001,
                  what=f"all switches to hold generation {self.generation}", last=applied)
 
     def lb_rotation(self) -> dict[str, list[str]]:
-        return self._status().get("loadBalancers", {})
+        return self.status().get("loadBalancers", {})
 
-    def _status(self) -> dict:
+    def status(self) -> dict:
         """What the controller last wrote to its status file; {} before it has written one."""
         try:
             with open(self.status_path) as f:

@@ -193,12 +193,6 @@ def auto_zone_hints(endpoint_zones: Sequence[str | None], ready: Sequence[bool],
     return hints
 
 
-def topology_inputs(service: Service) -> tuple:
-    """What of a Service its hints depend on (with its endpoints and the nodes), for caches' keys."""
-    return (service.traffic_distribution, service.annotations.get(TOPOLOGY_MODE),
-            service.annotations.get(TOPOLOGY_AWARE_HINTS))
-
-
 def endpoint_hints(service: Service, endpoints: Sequence[Endpoint], nodes: Sequence[Node]) -> list[Hints]:
     """The hints of a Service port's endpoints, in their order, as kube-controller-manager writes them."""
     zone_of = {n.name: n.zone for n in nodes}

@@ -76,3 +76,30 @@ def test_watch_reports_when_the_wanted_pod_first_answers():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_ovs_ingest_feeds_every_flow_and_group_of_every_bridge():
+    """bench.ovs_ingest's floor is only a floor if Open vSwitch is given the whole program: one OpenFlow
+    message per flow and per group of every bridge, as the controller sends a new switch."""
+    import struct
+
+    from bench.clusters import control_plane_cluster, control_plane_services
+    from bench.ovs_ingest import program_bytes
+    from controllers.pipeline import compile_state
+    from lab.emulation.proxy_state import build_proxy_state
+
+    cluster = control_plane_cluster(10, 2)
+    cluster.services = control_plane_services(20)
+    state = build_proxy_state(cluster, 1)
+    programs = compile_state(state)
+    buffers = program_bytes(state)
+    assert len(buffers) == len(programs) == 11
+    for data, program in zip(buffers, programs.values(), strict=True):
+        kinds, at = [], 0
+        while at < len(data):
+            version, kind, length, _ = struct.unpack_from("!BBHI", data, at)
+            assert version == 4 and length >= 8
+            kinds.append(kind)
+            at += length
+        assert at == len(data)
+        assert kinds.count(14) == len(program.flows) and kinds.count(15) == len(program.groups)  # FLOW_MOD, GROUP_MOD

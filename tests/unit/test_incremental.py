@@ -44,13 +44,18 @@ def random_change(rng: random.Random, cluster: Cluster, serial: list[int]) -> No
                                 ports=(ContainerPort(8080),), ip=addr.pod_ip(node.index, host), serial=serial[0]))
     elif kind == "delete_pod":
         cluster.pods.remove(rng.choice(cluster.pods))
-    elif kind == "relabel":
-        rng.choice(cluster.pods).labels["app"] = rng.choice(APPS)
+    elif kind == "relabel":  # a label every Service reads, or one only two-label selectors read
+        pod = rng.choice(cluster.pods)
+        if rng.random() < 0.5:
+            pod.labels["app"] = rng.choice(APPS)
+        elif pod.labels.pop("tier", None) is None:
+            pod.labels["tier"] = "front"
     elif kind == "add_service" or not cluster.services:
         port = 30000 + len(cluster.services) + serial[0]
         serial[0] += 1
+        selector = {"app": rng.choice(APPS)} if rng.random() < 0.6 else {"app": rng.choice(APPS), "tier": "front"}
         cluster.services.append(Service(f"svc-{serial[0]}", [ServicePort(80, port, 8080)],
-                                        selector={"app": rng.choice(APPS)},
+                                        selector=selector,
                                         type=rng.choice(["NodePort", "LoadBalancer"]),
                                         external_traffic_policy=rng.choice(["Cluster", "Local"])))
     elif kind == "delete_service":
@@ -129,3 +134,22 @@ def test_the_state_built_from_remembered_service_ports_equals_one_built_afresh(s
         remembered = build_proxy_state(cluster, step)
         proxy_state._PORTS.clear()
         assert remembered == build_proxy_state(cluster, step), step
+
+
+def test_relabelling_a_pod_recomputes_only_the_services_whose_selectors_read_that_label():
+    """A readiness flip done by a label (the bench's flip Service) must not recompute the other
+    Services picking the same pod: their ports stay the very objects of the last state."""
+    node = Node("node-a", 1)
+    pods = [Pod(f"web-{i}", node.name, labels={"app": "web"}, ports=(ContainerPort(8080),),
+                ip=addr.pod_ip(node.index, 2 + i), serial=i + 1) for i in range(3)]
+    cluster = Cluster([node], pods, [
+        Service("plain", [ServicePort(80, 30001, 8080)], selector={"app": "web"}),
+        Service("front", [ServicePort(80, 30002, 8080)], selector={"app": "web", "tier": "front"})])
+    before = {sp.service: sp for sp in build_proxy_state(cluster, 1).service_ports}
+    pods[0].labels["tier"] = "front"
+    after = {sp.service: sp for sp in build_proxy_state(cluster, 2).service_ports}
+    assert after["plain"] is before["plain"]
+    assert [e.pod for e in after["front"].endpoints] == ["web-0"] and not before["front"].endpoints
+    pods[1].labels["other"] = "x"  # read by no selector: nothing is recomputed
+    again = {sp.service: sp for sp in build_proxy_state(cluster, 3).service_ports}
+    assert again["plain"] is after["plain"] and again["front"] is after["front"]

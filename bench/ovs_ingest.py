@@ -1,0 +1,120 @@
+"""Open vSwitch taking in a compiled state with no controller involved: the floor under an install.
+
+The very bytes the controller would send (``controllers.openflow.messages`` of every bridge's whole
+program) are written to as many fresh userspace (``netdev``) bridges through their management sockets
+(``/var/run/openvswitch/<bridge>.mgmt``, where ``ovs-ofctl`` talks to a bridge), all at once, each
+followed by a barrier; the figure is the time until every barrier is answered, beside ovs-vswitchd's
+CPU time. Nothing of the lab runs meanwhile: no Python compiling, no os-ken, no other traffic, so
+what an install of the lab takes beyond this is the lab's, and what this takes is Open vSwitch's,
+whose main thread parses and inserts every flow of every bridge, one after another.
+
+(Tried and left: one OpenFlow 1.4 bundle per bridge instead of single messages made Open vSwitch no
+faster at 10,000 Services: 0.32-0.36 s of its CPU for a node's 50,209 messages against 0.26.)
+The bridges are recorded as the run's own and removed by exact name; the machine lock is held as a
+lab network holds it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+from bench.machine import cpu_seconds, ovs_pid
+from controllers import openflow as of
+from controllers.diff import diff
+from controllers.pipeline import Program, compile_state
+from lab.emulation.resources import MachineLock, RunDir, remove_recorded
+from lab.kube import addressing as addr
+
+OFP13 = 4
+HELLO, ERROR, BARRIER_REQUEST, BARRIER_REPLY = 0, 1, 20, 21
+BARRIER_XID = 0xFFFF_FFF0
+TIMEOUT_S = 300
+
+
+class _Xids:
+    """Transaction ids for ``controllers.openflow.messages`` (the role os-ken's datapath plays)."""
+
+    def __init__(self) -> None:
+        self.xid = 0
+
+    def set_xid(self, msg) -> int:
+        self.xid += 1
+        msg.set_xid(self.xid)
+        return self.xid
+
+
+def program_bytes(state) -> list[bytes]:
+    """Every bridge's whole program of ``state`` as the buffer the controller sends a new switch."""
+    return [of.messages(_Xids(), diff(Program(), program)) for program in compile_state(state).values()]
+
+
+def _feed(path: str, data: bytes, result: dict) -> None:
+    """Hello, the buffer, a barrier; wait for the barrier's reply; count error replies."""
+    errors = 0
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(TIMEOUT_S)
+        sock.connect(path)
+        sock.sendall(struct.pack("!BBHI", OFP13, HELLO, 8, 1) + data
+                     + struct.pack("!BBHI", OFP13, BARRIER_REQUEST, 8, BARRIER_XID))
+        buffer = b""
+        while True:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError(f"{path}: closed before the barrier was answered")
+            buffer += chunk
+            at = 0
+            while at + 8 <= len(buffer):
+                _, kind, length, xid = struct.unpack_from("!BBHI", buffer, at)
+                if at + length > len(buffer):
+                    break
+                errors += kind == ERROR
+                at += length
+                if kind == BARRIER_REPLY and xid == BARRIER_XID:
+                    result.update(done=time.monotonic(), errors=errors)
+                    return
+            buffer = buffer[at:]
+
+
+def ingest_once(buffers: list[bytes]) -> dict:
+    """Fresh bridges, one per buffer, fed all at once; seconds until all answered, and vswitchd's CPU."""
+    run = RunDir.create()  # chooses the run's tag: the bridges are npl-<tag>-i<k>
+    names = [f"{addr.prefix()}i{k}" for k in range(len(buffers))]
+    run.own_bridges(names)
+    try:
+        args = [x for br in names for x in ("--", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev",
+                                            "protocols=OpenFlow13")]
+        subprocess.run(["ovs-vsctl", "--timeout=60", *args[1:]], capture_output=True, check=True)
+        results = [{} for _ in buffers]
+        threads = [threading.Thread(target=_feed, args=(f"/var/run/openvswitch/{br}.mgmt", data, out), daemon=True)
+                   for br, data, out in zip(names, buffers, results, strict=True)]
+        vswitchd = ovs_pid()
+        cpu0, started = cpu_seconds(vswitchd), time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT_S)
+        cpu = (cpu_seconds(vswitchd) or 0.0) - (cpu0 or 0.0)
+        if any("done" not in r for r in results):
+            raise RuntimeError("Open vSwitch did not answer every barrier")
+        return {"bridges": len(buffers), "bytes": sum(map(len, buffers)),
+                "seconds": max(r["done"] for r in results) - started, "vswitchdCpuS": round(cpu, 3),
+                "errors": sum(r["errors"] for r in results)}
+    finally:
+        remove_recorded(run.resources)
+        shutil.rmtree(run.path, ignore_errors=True)
+
+
+def measure(state, runs: int) -> list[dict]:
+    """``ingest_once`` of ``state``'s programs ``runs`` times, under the machine lock."""
+    buffers = program_bytes(state)
+    lock = MachineLock()
+    lock.acquire()
+    try:
+        return [ingest_once(buffers) for _ in range(runs)]
+    finally:
+        lock.release()
