@@ -13,6 +13,10 @@ the requests; under SNAT the replies come back through node-a.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from lab.cloud.network import LabNetwork
@@ -39,7 +43,32 @@ MANIFESTS += SERVICE.format(name="web-dsr", mode="dsr", policy="Cluster", node_p
 MANIFESTS += SERVICE.format(name="web-local", mode="snat", policy="Local", node_port=30082, extra="")
 MANIFESTS += SERVICE.format(name="web-maglev", mode="dsr", policy="Cluster", node_port=30083,
                             extra=", service.cilium.io/lb-algorithm: maglev")
+# One pod behind its own DSR Service: a client port's connections through two frontends reach the same pod.
+MANIFESTS += """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: solo-c, labels: {app: solo}}
+spec: {nodeName: node-c, containers: [{name: web, image: nginx, ports: [{containerPort: 8080}]}]}
+"""
+MANIFESTS += SERVICE.format(name="web-solo", mode="dsr", policy="Cluster", node_port=30084, extra="").replace(
+    "app: web", "app: solo")
 REQUESTS = 40
+# One request from a chosen source port (SO_REUSEADDR: the port's last connection may be in TIME_WAIT)
+FROM_PORT = """
+import json, socket, sys
+ip, port, local = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.settimeout(2)
+s.bind(("0.0.0.0", local))
+try:
+    s.connect((ip, port)); s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    print(json.dumps({"ok": data.startswith(b"HTTP/1.1 200")}))
+except OSError as e:
+    print(json.dumps({"ok": False, "error": type(e).__name__}))
+"""
 REPLY_BYTES = 20_000  # each answer: /bulk, so the replies dwarf the requests
 
 
@@ -95,7 +124,45 @@ def test_a_full_sized_request_packet_and_its_label_fit_the_fabric(lab):
     assert all(r["ok"] for r in out["records"]), {r["error"] for r in out["records"]}
 
 
+KNOWN_DSR_CLASH = pytest.mark.xfail(
+    strict=True, reason="known flaw of the lab's DSR: the entry node's one-way conntrack entry "
+                   "of a connection through nodeIP:nodePort clashes with a later one from the same client port "
+                   "through the load balancer's address to the same pod; conntrack moves the new one's source "
+                   "port, the pod answers that port, and the client never sees the answer")
+
+
+def forget_entry_conntrack(lab) -> None:
+    """Each node's DNAT zone emptied: what earlier tests' DSR connections left there (the entry node sees
+    one direction of them, so they linger 30 s in SYN_SENT) must not meet this test's new connections
+    through another frontend; that meeting is a known flaw of its own, pinned by
+    ``test_a_client_port_reused_through_another_dsr_frontend_reaches_the_pod``."""
+    for node in lab.cluster.nodes:
+        subprocess.run(["ovs-appctl", "dpctl/flush-conntrack", f"zone={1000 + node.index}"], check=True,
+                       capture_output=True, timeout=10)
+
+
+def from_port(lab, ip: str, port: int, local: int) -> dict:
+    out = lab.run_in(addr.CLIENT_NAME, [sys.executable, "-S", "-c", FROM_PORT, ip, str(port), str(local)], timeout=10)
+    return json.loads(out.stdout or '{"ok": false, "error": "no output"}')
+
+
+def test_a_client_port_reused_through_another_dsr_frontend_reaches_the_pod(lab, request):
+    """Each port first reaches the pod (on node-c) through node-a's and node-b's nodePorts, then through the
+    load balancer's address, which delivers to one of the three nodes: two of them hold the stale entry,
+    so of 8 ports all escape only with probability (1/3)^8."""
+    forget_entry_conntrack(lab)
+    ip = lab.load_balancer_ip("web-solo")
+    ports = range(41000, 41080, 10)
+    first = [from_port(lab, addr.node_ip(n), 30084, p) for p in ports for n in (1, 2)]
+    assert all(r["ok"] for r in first), first  # through the nodePorts: fine (a failure here is a real one)
+    request.applymarker(KNOWN_DSR_CLASH)
+    second = [from_port(lab, ip, 80, p) for p in ports]
+    forget_entry_conntrack(lab)
+    assert all(r["ok"] for r in second), second
+
+
 def test_dsr_through_the_load_balancer_address(lab):
+    forget_entry_conntrack(lab)
     ip = lab.load_balancer_ip("web-dsr")
     out = lab.probe([f"{ip}:80"], REQUESTS, concurrency=4, timeout=3)
     assert all(r["ok"] for r in out["records"]), {r["error"] for r in out["records"]}
