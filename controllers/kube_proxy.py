@@ -60,7 +60,6 @@ class KubeProxy(of.app_manager.OSKenApp):
         self.pending_lb: dict[tuple[int, int], dict[str, list[str]]] = {}
         self.lb_applied: dict[str, list[str]] = {}
         self.state: ProxyState | None = None
-        self.programs: dict[int, Program] = {}
         self.incremental = IncrementalPrograms()
         self.lb_healthy: dict[str, list[str]] = {}
         self.lb_rotation: dict[str, list[str]] = {}  # lb_healthy less the nodes taken out (controllers.rotation)
@@ -71,11 +70,17 @@ class KubeProxy(of.app_manager.OSKenApp):
         self.resyncing: dict[int, dict] = {}  # dpid -> what a connecting switch said it holds, so far
         self.health = HealthServers(self._health_answer)
         self._health_due = False
-        # the last change's own cost (read and compiled, sent), in the status file: where a change's time went
+        # the last change's own cost (read, compiled and sent), in the status file: where a change's time went
         self.last_change: dict = {}
         self._load_state()
         self._after_change()
         of.hub.spawn(self._watch_state)
+
+    @property
+    def programs(self) -> dict[int, Program]:
+        """Every bridge's program as the last update left it (live objects: complete for a bridge as soon
+        as ``incremental.update`` has called back for it)."""
+        return self.incremental.programs
 
     # --- events ---------------------------------------------------------------------------------------
 
@@ -231,13 +236,12 @@ class KubeProxy(of.app_manager.OSKenApp):
                     synced: set[int] = set()
                     touched = self._load_state(functools.partial(self._sync_compiled, synced=synced))
                     if touched is not None:
-                        compiled = time.monotonic()
                         for dp in list(self.datapaths.values()):
                             if dp.id not in synced:
                                 self._sync(dp, touched.get(dp.id, Touched()))
+                        # (one figure: bridges are sent while the others are compiled)
                         self.last_change = {"generation": self.state.generation,
-                                            "compileMs": round((compiled - started) * 1000, 3),
-                                            "sendMs": round((time.monotonic() - compiled) * 1000, 3)}
+                                            "applyMs": round((time.monotonic() - started) * 1000, 3)}
                         self._after_change()
                 if touched is not None:
                     self._flush_stale_udp(previous)
@@ -250,7 +254,6 @@ class KubeProxy(of.app_manager.OSKenApp):
         being compiled): os-ken's send thread writes it while this one goes on."""
         dp = self.datapaths.get(dpid)
         if dp is not None:
-            self.programs = self.incremental.programs
             self._sync(dp, touched)
             synced.add(dpid)
 
@@ -293,7 +296,6 @@ class KubeProxy(of.app_manager.OSKenApp):
             lambda t: sum(len(x) for x in t.values()))
         if frozen:
             LOG.info("%d objects kept out of the cyclic collector (controllers.collector)", gc.get_freeze_count())
-        self.programs = self.incremental.programs
         if state_changed:
             self._health_due = True
             LOG.info("state generation %d: %d service ports, %d flows and groups touched", state.generation,

@@ -19,8 +19,9 @@ import sys
 
 import pytest
 
+from controllers.services import dnat_zone
 from lab.cloud.network import LabNetwork
-from lab.emulation.observing import dump_ports
+from lab.emulation.observing import REPO, dump_ports
 from lab.kube import addressing as addr
 from lab.measure.held import broken_on_reroute
 from lab.polling import wait_for
@@ -57,15 +58,13 @@ REQUESTS = 40
 # One request from a chosen source port (SO_REUSEADDR: the port's last connection may be in TIME_WAIT)
 FROM_PORT = """
 import json, socket, sys
+from lab.measure.held import request
 ip, port, local = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.settimeout(2)
 s.bind(("0.0.0.0", local))
 try:
-    s.connect((ip, port)); s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    print(json.dumps({"ok": data.startswith(b"HTTP/1.1 200")}))
+    s.connect((ip, port))
+    print(json.dumps(request(s, ip)))
 except OSError as e:
     print(json.dumps({"ok": False, "error": type(e).__name__}))
 """
@@ -137,12 +136,13 @@ def forget_entry_conntrack(lab) -> None:
     through another frontend; that meeting is a known flaw of its own, pinned by
     ``test_a_client_port_reused_through_another_dsr_frontend_reaches_the_pod``."""
     for node in lab.cluster.nodes:
-        subprocess.run(["ovs-appctl", "dpctl/flush-conntrack", f"zone={1000 + node.index}"], check=True,
+        subprocess.run(["ovs-appctl", "dpctl/flush-conntrack", f"zone={dnat_zone(node)}"], check=True,
                        capture_output=True, timeout=10)
 
 
 def from_port(lab, ip: str, port: int, local: int) -> dict:
-    out = lab.run_in(addr.CLIENT_NAME, [sys.executable, "-S", "-c", FROM_PORT, ip, str(port), str(local)], timeout=10)
+    out = lab.run_in(addr.CLIENT_NAME, ["env", f"PYTHONPATH={REPO}", sys.executable, "-S", "-c", FROM_PORT, ip,
+                                        str(port), str(local)], timeout=10)
     return json.loads(out.stdout or '{"ok": false, "error": "no output"}')
 
 
