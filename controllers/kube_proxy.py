@@ -27,6 +27,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+from controllers import lanes
 from controllers import openflow as of
 from controllers.collector import without_collector
 from controllers.conntrack import flush_commands, stale_udp_endpoints
@@ -72,6 +73,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         self._health_due = False
         # the last change's own cost (read, compiled and sent), in the status file: where a change's time went
         self.last_change: dict = {}
+        self.in_lanes: dict[int, lanes.Ticket] = {}  # dpid -> its large send still in lanes (controllers.lanes)
         self._load_state()
         self._after_change()
         of.hub.spawn(self._watch_state)
@@ -154,7 +156,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         LOG.info("switch %016x holds %d flows (%d not in the program) and %d groups: resynchronising", dp.id,
                  len(held["flows"]), len(stale), len(held["groups"]))
         self.datapaths[dp.id] = dp
-        self._sync(dp, None, installed)
+        self._sync(dp, None, installed, may_use_lanes=not stale)  # lanes could overtake those deletions
 
     def _resync_overdue(self) -> None:
         """A switch whose replies did not come (or could not be parsed) is emptied and given its whole
@@ -167,7 +169,7 @@ class KubeProxy(of.app_manager.OSKenApp):
                 for msg in of.clear_all(dp):
                     dp.send_msg(msg)
                 self.datapaths[dpid] = dp
-                self._sync(dp, None)
+                self._sync(dp, None, may_use_lanes=False)  # after clear_all, on the same connection
 
     @of.set_ev_cls(of.ofp_event.EventOFPStateChange, of.DEAD_DISPATCHER)
     def state_change_handler(self, ev):
@@ -205,7 +207,7 @@ class KubeProxy(of.app_manager.OSKenApp):
                 self._write_status()
 
     def _barriers_pending(self) -> bool:
-        return any(dpid in self.datapaths for dpid, _ in self.pending)
+        return bool(self.in_lanes) or any(dpid in self.datapaths for dpid, _ in self.pending)
 
     @of.set_ev_cls(of.ofp_event.EventOFPErrorMsg, [of.CONFIG_DISPATCHER, of.MAIN_DISPATCHER])
     def error_msg_handler(self, ev):
@@ -366,10 +368,12 @@ class KubeProxy(of.app_manager.OSKenApp):
             return 503, {"error": f"no Service uses health check port {port}"}, {}
         return service_answer(state, node, *service, proxy_healthy=healthy)
 
-    def _sync(self, dp, touched: Touched | None, installed: Program | None = None) -> None:
+    def _sync(self, dp, touched: Touched | None, installed: Program | None = None,
+              may_use_lanes: bool = True) -> None:
         """Send ``dp`` what changed (``touched``: what the last update touched; None: the difference from
         ``installed``, what a connecting switch holds, empty by default), then a barrier to learn when
-        it holds it."""
+        it holds it. A large change may go in lanes (``controllers.lanes``); the barrier then follows
+        once the lanes' barriers are answered."""
         if self.state is None:
             return
         desired = self.programs.get(dp.id)
@@ -377,16 +381,63 @@ class KubeProxy(of.app_manager.OSKenApp):
             LOG.warning("switch %016x is not part of the cluster state", dp.id)
             return
         changes = diff(installed or Program(), desired) if touched is None else diff_touched(touched, desired)
+        self._wait_lanes(dp.id)  # what was sent in lanes before is held before anything more is sent
+        generation, rotation = self.state.generation, self.lb_rotation
+        if len(changes) and may_use_lanes and self._send_in_lanes(dp, changes, generation, rotation):
+            return
         if len(changes):
             of.send(dp, of.messages(dp, changes))  # one buffer: 20,000 messages would be 20,000 queue hand-offs
+            LOG.info("switch %016x: %d changes for generation %d", dp.id, len(changes), generation)
+        self._barrier(dp, generation, rotation)
+
+    def _barrier(self, dp, generation: int, rotation: dict) -> None:
         request = of.barrier(dp)
         dp.set_xid(request)
-        self.pending[(dp.id, request.xid)] = self.state.generation
+        self.pending[(dp.id, request.xid)] = generation
         if dp.id == self.state.underlay.dpid:
-            self.pending_lb[(dp.id, request.xid)] = self.lb_rotation
+            self.pending_lb[(dp.id, request.xid)] = rotation
         dp.send_msg(request)
-        if len(changes):
-            LOG.info("switch %016x: %d changes for generation %d", dp.id, len(changes), self.state.generation)
+
+    def _send_in_lanes(self, dp, changes, generation: int, rotation: dict) -> bool:
+        """Send a large add-only or delete-only change over the bridge's lanes; False if it must go on
+        the switch's own connection (small, mixed, messages of this connection not yet acknowledged,
+        which a lane could overtake, or no management socket)."""
+        if len(changes) < lanes.BULK_MIN or any(d == dp.id for d, _ in self.pending):
+            return False
+        parts = lanes.plan(changes)
+        local = getattr(dp, "ports", {}).get(of.ofp.OFPP_LOCAL)
+        path = lanes.mgmt_path(local.name.decode(errors="replace")) if local is not None and parts else None
+        if path is None:
+            return False
+        try:
+            ticket = lanes.send(path, [of.messages(dp, part) for part in parts],
+                                lambda t: self._lanes_done(dp, t, generation, rotation))
+        except OSError as e:
+            LOG.warning("switch %016x: no lanes on %s (%s): sending on its own connection", dp.id, path, e)
+            return False
+        self.in_lanes[dp.id] = ticket
+        LOG.info("switch %016x: %d changes for generation %d in %d lanes", dp.id, len(changes), generation,
+                 len(parts))
+        return True
+
+    def _wait_lanes(self, dpid: int) -> None:
+        ticket = self.in_lanes.get(dpid)
+        if ticket is not None and not ticket.wait():
+            LOG.error("switch %016x: lanes still unanswered after %.0f s", dpid, lanes.TIMEOUT_S)
+
+    def _lanes_done(self, dp, ticket, generation: int, rotation: dict) -> None:
+        """(On the lanes' thread.) Every lane answered: the switch's own barrier, whose reply acks."""
+        for err_type, code, data in ticket.errors:
+            LOG.error("switch %016x rejected a message: type=%d code=%d data=%s", dp.id, err_type, code, data.hex())
+        with self.lock:
+            if self.in_lanes.get(dp.id) is ticket:
+                del self.in_lanes[dp.id]
+            if not ticket.ok:
+                LOG.error("switch %016x: a send in lanes failed (%s): generation %d not acknowledged", dp.id,
+                          ticket.failure, generation)
+                return
+            if self.datapaths.get(dp.id) is dp and dp.is_active:
+                self._barrier(dp, generation, rotation)
 
     def _write_status(self) -> None:
         write_json_atomic(self.status_path, {
