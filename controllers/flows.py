@@ -72,6 +72,10 @@ ETH_MPLS = 0x8847
 # label the packet came with.
 REG_MASQ, REG_OUT, REG_CHAIN, REG_EP_IP, REG_EP_PORT, REG_SVC = "reg0", "reg3", "reg4", "reg5", "reg6", "reg7"
 REG_SLOT = "reg1"
+# reg8[0..15]: the node's DNAT zone, set once per packet in T_CONNTRACK; the endpoint DNATs of a group's
+# buckets take their zone from it, so one Service's group is the same on every node, compiled and
+# packed once for all of them (at 10,000 Services, a million buckets were built ten times over).
+REG_ZONE = "reg8"
 REG_DSR = "reg2"
 
 UPLINK_PORT = 1
@@ -91,7 +95,7 @@ class Ct:
     ``mark`` sets ct_mark at commit, ``mark_from`` copies that register's low ``mark_bits`` bits (bit 0
     unless told) into ct_mark's."""
 
-    zone: int
+    zone: int | str  # a zone, or the register whose bits 0-15 hold it (REG_ZONE)
     table: int | None = None
     commit: bool = False
     nat: str | None = None
@@ -282,7 +286,8 @@ def _fmt_action(action: Action) -> str:
                 f"{mp.dst}[0..{mp.bits - 1}])")
     if kind == "ct":
         ct: Ct = action[1]
-        parts = (["commit"] if ct.commit else []) + [f"zone={ct.zone}"]
+        zone = f"NXM_NX_{ct.zone.upper()}[0..15]" if isinstance(ct.zone, str) else ct.zone
+        parts = (["commit"] if ct.commit else []) + [f"zone={zone}"]
         if ct.nat is not None:
             parts.append(f"nat({ct.nat})" if ct.nat else "nat")
         if ct.mark is not None:

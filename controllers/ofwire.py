@@ -23,11 +23,13 @@ from controllers.flows import Ct, Flow, Group, Learn, Multipath
 NX_CT_F_COMMIT = 1
 NX_NAT_F_SRC, NX_NAT_F_DST = 1, 2
 NX_CT_RECIRC_NONE = 0xFF
+ZONE_OFS_NBITS = (15).to_bytes(2, "big")  # a zone from a register: its bits 0..15 (offset 0 << 6 | 16 - 1)
 
 # What a pipeline match or set_field value is on the wire, by field: its kind and length in bytes.
 _INT = {"eth_type": 2, "in_port": 4, "ip_proto": 1, "tcp_dst": 2, "tcp_src": 2, "udp_dst": 2, "udp_src": 2, "arp_op": 2,
         "ct_state": 4, "ct_mark": 4, "mpls_label": 4,
-        "reg0": 4, "reg1": 4, "reg2": 4, "reg3": 4, "reg4": 4, "reg5": 4, "reg6": 4, "reg7": 4}
+        "reg0": 4, "reg1": 4, "reg2": 4, "reg3": 4, "reg4": 4, "reg5": 4, "reg6": 4, "reg7": 4,
+        "reg8": 4}
 _MAC = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
 _IPV4 = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
 _LENGTH = {**_INT, **dict.fromkeys(_MAC, 6), **dict.fromkeys(_IPV4, 4)}
@@ -155,19 +157,23 @@ def _ct(ct: Ct) -> bytes:
     the rest is packed once per shape, the NAT once per target, and the three spliced together (a
     million endpoint DNATs at 10,000 Services on 10 nodes, 100,000 distinct targets)."""
     nat = b"" if ct.nat is None else _NATS[ct.nat]
-    before, middle, pad = _CT_SHAPES[(ct.table, ct.commit, ct.mark, ct.mark_from, ct.mark_bits, len(nat))]
-    return before + ct.zone.to_bytes(2, "big") + middle + nat + pad
+    from_register = isinstance(ct.zone, str)
+    before, middle, pad = _CT_SHAPES[(ct.table, ct.commit, ct.mark, ct.mark_from, ct.mark_bits, len(nat),
+                                      ct.zone if from_register else None)]
+    return before + (ZONE_OFS_NBITS if from_register else ct.zone.to_bytes(2, "big")) + middle + nat + pad
 
 
 def _ct_shape(key: tuple) -> tuple[bytes, bytes, bytes]:
-    """NXAST_CT up to its zone, from after the zone to the NAT, and the padding after the NAT."""
-    table, commit, mark, mark_from, mark_bits, nat_length = key
+    """NXAST_CT up to its zone, from after the zone to the NAT, and the padding after the NAT (a zone
+    from a register: zone_src names it, and the zone's two bytes are its offset and bits)."""
+    table, commit, mark, mark_from, mark_bits, nat_length, zone_register = key
     inner = b""
     if mark is not None:
         inner += _set_field("ct_mark", mark)
     if mark_from is not None:
         inner += _move(mark_from, "ct_mark", mark_bits)
-    head = struct.pack("!H4sHB3xH", NX_CT_F_COMMIT if commit else 0, bytes(4), 0,
+    zone_src = bytes(4) if zone_register is None else _oxm_header(zone_register, 4, False)
+    head = struct.pack("!H4sHB3xH", NX_CT_F_COMMIT if commit else 0, zone_src, 0,
                        NX_CT_RECIRC_NONE if table is None else table, 0)
     packed = _nx(nicira_ext.NXAST_CT, head + inner + bytes(nat_length))  # the NAT's place held by zeros
     zone_at = 16  # the Nicira action header (10 bytes), flags (2), zone_src (4)
@@ -310,13 +316,24 @@ def group_mod(group: Group, command: int, xid: int) -> bytes:
     which is uniform over the real buckets; the guard itself (a copy of the first bucket) wins with
     probability about (1/100)^n.
     """
+    held = _GROUP_BODIES.get((id(group), command))
+    if held is not None and held[0] is group:  # one Service's group is the very same object on every node
+        return _header(ofp.OFPT_GROUP_MOD, 8 + len(held[1]), xid) + held[1]
     bodies = [_ct(b[0][1]) if len(b) == 1 and b[0][0] == "ct" else b"".join([action(a) for a in b])
               for b in group.buckets]  # (a bucket is mostly one endpoint's DNAT: no dispatch)
     buckets = b"".join([_bucket(body, BUCKET_WEIGHT) for body in bodies])
     if bodies:
         buckets += _bucket(bodies[0], GUARD_WEIGHT)  # packed once
     body = struct.pack("!HBxI", command, ofp.OFPGT_SELECT, group.group_id) + buckets
+    if len(_GROUP_BODIES) >= MEMO_LIMIT:
+        _GROUP_BODIES.clear()
+    _GROUP_BODIES[(id(group), command)] = (group, body)  # the group kept: its id is not reused meanwhile
     return _header(ofp.OFPT_GROUP_MOD, 8 + len(body), xid) + body
+
+
+# (id of a Group, command) -> (the Group, its packed body): keyed by identity, as hashing a group's ten
+# buckets cost more than packing them again
+_GROUP_BODIES: dict[tuple[int, int], tuple[Group, bytes]] = {}
 
 
 def group_delete(group_id: int, xid: int) -> bytes:

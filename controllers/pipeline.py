@@ -90,6 +90,7 @@ from controllers.flows import (  # noqa: F401 (re-exported: the pipeline's vocab
     MASQ_MARK,
     NEW,
     NODE_HOST_PORT,
+    REG_ZONE,
     T_AFFINITY,
     T_ARP,
     T_CLASSIFY,
@@ -171,7 +172,8 @@ def compile_node(state: ProxyState, node: NodeInfo) -> Program:
     _node_classify(prog, node)
     _node_arp(prog, node, local_pods)
     prog.add(T_CONNTRACK, 50, {"eth_type": 0x0800},
-             [("ct", Ct(zone=dnat_zone(node), nat="", table=T_FIREWALL))], COOKIE_CLASSIFY)
+             [("set_field", REG_ZONE, dnat_zone(node)), ("ct", Ct(zone=dnat_zone(node), nat="", table=T_FIREWALL))],
+             COOKIE_CLASSIFY)
     for sp in state.service_ports:
         prog.merge(compile_service_port(node, sp, state.nodes))
     pipeline_dsr.node_flows(prog, node, state.nodes)

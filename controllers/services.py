@@ -59,6 +59,7 @@ from controllers.flows import (
     REG_EP_PORT,
     REG_MASQ,
     REG_SVC,
+    REG_ZONE,
     T_AFFINITY,
     T_ENDPOINT,
     T_FIREWALL,
@@ -78,6 +79,9 @@ from controllers.pipeline_maglev import MAGLEV, maglev_chain, maglev_pick
 from controllers.state import EndpointInfo, NodeInfo, ServicePortInfo
 from controllers.topology import by_topology
 
+# (group id, table, mark bits, the endpoints' ids) -> (the endpoints, their Group): see _Chooser._group
+_GROUPS: dict[tuple, tuple[tuple, Group]] = {}
+GROUPS_HELD = 1 << 18
 AFFINITY_MAX_TIMEOUT = 65535  # an OpenFlow idle_timeout is 16 bits (Antrea caps it the same way)
 POD_SOURCE = {"ipv4_src": (CLUSTER_CIDR_NET, CLUSTER_CIDR_MASK)}
 
@@ -245,7 +249,7 @@ class _Chooser:
                                                 "udp_src": (slot, slots - 1)},
                               self._to(endpoints[slot % len(endpoints)]), COOKIE_SERVICE)
         else:
-            self.prog.groups[gid] = Group(gid, tuple((self._dnat(e),) for e in endpoints))
+            self.prog.groups[gid] = self._group(gid, endpoints)
         if self.sp.affinity_timeout is None:
             return
         for e in endpoints:
@@ -265,6 +269,23 @@ class _Chooser:
             never = {**proto, L4_SRC[self.sp.protocol]: 0}
             self.prog.add(T_AFFINITY, 1, never, [], COOKIE_AFFINITY)
             self.prog.add(T_REMEMBER, 200, never, [("goto", T_ENDPOINT)], COOKIE_AFFINITY)
+
+    def _group(self, gid: int, endpoints) -> Group:
+        """KUBE-SVC-X as a select group. Its buckets take the node's DNAT zone from REG_ZONE, so the group
+        does not depend on the node: the same endpoints give the very same Group on every node, made
+        once (``_GROUPS``, by the endpoints' identities) and packed once (``ofwire.group_mod``)."""
+        key = (gid, self.table, self.bits, tuple([id(e) for e in endpoints]))
+        held = _GROUPS.get(key)
+        if held is not None and all(a is b for a, b in zip(held[0], endpoints, strict=True)):
+            return held[1]
+        group = Group(gid, tuple([(self._bucket_dnat(e),) for e in endpoints]))
+        if len(_GROUPS) >= GROUPS_HELD:
+            _GROUPS.clear()
+        _GROUPS[key] = (tuple(endpoints), group)  # the endpoints kept: their ids are not reused meanwhile
+        return group
+
+    def _bucket_dnat(self, e: EndpointInfo) -> Action:
+        return ("ct", Ct(REG_ZONE, self.table, True, f"dst={e.ip}:{e.port}", None, REG_MASQ, self.bits))
 
     def learn(self) -> Learn:
         """``recent --set``: after the DNAT, remember (Service port, client IP) -> the endpoint it got."""

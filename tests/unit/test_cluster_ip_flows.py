@@ -109,10 +109,10 @@ def test_session_affinity_learns_client_to_endpoint_with_an_idle_timeout():
                           f"resubmit(,{T_AFFINITY}),goto_table:{T_STICKY}")
     [group] = matching(lines, f"group_id={g},")
     for ep in sp.endpoints:
-        dnat = f"ct(commit,zone=1003,nat(dst={ep.ip}:8080),exec(move:reg0[0]->ct_mark[0]),table={T_REMEMBER})"
-        assert dnat in group
+        dnat = f"nat(dst={ep.ip}:8080),exec(move:reg0[0]->ct_mark[0]),table={T_REMEMBER})"
+        assert f"ct(commit,zone=NXM_NX_REG8[0..15],{dnat}" in group  # a bucket: the node's zone from reg8
         [sticky] = matching(lines, f"table={T_STICKY},priority=100", f"reg5={ep.ip},")
-        assert f"reg4={g}," in sticky and sticky.endswith(f"actions={dnat}")
+        assert f"reg4={g}," in sticky and sticky.endswith(f"actions=ct(commit,zone=1003,{dnat}")
     [fallback] = matching(lines, f"table={T_STICKY},priority=10,")
     assert fallback.endswith(f"actions=group:{g}")
     assert matching(lines, f"table={T_REMEMBER},priority=100") == [

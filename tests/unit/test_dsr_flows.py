@@ -72,7 +72,7 @@ def test_dsr_entry_node_dnats_without_masquerade_and_commits_the_frontend():
         f"actions=set_field:0x1->reg0,group:{g}",
     }
     assert lines(progs, NODE_A, "group_id=") == {
-        f"group_id={g},type=select,bucket=weight:100,ct(commit,zone=1001,nat(dst=10.244.2.2:8080),"
+        f"group_id={g},type=select,bucket=weight:100,ct(commit,zone=NXM_NX_REG8[0..15],nat(dst=10.244.2.2:8080),"
         "exec(move:reg0[0..27]->ct_mark[0..27]),table=30)"}
     assert lines(progs, NODE_A, "push_mpls") == {
         "cookie=0x18,table=50,priority=105,dl_type=0x800,ct_state=-rpl+trk,ct_mark=0x2/0x2,nw_dst=10.244.2.0/24 "

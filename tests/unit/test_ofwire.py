@@ -71,7 +71,9 @@ def ref_action(a: tuple):
         ([parser.NXActionRegMove(src_field=ct.mark_from, dst_field="ct_mark", n_bits=ct.mark_bits)]
          if ct.mark_from is not None else []) + \
         ([ref_nat(ct.nat)] if ct.nat is not None else [])
-    return parser.NXActionCT(flags=1 if ct.commit else 0, zone_src="", zone_ofs_nbits=ct.zone,
+    from_register = isinstance(ct.zone, str)  # zone_ofs_nbits: bits 0..15 of the register
+    return parser.NXActionCT(flags=1 if ct.commit else 0, zone_src=ct.zone if from_register else "",
+                             zone_ofs_nbits=nicira_ext.ofs_nbits(0, 15) if from_register else ct.zone,
                              recirc_table=0xFF if ct.table is None else ct.table, alg=0, actions=inner)
 
 

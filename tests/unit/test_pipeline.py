@@ -56,7 +56,7 @@ def test_cluster_policy_sends_new_nodeport_connections_to_a_group_of_all_endpoin
     assert len(group) == 1 and group[0].count("bucket=") == 3
     # Each bucket is one endpoint's DNAT in node-c's own zone, committing the masquerade decision (reg0).
     for pod_ip in (addr.pod_ip(1, 2), addr.pod_ip(1, 3), addr.pod_ip(2, 2)):
-        assert f"ct(commit,zone=1003,nat(dst={pod_ip}:8080),{MASQ_DNAT}" in group[0]
+        assert f"ct(commit,zone=NXM_NX_REG8[0..15],nat(dst={pod_ip}:8080),{MASQ_DNAT}" in group[0]
 
 
 def test_local_policy_uses_only_local_endpoints_and_keeps_the_source():
@@ -175,3 +175,26 @@ def test_underlay_counts_internode_traffic_in_its_own_table_and_routes_the_clien
 def test_state_round_trips_through_json():
     state = build_proxy_state(make_cluster("Local"), 7)
     assert ProxyState.from_dict(state.to_dict()) == state
+
+
+def test_each_node_sets_its_dnat_zone_once_and_a_services_group_is_one_object_on_every_node():
+    """The buckets' DNAT zone comes from reg8, which T_CONNTRACK sets to the node's own zone before the
+    lookup every IPv4 packet makes: the group no longer depends on the node, so it is made once."""
+    from controllers.flows import T_CONNTRACK
+    from controllers.ofwire import group_mod
+
+    state = build_proxy_state(make_cluster(), 1)
+    programs = compile_state(state)
+    gid = group_id(state.service_ports[0].id, False)
+    for node in state.nodes:
+        [conntrack] = flows_matching(programs[node.dpid].dump(), f"table={T_CONNTRACK},")
+        assert conntrack.endswith(f"actions=set_field:{1000 + node.index:#x}->reg8,ct(zone={1000 + node.index},"
+                                  f"nat,table=15)"), conntrack
+    groups = [programs[n.dpid].groups[gid] for n in state.nodes]
+    assert all(g is groups[0] for g in groups)
+    assert len({group_mod(g, 0, 7) for g in groups}) == 1
+    local_state = build_proxy_state(make_cluster("Local"), 2)
+    local_programs = compile_state(local_state)
+    lid = group_id(local_state.service_ports[0].id, True)
+    a, b = (local_programs[addr.node_dpid(i)].groups[lid] for i in (1, 2))
+    assert a is not b and len(a.buckets) == 2 and len(b.buckets) == 1  # Local: each node's own pods
