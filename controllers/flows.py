@@ -174,6 +174,10 @@ class Program:
 
     flows: dict[tuple, Flow] = field(default_factory=dict)
     groups: dict[int, Group] = field(default_factory=dict)
+    # A fragment's flows held in common with other fragments, as the very dicts they share (read only):
+    # an endpoint set's hairpin flows, one dict for every Service port those pods back. Counted once per
+    # dict (``controllers.incremental``), not once per flow per fragment: 10,000 Services held 1,000,000.
+    shared: list[dict[tuple, Flow]] = field(default_factory=list)
 
     def add(self, table: int, priority: int, match: dict, actions: list, cookie: int) -> None:
         fields = tuple(match.items())

@@ -49,14 +49,30 @@ class _Counted:
         self.program = Program()
         self.flow_refs: dict[tuple, int] = {}
         self.group_refs: dict[int, int] = {}
+        # id of a shared flow dict (``Program.shared``) -> [the dict, pieces holding it]: its flows are
+        # counted in once, when its first holder comes, and out when its last one goes
+        self.shared_refs: dict[int, list] = {}
 
     def add(self, piece: Program, touched: Touched) -> None:
         _add(piece.flows, self.program.flows, self.flow_refs, touched.flows)
         _add(piece.groups, self.program.groups, self.group_refs, touched.groups)
+        for flows in piece.shared:
+            held = self.shared_refs.get(id(flows))
+            if held is not None and held[0] is flows:
+                held[1] += 1
+            else:
+                self.shared_refs[id(flows)] = [flows, 1]
+                _add(flows, self.program.flows, self.flow_refs, touched.flows)
 
     def remove(self, piece: Program, touched: Touched) -> None:
         _remove(piece.flows, self.program.flows, self.flow_refs, touched.flows)
         _remove(piece.groups, self.program.groups, self.group_refs, touched.groups)
+        for flows in piece.shared:
+            held = self.shared_refs[id(flows)]
+            held[1] -= 1
+            if not held[1]:
+                del self.shared_refs[id(flows)]
+                _remove(flows, self.program.flows, self.flow_refs, touched.flows)
 
 
 def _add(items: dict, held: dict, refs: dict, touched: dict) -> None:

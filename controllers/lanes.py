@@ -58,21 +58,18 @@ def plan(changes: Changes, lanes: int = LANES) -> list[Changes] | None:
         parts[group.group_id % lanes].add_groups.append(group)
     for gid in changes.delete_groups:
         parts[gid % lanes].delete_groups.append(gid)
-    for what in ("add_flows", "delete_flows"):
+    for flows, lane_lists in ((changes.add_flows, [p.add_flows for p in parts]),
+                              (changes.delete_flows, [p.delete_flows for p in parts])):
         dealt = 0
-        for flow in getattr(changes, what):
-            gid = _group_of(flow)
-            if gid is None:
-                gid, dealt = dealt, dealt + 1
-            getattr(parts[gid % lanes], what).append(flow)
+        for flow in flows:
+            for action in flow.actions:  # (a Service's flow: a few actions, the group last)
+                if action[0] == "group":
+                    lane_lists[action[1] % lanes].append(flow)
+                    break
+            else:
+                lane_lists[dealt % lanes].append(flow)
+                dealt += 1
     return [p for p in parts if len(p)]
-
-
-def _group_of(flow) -> int | None:
-    for action in flow.actions:
-        if action[0] == "group":
-            return action[1]
-    return None
 
 
 def mgmt_path(bridge: str, rundir: str | None = None) -> str | None:

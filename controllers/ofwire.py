@@ -275,8 +275,15 @@ _NATS, _INSTRUCTIONS, _CT_SHAPES = _Memo(_nat), _Memo(_instructions), _Memo(_ct_
 
 
 def flow_mod(flow: Flow, command: int, xid: int) -> bytes:
-    # keyed by the fields, not the Flow: a plain tuple hashes and compares without Flow's generated methods
-    body = _FLOW_BODIES[(flow.table, flow.priority, flow.match, flow.actions, flow.cookie, command)]
+    held = _FLOW_OBJECTS.get((id(flow), command))
+    if held is not None and held[0] is flow:  # a flow object every node holds (services._node_free)
+        body = held[1]
+    else:
+        # keyed by the fields, not the Flow: a plain tuple hashes and compares without Flow's generated methods
+        body = _FLOW_BODIES[(flow.table, flow.priority, flow.match, flow.actions, flow.cookie, command)]
+        if len(_FLOW_OBJECTS) >= MEMO_LIMIT:
+            _FLOW_OBJECTS.clear()
+        _FLOW_OBJECTS[(id(flow), command)] = (flow, body)  # the flow kept: its id is not reused meanwhile
     return _header(ofp.OFPT_FLOW_MOD, 8 + len(body), xid) + body
 
 
@@ -288,6 +295,9 @@ def _flow_body(key: tuple) -> bytes:  # most nodes hold the same flow: packed on
 
 
 _FLOW_BODIES = _Memo(_flow_body)
+# (id of a Flow, command) -> (the Flow, its body): one lookup by identity where the same object is sent
+# to ten bridges, instead of hashing its match and actions ten times
+_FLOW_OBJECTS: dict[tuple[int, int], tuple[Flow, bytes]] = {}
 
 
 BUCKET_WEIGHT = 100

@@ -134,14 +134,14 @@ def compile_state(state: ProxyState, lb_healthy: dict[str, list[str]] | None = N
 
 def service_port_piece(node: NodeInfo, sp: ServicePortInfo, nodes: tuple[NodeInfo, ...] = ()) -> Program:
     """What one Service port adds to one node's program: ``compile_node`` is its program without
-    Service ports plus one of these per port (flows two ports share, such as an endpoint's hairpin
-    flow, appear in both). ``controllers.incremental`` recompiles only the pieces that changed;
+    Service ports plus one of these per port (its endpoints' hairpin flows, which other ports share,
+    in ``Program.shared``). ``controllers.incremental`` recompiles only the pieces that changed;
     tests/unit/test_incremental.py checks the sum equals ``compile_node``."""
     prog = compile_service_port(node, sp, nodes)
     hairpins = _hairpins_of(dnat_zone(node), tuple([ep.ip for ep in sp.endpoints]))
     if not hairpins.keys().isdisjoint(prog.flows):
         raise ValueError(f"two flows with one match: {next(f for k, f in hairpins.items() if k in prog.flows)}")
-    prog.flows.update(hairpins)
+    prog.shared.append(hairpins)
     return prog
 
 

@@ -167,9 +167,15 @@ def _cluster_ip(prog: Program, sp: ServicePortInfo, chooser: _Chooser, cluster, 
         eps, is_local = local, True
     else:
         eps, is_local = cluster, False
-    prog.add(T_SERVICE, 100, new_to(sp, sp.cluster_ip, sp.port, **POD_SOURCE),
-             chooser.choose(eps, is_local, masquerade=False), COOKIE_CLUSTER_IP)
-    prog.add(T_SERVICE, 90, match, chooser.choose(eps, is_local, masquerade=True), COOKIE_CLUSTER_IP)
+    from_pods, from_others = chooser.choose(eps, is_local, masquerade=False), chooser.choose(eps, is_local, True)
+
+    def build(part: Program) -> None:
+        part.add(T_SERVICE, 100, new_to(sp, sp.cluster_ip, sp.port, **POD_SOURCE), from_pods, COOKIE_CLUSTER_IP)
+        part.add(T_SERVICE, 90, match, from_others, COOKIE_CLUSTER_IP)
+    if is_local:  # (which endpoints are local differs from node to node)
+        build(prog)
+    else:
+        _node_free(prog, sp, "clusterIP", build)
 
 
 def _external(prog: Program, sp: ServicePortInfo, chooser: _Chooser, entry: tuple, local) -> None:
@@ -184,7 +190,10 @@ def _external(prog: Program, sp: ServicePortInfo, chooser: _Chooser, entry: tupl
                                                        mark=dsr.entry_mark(sp, chooser.node, ip)), COOKIE_SERVICE)
         return
     if sp.policy == "Cluster" or extra.get("in_port") == NODE_HOST_PORT:
-        prog.add(T_SERVICE, 100, match, everyone, COOKIE_SERVICE)
+        if ip == chooser.node.ip:
+            prog.add(T_SERVICE, 100, match, everyone, COOKIE_SERVICE)
+        else:  # 127.0.0.1:nodePort, the load balancer's address: the same on every node
+            _node_free(prog, sp, ip, lambda part: part.add(T_SERVICE, 100, match, everyone, COOKIE_SERVICE))
         return
     # Local: pods short-circuit to all endpoints, client IP kept; the node's own processes are
     # masqueraded to all endpoints; everyone else gets a local endpoint or nothing.
@@ -195,6 +204,31 @@ def _external(prog: Program, sp: ServicePortInfo, chooser: _Chooser, entry: tupl
         prog.add(T_SERVICE, 100, match, chooser.choose(local, True, masquerade=False), COOKIE_SERVICE)
     else:
         prog.add(T_SERVICE, 100, match, [], COOKIE_DROP_LOCAL)
+
+
+# (id of a ServicePortInfo, which entry) -> (the ServicePortInfo, its flows there as (key, Flow) pairs)
+_NODE_FREE: dict[tuple, tuple] = {}
+NODE_FREE_HELD = 1 << 18
+
+
+def _node_free(prog: Program, sp: ServicePortInfo, entry: str, build) -> None:
+    """Flows a Service port compiles alike on every node (its clusterIP pair, 127.0.0.1:nodePort, the
+    load balancer's address under Cluster: three of a NodePort Service's four flows), built by
+    ``build(program)`` for the first node and then the very same objects on the others, so they are
+    made once and packed once (``ofwire.flow_mod`` remembers a flow object's bytes). The chain they
+    point at is still built on each node, by the ``choose`` calls made before."""
+    held = _NODE_FREE.get((id(sp), entry))
+    if held is None or held[0] is not sp:
+        part = Program()
+        build(part)
+        if len(_NODE_FREE) >= NODE_FREE_HELD:
+            _NODE_FREE.clear()
+        held = _NODE_FREE[(id(sp), entry)] = (sp, tuple(part.flows.items()))  # sp kept: its id is not reused
+    flows = prog.flows
+    for key, flow in held[1]:
+        if key in flows:
+            raise ValueError(f"two flows with one match: {flow}")
+        flows[key] = flow
 
 
 def _firewall(prog: Program, sp: ServicePortInfo) -> None:
