@@ -268,10 +268,16 @@ def _instructions(actions: tuple) -> bytes:
 # --- messages -----------------------------------------------------------------------------------------
 
 def _header(msg_type: int, length: int, xid: int) -> bytes:
+    return _HEADERS[(msg_type, length, xid)]  # a buffer's messages share one xid: a few lengths repeat
+
+
+def _pack_header(key: tuple) -> bytes:
+    msg_type, length, xid = key
     return struct.pack("!BBHI", ofp.OFP_VERSION, msg_type, length, xid)
 
 
 _NATS, _INSTRUCTIONS, _CT_SHAPES = _Memo(_nat), _Memo(_instructions), _Memo(_ct_shape)
+_HEADERS = _Memo(_pack_header)
 
 
 def flow_mod(flow: Flow, command: int, xid: int) -> bytes:
