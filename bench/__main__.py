@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.now().astimezone()
     facts = machine.facts()
     facts["loadAverage"] = {"start": machine.load_average()}
+    facts["pythonLoopS"] = machine.python_speed()
     doc = new_document(facts, cfg.to_dict(), now.isoformat(timespec="seconds"))
     started = time.monotonic()
     failed = False

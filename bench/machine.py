@@ -1,7 +1,8 @@
 """What the figures were measured on, and what processes cost: read from ``/proc``, never estimated.
 
 - ``facts()``: cores, CPU model, memory, kernel, Open vSwitch version and datapath, git commit (and
-  whether the tree had uncommitted changes), so every result names its machine and code.
+  whether the tree had uncommitted changes), so every result names its machine and code;
+  ``python_speed()``: how fast the machine runs Python at the time of the run.
 - ``cpu_seconds(pid)``, ``rss_mib(pid)``, ``pss_mib(pid)``: one process's CPU time and memory.
 - ``CpuMeter``: how much CPU other work used while a benchmark ran (other engineers' tests on a
   shared machine), so that a result can say it was taken on a busy machine.
@@ -55,6 +56,19 @@ def ovs_version() -> str | None:
     out = subprocess.run(["ovs-vswitchd", "--version"], capture_output=True, text=True).stdout
     first = out.splitlines()[0] if out else ""
     return first.rsplit(" ", 1)[-1] if first else None
+
+
+def python_speed(n: int = 2_000_000) -> float:
+    """Seconds this interpreter takes for 10^7 additions in a loop (timed on ``n``, best of three): the
+    same 2-core machine once ran 2.5-3.3x slower in the afternoon than that morning (a shared host), so
+    the figures of two runs compare only beside this one, or as ratios within a run."""
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for i in range(n):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(best * 10_000_000 / n, 3)
 
 
 def load_average() -> float:

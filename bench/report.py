@@ -131,7 +131,8 @@ def render_machine(machine: dict[str, Any]) -> str:
     return (f"{machine.get('cores')} cores ({machine.get('cpuModel', '?')}), {machine.get('memoryGiB')} GiB, "
             f"kernel {machine.get('kernel')}, Open vSwitch {machine.get('ovsVersion', '?')} "
             f"({machine.get('ovsDatapath')} datapath), commit {commit}, "
-            f"load average {load.get('start', '?')} at start, {load.get('end', '?')} at end")
+            f"load average {load.get('start', '?')} at start, {load.get('end', '?')} at end"
+            + (f", Python {machine['pythonLoopS']} s per 10^7 additions" if machine.get("pythonLoopS") else ""))
 
 
 def new_document(machine: dict[str, Any], config: dict[str, Any], started_at: str) -> dict[str, Any]:

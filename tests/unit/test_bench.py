@@ -250,3 +250,14 @@ def test_sandwich_puts_every_path_between_two_baselines_and_divides_by_their_mea
     assert ratios["a"] == pytest.approx(1.0)  # 90 over (100 + 80) / 2
     assert ratios["b"] == pytest.approx(0.5)  # the missing baseline after it is left out
     assert sandwich_ratios([("a", 1.0)], "r") == {"a": None}
+
+
+def test_the_machine_line_names_how_fast_python_ran():
+    from bench.machine import python_speed
+    from bench.report import render_machine
+
+    speed = python_speed(n=200_000)
+    assert 0 < speed < 60  # seconds per 10^7 additions: a fraction of a second to a few seconds
+    line = render_machine({"cores": 2, "pythonLoopS": speed, "loadAverage": {"start": 0.1, "end": 0.2}})
+    assert line.endswith(f", Python {speed} s per 10^7 additions")
+    assert "Python" not in render_machine({"cores": 2})
