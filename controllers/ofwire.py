@@ -19,6 +19,7 @@ from os_ken.ofproto import nicira_ext, ofproto_common
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from controllers.flows import Ct, Flow, Group, Learn, Multipath
+from controllers.memo import ByIdentity
 
 NX_CT_F_COMMIT = 1
 NX_NAT_F_SRC, NX_NAT_F_DST = 1, 2
@@ -281,15 +282,11 @@ _HEADERS = _Memo(_pack_header)
 
 
 def flow_mod(flow: Flow, command: int, xid: int) -> bytes:
-    held = _FLOW_OBJECTS.get((id(flow), command))
-    if held is not None and held[0] is flow:  # a flow object every node holds (services._node_free)
-        body = held[1]
-    else:
+    body = _FLOW_OBJECTS.get(flow, command)  # a flow object every node holds (services._node_free)
+    if body is None:
         # keyed by the fields, not the Flow: a plain tuple hashes and compares without Flow's generated methods
-        body = _FLOW_BODIES[(flow.table, flow.priority, flow.match, flow.actions, flow.cookie, command)]
-        if len(_FLOW_OBJECTS) >= MEMO_LIMIT:
-            _FLOW_OBJECTS.clear()
-        _FLOW_OBJECTS[(id(flow), command)] = (flow, body)  # the flow kept: its id is not reused meanwhile
+        body = _FLOW_OBJECTS.put(flow, _FLOW_BODIES[(flow.table, flow.priority, flow.match, flow.actions,
+                                                      flow.cookie, command)], command)
     return _header(ofp.OFPT_FLOW_MOD, 8 + len(body), xid) + body
 
 
@@ -301,9 +298,7 @@ def _flow_body(key: tuple) -> bytes:  # most nodes hold the same flow: packed on
 
 
 _FLOW_BODIES = _Memo(_flow_body)
-# (id of a Flow, command) -> (the Flow, its body): one lookup by identity where the same object is sent
-# to ten bridges, instead of hashing its match and actions ten times
-_FLOW_OBJECTS: dict[tuple[int, int], tuple[Flow, bytes]] = {}
+_FLOW_OBJECTS = ByIdentity()  # a Flow's body by (the Flow, command): one object sent to ten bridges
 
 
 BUCKET_WEIGHT = 100
@@ -332,24 +327,20 @@ def group_mod(group: Group, command: int, xid: int) -> bytes:
     which is uniform over the real buckets; the guard itself (a copy of the first bucket) wins with
     probability about (1/100)^n.
     """
-    held = _GROUP_BODIES.get((id(group), command))
-    if held is not None and held[0] is group:  # one Service's group is the very same object on every node
-        return _header(ofp.OFPT_GROUP_MOD, 8 + len(held[1]), xid) + held[1]
+    held = _GROUP_BODIES.get(group, command)
+    if held is not None:  # one Service's group is the very same object on every node
+        return _header(ofp.OFPT_GROUP_MOD, 8 + len(held), xid) + held
     bodies = [_ct(b[0][1]) if len(b) == 1 and b[0][0] == "ct" else b"".join([action(a) for a in b])
               for b in group.buckets]  # (a bucket is mostly one endpoint's DNAT: no dispatch)
     buckets = b"".join([_bucket(body, BUCKET_WEIGHT) for body in bodies])
     if bodies:
         buckets += _bucket(bodies[0], GUARD_WEIGHT)  # packed once
     body = struct.pack("!HBxI", command, ofp.OFPGT_SELECT, group.group_id) + buckets
-    if len(_GROUP_BODIES) >= MEMO_LIMIT:
-        _GROUP_BODIES.clear()
-    _GROUP_BODIES[(id(group), command)] = (group, body)  # the group kept: its id is not reused meanwhile
+    _GROUP_BODIES.put(group, body, command)
     return _header(ofp.OFPT_GROUP_MOD, 8 + len(body), xid) + body
 
 
-# (id of a Group, command) -> (the Group, its packed body): keyed by identity, as hashing a group's ten
-# buckets cost more than packing them again
-_GROUP_BODIES: dict[tuple[int, int], tuple[Group, bytes]] = {}
+_GROUP_BODIES = ByIdentity()  # by (the Group, command): hashing its ten buckets cost more than packing them
 
 
 def group_delete(group_id: int, xid: int) -> bytes:

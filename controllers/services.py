@@ -76,13 +76,13 @@ from controllers.flows import (
     ip_int,
     net_mask,
 )
+from controllers.memo import LIMIT, ByIdentity
 from controllers.pipeline_maglev import MAGLEV, maglev_chain, maglev_pick
 from controllers.state import EndpointInfo, NodeInfo, ServicePortInfo
 from controllers.topology import by_topology
 
 # (group id, table, mark bits, the endpoints' ids) -> (the endpoints, their Group): see _Chooser._group
 _GROUPS: dict[tuple, tuple[tuple, Group]] = {}
-GROUPS_HELD = 1 << 18
 AFFINITY_MAX_TIMEOUT = 65535  # an OpenFlow idle_timeout is 16 bits (Antrea caps it the same way)
 POD_SOURCE = {"ipv4_src": (CLUSTER_CIDR_NET, CLUSTER_CIDR_MASK)}
 
@@ -127,22 +127,21 @@ def new_to(sp: ServicePortInfo, ip: str, port: int, **extra) -> dict:
 
 def compile_service_port(node: NodeInfo, sp: ServicePortInfo, nodes: tuple[NodeInfo, ...] = ()) -> Program:
     """``nodes``: every node of the cluster (a DSR backend answers for every node's nodeIP:nodePort)."""
-    alike = _ALIKE.get(id(sp))
-    if alike is not None and alike[0] is sp:  # compiled for another node: all but nodeIP:nodePort is the same
+    alike = _ALIKE.get(sp)
+    if alike is not None:  # compiled for another node: all but nodeIP:nodePort is the same
         return _alike_piece(node, sp, alike)
     prog = _compile_service_port(node, sp, nodes)
     if _alike_on_every_node(sp):
-        if len(_ALIKE) >= NODE_FREE_HELD:
-            _ALIKE.clear()
         own = _node_port_key(sp, node)
         template = tuple((k, f) for k, f in prog.flows.items() if k != own)
-        _ALIKE[id(sp)] = (sp, template, prog.flows[own].actions if own in prog.flows else None, prog.groups)
+        _ALIKE.put(sp, (template, prog.flows[own].actions if own in prog.flows else None,
+                        tuple(prog.groups.items())))
     return prog
 
 
-# id of a ServicePortInfo -> (it, its flows but the node's own nodeIP:nodePort one as (key, Flow), that
-# flow's actions, its groups): see _alike_on_every_node
-_ALIKE: dict[int, tuple] = {}
+# a ServicePortInfo -> (its flows but the node's own nodeIP:nodePort one as (key, Flow), that flow's
+# actions, its groups as (id, Group)): see _alike_on_every_node
+_ALIKE = ByIdentity()
 
 
 def _alike_on_every_node(sp: ServicePortInfo) -> bool:
@@ -162,7 +161,7 @@ def _node_port_key(sp: ServicePortInfo, node: NodeInfo) -> tuple:
 
 
 def _alike_piece(node: NodeInfo, sp: ServicePortInfo, alike: tuple) -> Program:
-    _, template, actions, groups = alike
+    template, actions, groups = alike
     prog = Program(dict(template), dict(groups))
     if actions is not None:
         key = _node_port_key(sp, node)
@@ -253,9 +252,7 @@ def _external(prog: Program, sp: ServicePortInfo, chooser: _Chooser, entry: tupl
         prog.add(T_SERVICE, 100, match, [], COOKIE_DROP_LOCAL)
 
 
-# (id of a ServicePortInfo, which entry) -> (the ServicePortInfo, its flows there as (key, Flow) pairs)
-_NODE_FREE: dict[tuple, tuple] = {}
-NODE_FREE_HELD = 1 << 18
+_NODE_FREE = ByIdentity()  # (a ServicePortInfo, which entry) -> its flows there as (key, Flow) pairs
 
 
 def _node_free(prog: Program, sp: ServicePortInfo, entry: str, build) -> None:
@@ -264,15 +261,13 @@ def _node_free(prog: Program, sp: ServicePortInfo, entry: str, build) -> None:
     ``build(program)`` for the first node and then the very same objects on the others, so they are
     made once and packed once (``ofwire.flow_mod`` remembers a flow object's bytes). The chain they
     point at is still built on each node, by the ``choose`` calls made before."""
-    held = _NODE_FREE.get((id(sp), entry))
-    if held is None or held[0] is not sp:
+    held = _NODE_FREE.get(sp, entry)
+    if held is None:
         part = Program()
         build(part)
-        if len(_NODE_FREE) >= NODE_FREE_HELD:
-            _NODE_FREE.clear()
-        held = _NODE_FREE[(id(sp), entry)] = (sp, tuple(part.flows.items()))  # sp kept: its id is not reused
+        held = _NODE_FREE.put(sp, tuple(part.flows.items()), entry)
     flows = prog.flows
-    for key, flow in held[1]:
+    for key, flow in held:
         if key in flows:
             raise ValueError(f"two flows with one match: {flow}")
         flows[key] = flow
@@ -360,7 +355,7 @@ class _Chooser:
         if held is not None and all(a is b for a, b in zip(held[0], endpoints, strict=True)):
             return held[1]
         group = Group(gid, tuple([(self._bucket_dnat(e),) for e in endpoints]))
-        if len(_GROUPS) >= GROUPS_HELD:
+        if len(_GROUPS) >= LIMIT:
             _GROUPS.clear()
         _GROUPS[key] = (tuple(endpoints), group)  # the endpoints kept: their ids are not reused meanwhile
         return group
