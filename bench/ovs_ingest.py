@@ -17,22 +17,17 @@ lab network holds it.
 from __future__ import annotations
 
 import shutil
-import socket
-import struct
 import subprocess
-import threading
 import time
 
 from bench.machine import cpu_seconds, ovs_pid
+from controllers import lanes
 from controllers import openflow as of
 from controllers.diff import diff
 from controllers.pipeline import Program, compile_state
 from lab.emulation.resources import MachineLock, RunDir, remove_recorded
 from lab.kube import addressing as addr
 
-OFP13 = 4
-HELLO, ERROR, BARRIER_REQUEST, BARRIER_REPLY = 0, 1, 20, 21
-BARRIER_XID = 0xFFFF_FFF0
 TIMEOUT_S = 300
 
 
@@ -53,31 +48,11 @@ def program_bytes(state) -> list[bytes]:
     return [of.messages(_Xids(), diff(Program(), program)) for program in compile_state(state).values()]
 
 
-def _feed(path: str, data: bytes, result: dict) -> None:
-    """Hello, the buffer, a barrier; wait for the barrier's reply; count error replies."""
-    errors = 0
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(TIMEOUT_S)
-        sock.connect(path)
-        sock.sendall(struct.pack("!BBHI", OFP13, HELLO, 8, 1) + data
-                     + struct.pack("!BBHI", OFP13, BARRIER_REQUEST, 8, BARRIER_XID))
-        buffer = b""
-        while True:
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError(f"{path}: closed before the barrier was answered")
-            buffer += chunk
-            at = 0
-            while at + 8 <= len(buffer):
-                _, kind, length, xid = struct.unpack_from("!BBHI", buffer, at)
-                if at + length > len(buffer):
-                    break
-                errors += kind == ERROR
-                at += length
-                if kind == BARRIER_REPLY and xid == BARRIER_XID:
-                    result.update(done=time.monotonic(), errors=errors)
-                    return
-            buffer = buffer[at:]
+def _mgmt(bridge: str) -> str:
+    path = lanes.mgmt_path(bridge)
+    if path is None:
+        raise RuntimeError(f"bridge {bridge} has no management socket")
+    return path
 
 
 def ingest_once(buffers: list[bytes]) -> dict:
@@ -89,21 +64,21 @@ def ingest_once(buffers: list[bytes]) -> dict:
         args = [x for br in names for x in ("--", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev",
                                             "protocols=OpenFlow13")]
         subprocess.run(["ovs-vsctl", "--timeout=60", *args[1:]], capture_output=True, check=True)
-        results = [{} for _ in buffers]
-        threads = [threading.Thread(target=_feed, args=(f"/var/run/openvswitch/{br}.mgmt", data, out), daemon=True)
-                   for br, data, out in zip(names, buffers, results, strict=True)]
+        done: dict[str, float] = {}
         vswitchd = ovs_pid()
         cpu0, started = cpu_seconds(vswitchd), time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(TIMEOUT_S)
+        # one connection per bridge, as ovs-ofctl would (controllers.lanes: the buffer, a barrier, its answer)
+        tickets = [lanes.send(_mgmt(br), [data],
+                              lambda t, br=br: done.setdefault(br, time.monotonic()))
+                   for br, data in zip(names, buffers, strict=True)]
+        for ticket in tickets:
+            ticket.wait(TIMEOUT_S)
         cpu = (cpu_seconds(vswitchd) or 0.0) - (cpu0 or 0.0)
-        if any("done" not in r for r in results):
+        if not all(t.ok for t in tickets):
             raise RuntimeError("Open vSwitch did not answer every barrier")
         return {"bridges": len(buffers), "bytes": sum(map(len, buffers)),
-                "seconds": max(r["done"] for r in results) - started, "vswitchdCpuS": round(cpu, 3),
-                "errors": sum(r["errors"] for r in results)}
+                "seconds": max(done.values()) - started, "vswitchdCpuS": round(cpu, 3),
+                "errors": sum(len(t.errors) for t in tickets)}
     finally:
         remove_recorded(run.resources)
         shutil.rmtree(run.path, ignore_errors=True)

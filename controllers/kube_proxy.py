@@ -405,8 +405,10 @@ class KubeProxy(of.app_manager.OSKenApp):
         if len(changes) < lanes.BULK_MIN or any(d == dp.id for d, _ in self.pending):
             return False
         parts = lanes.plan(changes)
-        local = getattr(dp, "ports", {}).get(of.ofp.OFPP_LOCAL)
-        path = lanes.mgmt_path(local.name.decode(errors="replace")) if local is not None and parts else None
+        local = getattr(dp, "ports", {}).get(of.ofp.OFPP_LOCAL)  # its name is the bridge's
+        if parts is None or local is None:
+            return False
+        path = lanes.mgmt_path(local.name.decode(errors="replace"))
         if path is None:
             return False
         try:
