@@ -20,7 +20,6 @@ lane's barrier and then its own connection's barrier have been answered.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import selectors
@@ -33,7 +32,6 @@ from dataclasses import dataclass, field
 
 from controllers.diff import Changes
 
-LOG = logging.getLogger("kube-proxy")
 LANES = 16
 BULK_MIN = 1000  # messages: below this one connection is as fast (20 passes of its loop)
 TIMEOUT_S = 300.0  # for every lane's barrier to be answered
