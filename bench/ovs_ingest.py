@@ -31,21 +31,9 @@ from lab.kube import addressing as addr
 TIMEOUT_S = 300
 
 
-class _Xids:
-    """Transaction ids for ``controllers.openflow.messages`` (the role os-ken's datapath plays)."""
-
-    def __init__(self) -> None:
-        self.xid = 0
-
-    def set_xid(self, msg) -> int:
-        self.xid += 1
-        msg.set_xid(self.xid)
-        return self.xid
-
-
 def program_bytes(state) -> list[bytes]:
     """Every bridge's whole program of ``state`` as the buffer the controller sends a new switch."""
-    return [of.messages(_Xids(), diff(Program(), program)) for program in compile_state(state).values()]
+    return [of.messages(diff(Program(), program)) for program in compile_state(state).values()]
 
 
 def _mgmt(bridge: str) -> str:

@@ -386,7 +386,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         if len(changes) and may_use_lanes and self._send_in_lanes(dp, changes, generation, rotation):
             return
         if len(changes):
-            of.send(dp, of.messages(dp, changes))  # one buffer: 20,000 messages would be 20,000 queue hand-offs
+            of.send(dp, of.messages(changes))  # one buffer: 20,000 messages would be 20,000 queue hand-offs
             LOG.info("switch %016x: %d changes for generation %d", dp.id, len(changes), generation)
         self._barrier(dp, generation, rotation)
 
@@ -412,7 +412,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         if path is None:
             return False
         try:
-            ticket = lanes.send(path, [of.messages(dp, part) for part in parts],
+            ticket = lanes.send(path, [of.messages(part) for part in parts],
                                 lambda t: self._lanes_done(dp, t, generation, rotation))
         except OSError as e:
             LOG.warning("switch %016x: no lanes on %s (%s): sending on its own connection", dp.id, path, e)

@@ -116,7 +116,10 @@ def send(path: str, buffers: list[bytes], on_done: Callable[[Ticket], None]) -> 
     ticket = Ticket(len(buffers))
     hello = struct.pack("!BBHI", OFP13, HELLO, 8, 0)
     barrier = struct.pack("!BBHI", OFP13, BARRIER_REQUEST, 8, BARRIER_XID)
-    outgoing = {sock: memoryview(hello + data + barrier) for sock, data in zip(socks, buffers, strict=True)}
+    # (what each lane still has to send, as views: joining hello, a megabyte of messages and a barrier
+    # copied every bridge's program once more, fresh pages that cost a tenth of a second per install)
+    outgoing = {sock: [memoryview(hello), memoryview(data), memoryview(barrier)]
+                for sock, data in zip(socks, buffers, strict=True)}
     thread = threading.Thread(target=_serve, args=(outgoing, ticket, on_done), daemon=True, name="lanes")
     thread.start()
     return ticket
@@ -150,10 +153,12 @@ def _serve(outgoing: dict, ticket: Ticket, on_done: Callable[[Ticket], None]) ->
 
 
 def _write(sock, outgoing: dict, selector) -> None:
-    data = outgoing[sock]
-    sent = sock.send(data[: 1 << 22])
-    outgoing[sock] = data = data[sent:]
-    if not data:
+    chunks = outgoing[sock]
+    sent = sock.send(chunks[0][: 1 << 22])
+    chunks[0] = chunks[0][sent:]
+    if not chunks[0]:
+        del chunks[0]
+    if not chunks:
         selector.modify(sock, selectors.EVENT_READ)
 
 
@@ -174,7 +179,7 @@ def _read(sock, buffer: bytearray, ticket: Ticket, outgoing: dict, selector) -> 
             ticket.errors.append((err_type, code, bytes(buffer[at + 12: at + min(length, 76)])))
         elif kind == ECHO_REQUEST:  # keep the connection alive, as os-ken does on its own
             reply = bytes(buffer[at:at + length])
-            outgoing[sock] = memoryview(bytes(outgoing[sock]) + bytes([OFP13, ECHO_REPLY]) + reply[2:])
+            outgoing[sock].append(memoryview(bytes([OFP13, ECHO_REPLY]) + reply[2:]))
             selector.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
         elif kind == BARRIER_REPLY and xid == BARRIER_XID:
             ticket.answered += 1

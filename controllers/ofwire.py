@@ -268,8 +268,11 @@ def _instructions(actions: tuple) -> bytes:
 
 # --- messages -----------------------------------------------------------------------------------------
 
+MOD_XID = 0xFFFF_FE00  # the transaction id of every flow and group mod the controller sends
+
+
 def _header(msg_type: int, length: int, xid: int) -> bytes:
-    return _HEADERS[(msg_type, length, xid)]  # a buffer's messages share one xid: a few lengths repeat
+    return _HEADERS[(msg_type, length, xid)]  # the messages share one xid: a few lengths repeat
 
 
 def _pack_header(key: tuple) -> bytes:
@@ -281,24 +284,39 @@ _NATS, _INSTRUCTIONS, _CT_SHAPES = _Memo(_nat), _Memo(_instructions), _Memo(_ct_
 _HEADERS = _Memo(_pack_header)
 
 
-def flow_mod(flow: Flow, command: int, xid: int) -> bytes:
-    body = _FLOW_OBJECTS.get(flow, command)  # a flow object every node holds (services._node_free)
-    if body is None:
-        # keyed by the fields, not the Flow: a plain tuple hashes and compares without Flow's generated methods
-        body = _FLOW_OBJECTS.put(flow, _FLOW_BODIES[(flow.table, flow.priority, flow.match, flow.actions,
-                                                      flow.cookie, command)], command)
-    return _header(ofp.OFPT_FLOW_MOD, 8 + len(body), xid) + body
+def _with_xid(msg: bytes, xid: int) -> bytes:
+    return msg if xid == MOD_XID else msg[:4] + xid.to_bytes(4, "big") + msg[8:]
+
+
+def flow_mod(flow: Flow, command: int, xid: int = MOD_XID) -> bytes:
+    msg = _FLOW_MSGS.get(flow, command)  # a flow object every node holds (services._node_free)
+    if msg is None:
+        msg = _FLOW_MSGS.put(flow, _flow_msg(flow, command), command)
+    return _with_xid(msg, xid)
+
+
+def flow_mods(flows: list[Flow], command: int) -> list[bytes]:
+    """``flow_mod`` of each flow (transaction id ``MOD_XID``), in one loop."""
+    return _FLOW_MSGS.values(flows, lambda flow: _flow_msg(flow, command), command)
+
+
+def _flow_msg(flow: Flow, command: int) -> bytes:
+    # keyed by the fields, not the Flow: a plain tuple hashes and compares without Flow's generated methods
+    return _FLOW_BODIES[(flow.table, flow.priority, flow.match, flow.actions, flow.cookie, command)]
 
 
 def _flow_body(key: tuple) -> bytes:  # most nodes hold the same flow: packed once for all of them
     table, priority, fields, actions, cookie, command = key
     body = struct.pack("!QQBBHHHIIIH2x", cookie, 0, table, command, 0, 0, priority,
                        ofp.OFP_NO_BUFFER, ofp.OFPP_ANY, ofp.OFPG_ANY, 0)
-    return body + _MATCHES[fields] + _INSTRUCTIONS[actions]
+    body += _MATCHES[fields] + _INSTRUCTIONS[actions]
+    return _header(ofp.OFPT_FLOW_MOD, 8 + len(body), MOD_XID) + body
 
 
-_FLOW_BODIES = _Memo(_flow_body)
-_FLOW_OBJECTS = ByIdentity()  # a Flow's body by (the Flow, command): one object sent to ten bridges
+_FLOW_BODIES = _Memo(_flow_body)  # (the message: with its header, MOD_XID)
+# A Flow's message by (the Flow, command): one object sent to ten bridges. Whole messages, header
+# included: a header joined to a body per message and bridge was a tenth of the packing.
+_FLOW_MSGS = ByIdentity()
 
 
 BUCKET_WEIGHT = 100
@@ -317,7 +335,7 @@ def _bucket_head(key: tuple) -> bytes:
 _BUCKET_HEADS = _Memo(_bucket_head)
 
 
-def group_mod(group: Group, command: int, xid: int) -> bytes:
+def group_mod(group: Group, command: int, xid: int = MOD_XID) -> bytes:
     """A select group with equal-weight buckets, plus a guard bucket that keeps the choice uniform.
 
     Without a selection method (OpenFlow 1.3 cannot send one) Open vSwitch picks buckets with dp_hash
@@ -327,21 +345,29 @@ def group_mod(group: Group, command: int, xid: int) -> bytes:
     which is uniform over the real buckets; the guard itself (a copy of the first bucket) wins with
     probability about (1/100)^n.
     """
-    held = _GROUP_BODIES.get(group, command)
-    if held is not None:  # one Service's group is the very same object on every node
-        return _header(ofp.OFPT_GROUP_MOD, 8 + len(held), xid) + held
+    msg = _GROUP_MSGS.get(group, command)
+    if msg is None:  # one Service's group is the very same object on every node
+        msg = _GROUP_MSGS.put(group, _group_msg(group, command), command)
+    return _with_xid(msg, xid)
+
+
+def group_mods(groups: list[Group], command: int) -> list[bytes]:
+    """``group_mod`` of each group (transaction id ``MOD_XID``), in one loop."""
+    return _GROUP_MSGS.values(groups, lambda group: _group_msg(group, command), command)
+
+
+def _group_msg(group: Group, command: int) -> bytes:
     bodies = [_ct(b[0][1]) if len(b) == 1 and b[0][0] == "ct" else b"".join([action(a) for a in b])
               for b in group.buckets]  # (a bucket is mostly one endpoint's DNAT: no dispatch)
     buckets = b"".join([_bucket(body, BUCKET_WEIGHT) for body in bodies])
     if bodies:
         buckets += _bucket(bodies[0], GUARD_WEIGHT)  # packed once
     body = struct.pack("!HBxI", command, ofp.OFPGT_SELECT, group.group_id) + buckets
-    _GROUP_BODIES.put(group, body, command)
-    return _header(ofp.OFPT_GROUP_MOD, 8 + len(body), xid) + body
+    return _header(ofp.OFPT_GROUP_MOD, 8 + len(body), MOD_XID) + body
 
 
-_GROUP_BODIES = ByIdentity()  # by (the Group, command): hashing its ten buckets cost more than packing them
+_GROUP_MSGS = ByIdentity()  # by (the Group, command): hashing its ten buckets cost more than packing them
 
 
-def group_delete(group_id: int, xid: int) -> bytes:
+def group_delete(group_id: int, xid: int = MOD_XID) -> bytes:
     return _header(ofp.OFPT_GROUP_MOD, 16, xid) + struct.pack("!HBxI", ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, group_id)
