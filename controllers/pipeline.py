@@ -9,11 +9,13 @@ datapath holds the conntrack of every emulated node, while real nodes each have 
     5  ARP          answers for the pod gateway and local pods; the node's own host talks to the underlay
     7  DSR          a DSR packet from an entry node (its MPLS label popped in 0): the frontend restored,
                     then DNATed in this node's zone (``controllers.pipeline_dsr``)
-    10 CONNTRACK    ct(zone=dnat, nat): established connections get their DNAT (or its reverse) here
+    10 CONNTRACK    ct(zone=dnat, nat): established connections get their DNAT (or its reverse) here;
+                    reg8 = the node's DNAT zone, and TO_NODE_BIT for packets to the node's own IP
     15 FIREWALL     loadBalancerSourceRanges: new connections to a load balancer address from outside
                     its ranges are dropped (KUBE-FW)
     20 SERVICE      new connections to a clusterIP, a load balancer address (served by the client's own
-                    node), nodeIP:nodePort or, from the node itself, 127.0.0.1:nodePort: the chains of
+                    node), nodeIP:nodePort (TO_NODE_BIT and the port, as nftables' nodeport-ips set
+                    and service-nodeports map) or, from the node itself, 127.0.0.1:nodePort: the chains of
                     ``controllers.services`` (KUBE-SERVICES, KUBE-EXT, KUBE-SVC/KUBE-SVL): masquerade or
                     not (reg0), then a select group with one bucket per endpoint (its KUBE-SEP DNAT,
                     ct(commit, nat(dst=pod:port)), committing reg0 into ct_mark), or drop (Local, no
@@ -102,6 +104,7 @@ from controllers.flows import (  # noqa: F401 (re-exported: the pipeline's vocab
     T_SERVICE,
     T_SNAT,
     T_STICKY,
+    TO_NODE_BIT,
     U_CLASSIFY,
     U_DELIVER,
     U_INTERNODE,
@@ -171,8 +174,10 @@ def compile_node(state: ProxyState, node: NodeInfo) -> Program:
     local_pods = [p for p in state.pods if p.node == node.name]
     _node_classify(prog, node)
     _node_arp(prog, node, local_pods)
-    prog.add(T_CONNTRACK, 50, {"eth_type": 0x0800},
-             [("set_field", REG_ZONE, dnat_zone(node)), ("ct", Ct(zone=dnat_zone(node), nat="", table=T_FIREWALL))],
+    to_firewall = ("ct", Ct(zone=dnat_zone(node), nat="", table=T_FIREWALL))
+    prog.add(T_CONNTRACK, 60, {"eth_type": 0x0800, "ipv4_dst": node.ip},
+             [("set_field", REG_ZONE, dnat_zone(node) | TO_NODE_BIT), to_firewall], COOKIE_CLASSIFY)
+    prog.add(T_CONNTRACK, 50, {"eth_type": 0x0800}, [("set_field", REG_ZONE, dnat_zone(node)), to_firewall],
              COOKIE_CLASSIFY)
     for sp in state.service_ports:
         prog.merge(compile_service_port(node, sp, state.nodes))

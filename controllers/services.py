@@ -67,9 +67,9 @@ from controllers.flows import (
     T_SERVICE,
     T_STICKY,
     T_UDP_PICK,
+    TO_NODE,
     Action,
     Ct,
-    Flow,
     Group,
     Learn,
     Program,
@@ -119,34 +119,33 @@ def usable(endpoints, node: str | None = None, here: NodeInfo | None = None) -> 
     return ready or tuple(e for e in eps if e.serving and e.terminating)
 
 
-def new_to(sp: ServicePortInfo, ip: str, port: int, **extra) -> dict:
-    """The first packet of a connection to ``ip:port`` over the Service port's protocol."""
-    return {"eth_type": 0x0800, "ct_state": NEW, **extra, "ipv4_dst": ip,
-            "ip_proto": IP_PROTO[sp.protocol], L4_DST[sp.protocol]: port}
+def new_to(sp: ServicePortInfo, ip: str | None, port: int, **extra) -> dict:
+    """The first packet of a connection to ``ip:port`` over the Service port's protocol (``ip`` None: to
+    this node's own IP, matched as ``TO_NODE``)."""
+    to = TO_NODE if ip is None else {"ipv4_dst": ip}
+    return {"eth_type": 0x0800, "ct_state": NEW, **extra, **to, "ip_proto": IP_PROTO[sp.protocol],
+            L4_DST[sp.protocol]: port}
 
 
 def compile_service_port(node: NodeInfo, sp: ServicePortInfo, nodes: tuple[NodeInfo, ...] = ()) -> Program:
     """``nodes``: every node of the cluster (a DSR backend answers for every node's nodeIP:nodePort)."""
     alike = _ALIKE.get(sp)
-    if alike is not None:  # compiled for another node: all but nodeIP:nodePort is the same
-        return _alike_piece(node, sp, alike)
+    if alike is not None:  # compiled for another node: the very same flows and groups
+        return Program(*alike)
     prog = _compile_service_port(node, sp, nodes)
     if _alike_on_every_node(sp):
-        own = _node_port_key(sp, node)
-        template = tuple((k, f) for k, f in prog.flows.items() if k != own)
-        _ALIKE.put(sp, (template, prog.flows[own].actions if own in prog.flows else None,
-                        tuple(prog.groups.items())))
+        _ALIKE.put(sp, (dict(prog.flows), dict(prog.groups)))
     return prog
 
 
-# a ServicePortInfo -> (its flows but the node's own nodeIP:nodePort one as (key, Flow), that flow's
-# actions, its groups as (id, Group)): see _alike_on_every_node
+# a ServicePortInfo -> its flows and groups, the same on every node (see _alike_on_every_node). Every
+# node's piece holds these two dicts: read only, as Program.shared's are.
 _ALIKE = ByIdentity()
 
 
 def _alike_on_every_node(sp: ServicePortInfo) -> bool:
-    """Whether the Service port compiles to the same flows and groups on every node but the one flow
-    matching the node's own nodeIP:nodePort: both policies Cluster, TCP, the random choice (a select
+    """Whether the Service port compiles to the same flows and groups on every node (its nodePort flow
+    matches ``TO_NODE``, not the node's address): both policies Cluster, TCP, the random choice (a select
     group, whose buckets take the node's zone from reg8), SNAT, no affinity (its flows carry the zone),
     no source ranges, no topology hints, an endpoint usable (else REJECT flows, also alike but rare).
     Most Services of a real cluster; at 10,000 Services x 10 nodes, 90,000 pieces are then a copy."""
@@ -154,21 +153,6 @@ def _alike_on_every_node(sp: ServicePortInfo) -> bool:
             and sp.algorithm != MAGLEV and sp.forwarding != "dsr" and sp.affinity_timeout is None
             and not sp.source_ranges and bool(usable(sp.endpoints))
             and not any(e.for_nodes or e.for_zones for e in sp.endpoints))
-
-
-def _node_port_key(sp: ServicePortInfo, node: NodeInfo) -> tuple:
-    return (T_SERVICE, 100, tuple(new_to(sp, node.ip, sp.node_port).items()))
-
-
-def _alike_piece(node: NodeInfo, sp: ServicePortInfo, alike: tuple) -> Program:
-    template, actions, groups = alike
-    prog = Program(dict(template), dict(groups))
-    if actions is not None:
-        key = _node_port_key(sp, node)
-        if key in prog.flows:
-            raise ValueError(f"two flows with one match: {prog.flows[key]}")
-        prog.flows[key] = Flow(key[0], key[1], key[2], actions, COOKIE_SERVICE)
-    return prog
 
 
 def _compile_service_port(node: NodeInfo, sp: ServicePortInfo, nodes: tuple[NodeInfo, ...]) -> Program:
@@ -192,12 +176,13 @@ def _compile_service_port(node: NodeInfo, sp: ServicePortInfo, nodes: tuple[Node
     return prog
 
 
-def external_entries(node: NodeInfo, sp: ServicePortInfo) -> list[tuple[str, int, dict]]:
-    """Where KUBE-EXT-X is entered on this node, as (address, port, extra match): nodeIP:nodePort,
-    127.0.0.1:nodePort (from the node itself), the load balancer's address:port."""
-    entries = []
+def external_entries(node: NodeInfo, sp: ServicePortInfo) -> list[tuple[str | None, int, dict]]:
+    """Where KUBE-EXT-X is entered on this node, as (address, port, extra match): nodeIP:nodePort (address
+    None, ``new_to``'s for this node's own IP), 127.0.0.1:nodePort (from the node itself), the load balancer's
+    address:port."""
+    entries: list[tuple[str | None, int, dict]] = []
     if sp.node_port:
-        entries.append((node.ip, sp.node_port, {}))
+        entries.append((None, sp.node_port, {}))
         entries.append((LOCALHOST, sp.node_port, {"in_port": NODE_HOST_PORT}))
     if sp.load_balancer_ip:
         entries.append((sp.load_balancer_ip, sp.port, {}))
@@ -235,11 +220,8 @@ def _external(prog: Program, sp: ServicePortInfo, chooser: _Chooser, entry: tupl
         prog.add(T_SERVICE, 100, match, chooser.choose(chooser.cluster, False, masquerade=False,
                                                        mark=dsr.entry_mark(sp, chooser.node, ip)), COOKIE_SERVICE)
         return
-    if sp.policy == "Cluster" or extra.get("in_port") == NODE_HOST_PORT:
-        if ip == chooser.node.ip:
-            prog.add(T_SERVICE, 100, match, everyone, COOKIE_SERVICE)
-        else:  # 127.0.0.1:nodePort, the load balancer's address: the same on every node
-            _node_free(prog, sp, ip, lambda part: part.add(T_SERVICE, 100, match, everyone, COOKIE_SERVICE))
+    if sp.policy == "Cluster" or extra.get("in_port") == NODE_HOST_PORT:  # the same on every node
+        _node_free(prog, sp, ip or "nodePort", lambda part: part.add(T_SERVICE, 100, match, everyone, COOKIE_SERVICE))
         return
     # Local: pods short-circuit to all endpoints, client IP kept; the node's own processes are
     # masqueraded to all endpoints; everyone else gets a local endpoint or nothing.
@@ -256,8 +238,8 @@ _NODE_FREE = ByIdentity()  # (a ServicePortInfo, which entry) -> its flows there
 
 
 def _node_free(prog: Program, sp: ServicePortInfo, entry: str, build) -> None:
-    """Flows a Service port compiles alike on every node (its clusterIP pair, 127.0.0.1:nodePort, the
-    load balancer's address under Cluster: three of a NodePort Service's four flows), built by
+    """Flows a Service port compiles alike on every node (its clusterIP pair, nodePort, 127.0.0.1:nodePort,
+    the load balancer's address under Cluster: all four flows of a NodePort Service), built by
     ``build(program)`` for the first node and then the very same objects on the others, so they are
     made once and packed once (``ofwire.flow_mod`` remembers a flow object's bytes). The chain they
     point at is still built on each node, by the ``choose`` calls made before."""

@@ -155,7 +155,7 @@ def test_local_node_with_only_terminating_endpoints_still_forwards_to_them():
     c.pods[1].terminating = True
     state, lines = flows(c, "node-b")
     local = group_id(state.service_ports[0].id, True)
-    [entry] = matching(lines, "priority=100", "nw_dst=172.18.0.12,", "tp_dst=30100")
+    [entry] = matching(lines, "priority=100", "reg8=0x10000/0x10000,", "tp_dst=30100")
     assert entry.endswith(f"actions=group:{local}")
     assert addr.pod_ip(2, 2) in matching(lines, f"group_id={local},")[0]
     # ...and cluster-wide choices leave it out, since a ready endpoint exists.
@@ -168,7 +168,7 @@ def test_udp_service_ports_match_udp():
     _, lines = flows(c)
     vip = matching(lines, "nw_dst=10.96.0.53")
     assert vip and all("nw_proto=17,tp_dst=53" in f for f in vip)
-    assert matching(lines, "nw_dst=172.18.0.13,", "nw_proto=17,tp_dst=30053")
+    assert matching(lines, "reg8=0x10000/0x10000,", "nw_proto=17,tp_dst=30053")
     # The endpoint is chosen by the client's source port (OVS hashes UDP by addresses only), 16 slots each.
     picks = matching(lines, f"table={T_UDP_PICK},")
     assert len(picks) == udp_slots(2) == 32 and not matching(lines, "group_id=")

@@ -58,15 +58,15 @@ def test_dsr_entry_node_dnats_without_masquerade_and_commits_the_frontend():
     assert lines(progs, NODE_A, "table=20,", "tp_dst=30080") | lines(progs, NODE_A, "table=20,", LB_IP) == {
         f"cookie=0x3,table=20,priority=100,{NEW},in_port=2,nw_dst=127.0.0.1,nw_proto=6,tp_dst=30080 "
         f"actions=set_field:0x1->reg0,group:{g}",
-        f"cookie=0x3,table=20,priority=100,{NEW},nw_dst=172.18.0.11,nw_proto=6,tp_dst=30080 "
+        f"cookie=0x3,table=20,priority=100,{NEW},reg8=0x10000/0x10000,nw_proto=6,tp_dst=30080 "
         f"actions=set_field:0x158002->reg0,group:{g}",
         f"cookie=0x3,table=20,priority=100,{NEW},nw_dst={LB_IP},nw_proto=6,tp_dst=80 "
         f"actions=set_field:0x58002->reg0,group:{g}",
-        f"cookie=0x3,table=20,priority=105,{NEW},in_port=2,nw_dst=172.18.0.11,nw_proto=6,tp_dst=30080 "
+        f"cookie=0x3,table=20,priority=105,{NEW},in_port=2,reg8=0x10000/0x10000,nw_proto=6,tp_dst=30080 "
         f"actions=set_field:0x1->reg0,group:{g}",
         f"cookie=0x3,table=20,priority=105,{NEW},in_port=2,nw_dst={LB_IP},nw_proto=6,tp_dst=80 "
         f"actions=set_field:0x1->reg0,group:{g}",
-        f"cookie=0x3,table=20,priority=110,{NEW},nw_src=10.244.0.0/16,nw_dst=172.18.0.11,nw_proto=6,tp_dst=30080 "
+        f"cookie=0x3,table=20,priority=110,{NEW},nw_src=10.244.0.0/16,reg8=0x10000/0x10000,nw_proto=6,tp_dst=30080 "
         f"actions=set_field:0x1->reg0,group:{g}",
         f"cookie=0x3,table=20,priority=110,{NEW},nw_src=10.244.0.0/16,nw_dst={LB_IP},nw_proto=6,tp_dst=80 "
         f"actions=set_field:0x1->reg0,group:{g}",

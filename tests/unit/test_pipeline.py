@@ -44,14 +44,15 @@ def gid(state: ProxyState, local: bool = False, index: int = 0) -> int:
 
 
 MASQ_DNAT = "exec(move:reg0[0]->ct_mark[0]),table=30)"
+TO_NODE = "reg8=0x10000/0x10000,"  # to the node's own IP (controllers.flows.TO_NODE_BIT, set in T_CONNTRACK)
 
 
 def test_cluster_policy_sends_new_nodeport_connections_to_a_group_of_all_endpoints_and_masquerades():
     state = build_proxy_state(make_cluster("Cluster"), 1)
     flows = node_flows(state, "node-c")
-    svc = flows_matching(flows, f"table={T_SERVICE},", "nw_dst=172.18.0.13,", "tp_dst=30007")
+    svc = flows_matching(flows, f"table={T_SERVICE},", TO_NODE, "tp_dst=30007")
     assert svc == [f"cookie=0x3,table={T_SERVICE},priority=100,dl_type=0x800,ct_state=+new-rpl+trk,"
-                   f"nw_dst=172.18.0.13,nw_proto=6,tp_dst=30007 actions=set_field:0x1->reg0,group:{gid(state)}"]
+                   f"{TO_NODE}nw_proto=6,tp_dst=30007 actions=set_field:0x1->reg0,group:{gid(state)}"]
     group = flows_matching(flows, f"group_id={gid(state)},")
     assert len(group) == 1 and group[0].count("bucket=") == 3
     # Each bucket is one endpoint's DNAT in node-c's own zone, committing the masquerade decision (reg0).
@@ -62,9 +63,9 @@ def test_cluster_policy_sends_new_nodeport_connections_to_a_group_of_all_endpoin
 def test_local_policy_uses_only_local_endpoints_and_keeps_the_source():
     state = build_proxy_state(make_cluster("Local"), 1)
     flows = node_flows(state, "node-a")
-    external = flows_matching(flows, f"table={T_SERVICE},priority=100,", "nw_dst=172.18.0.11,", "tp_dst=30007")
+    external = flows_matching(flows, f"table={T_SERVICE},priority=100,", TO_NODE, "tp_dst=30007")
     assert external == [f"cookie=0x3,table={T_SERVICE},priority=100,dl_type=0x800,ct_state=+new-rpl+trk,"
-                        f"nw_dst=172.18.0.11,nw_proto=6,tp_dst=30007 actions=group:{gid(state, local=True)}"]
+                        f"{TO_NODE}nw_proto=6,tp_dst=30007 actions=group:{gid(state, local=True)}"]
     local_group = flows_matching(flows, f"group_id={gid(state, local=True)},")[0]
     assert local_group.count("bucket=") == 2  # web-1 and web-2, not web-3 on node-b
     assert f"nat(dst={addr.pod_ip(1, 2)}:8080)" in local_group and addr.pod_ip(2, 2) not in local_group
@@ -73,7 +74,7 @@ def test_local_policy_uses_only_local_endpoints_and_keeps_the_source():
 def test_local_policy_drops_silently_on_a_node_without_local_endpoints():
     state = build_proxy_state(make_cluster("Local"), 1)
     flows = node_flows(state, "node-c")
-    external = flows_matching(flows, f"table={T_SERVICE},priority=100,", "nw_dst=172.18.0.13,", "tp_dst=30007")
+    external = flows_matching(flows, f"table={T_SERVICE},priority=100,", TO_NODE, "tp_dst=30007")
     assert len(external) == 1 and external[0].endswith("actions=drop")
     # ...while pods on node-c (cluster CIDR sources) still reach all endpoints, unmasqueraded (checklist 9),
     pods = flows_matching(flows, f"table={T_SERVICE},priority=110,", "nw_src=10.244.0.0/16", "tp_dst=30007")
@@ -187,11 +188,19 @@ def test_each_node_sets_its_dnat_zone_once_and_a_services_group_is_one_object_on
     programs = compile_state(state)
     gid = group_id(state.service_ports[0].id, False)
     for node in state.nodes:
-        [conntrack] = flows_matching(programs[node.dpid].dump(), f"table={T_CONNTRACK},")
-        assert conntrack.endswith(f"actions=set_field:{1000 + node.index:#x}->reg8,ct(zone={1000 + node.index},"
-                                  f"nat,table=15)"), conntrack
+        zone = 1000 + node.index
+        assert flows_matching(programs[node.dpid].dump(), f"table={T_CONNTRACK},") == [
+            f"cookie=0x2,table={T_CONNTRACK},priority=50,dl_type=0x800 actions=set_field:{zone:#x}->reg8,"
+            f"ct(zone={zone},nat,table=15)",
+            # (to the node's own IP: the zone and TO_NODE_BIT, which the nodePort flows match)
+            f"cookie=0x2,table={T_CONNTRACK},priority=60,dl_type=0x800,nw_dst={node.ip} "
+            f"actions=set_field:{zone | 0x10000:#x}->reg8,ct(zone={zone},nat,table=15)"]
     groups = [programs[n.dpid].groups[gid] for n in state.nodes]
     assert all(g is groups[0] for g in groups)
+    # ...and so is its nodePort flow, which matches TO_NODE_BIT, not the node's address
+    node_ports = [[f for f in programs[n.dpid].flows.values() if ("reg8", (0x10000, 0x10000)) in f.match]
+                  for n in state.nodes]
+    assert all(len(f) == 1 and f[0] is node_ports[0][0] for f in node_ports)
     assert len({group_mod(g, 0, 7) for g in groups}) == 1
     local_state = build_proxy_state(make_cluster("Local"), 2)
     local_programs = compile_state(local_state)
