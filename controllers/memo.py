@@ -42,9 +42,7 @@ class ByIdentity:
             if held is not None and held[0] is obj:
                 append(held[1])
             else:
-                append(self.put(obj, make(obj), tag))
-                table = self._tables[tag]
-                get = table.get
+                append(self.put(obj, make(obj), tag))  # (a full table is cleared in place: get stays valid)
         return out
 
     def __len__(self) -> int:

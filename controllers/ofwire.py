@@ -289,10 +289,7 @@ def _with_xid(msg: bytes, xid: int) -> bytes:
 
 
 def flow_mod(flow: Flow, command: int, xid: int = MOD_XID) -> bytes:
-    msg = _FLOW_MSGS.get(flow, command)  # a flow object every node holds (services._node_free)
-    if msg is None:
-        msg = _FLOW_MSGS.put(flow, _flow_msg(flow, command), command)
-    return _with_xid(msg, xid)
+    return _with_xid(flow_mods([flow], command)[0], xid)
 
 
 def flow_mods(flows: list[Flow], command: int) -> list[bytes]:
@@ -302,10 +299,10 @@ def flow_mods(flows: list[Flow], command: int) -> list[bytes]:
 
 def _flow_msg(flow: Flow, command: int) -> bytes:
     # keyed by the fields, not the Flow: a plain tuple hashes and compares without Flow's generated methods
-    return _FLOW_BODIES[(flow.table, flow.priority, flow.match, flow.actions, flow.cookie, command)]
+    return _FLOW_PACKED[(flow.table, flow.priority, flow.match, flow.actions, flow.cookie, command)]
 
 
-def _flow_body(key: tuple) -> bytes:  # most nodes hold the same flow: packed once for all of them
+def _pack_flow(key: tuple) -> bytes:  # most nodes hold the same flow: packed once for all of them
     table, priority, fields, actions, cookie, command = key
     body = struct.pack("!QQBBHHHIIIH2x", cookie, 0, table, command, 0, 0, priority,
                        ofp.OFP_NO_BUFFER, ofp.OFPP_ANY, ofp.OFPG_ANY, 0)
@@ -313,7 +310,7 @@ def _flow_body(key: tuple) -> bytes:  # most nodes hold the same flow: packed on
     return _header(ofp.OFPT_FLOW_MOD, 8 + len(body), MOD_XID) + body
 
 
-_FLOW_BODIES = _Memo(_flow_body)  # (the message: with its header, MOD_XID)
+_FLOW_PACKED = _Memo(_pack_flow)  # whole messages, header (MOD_XID) included
 # A Flow's message by (the Flow, command): one object sent to ten bridges. Whole messages, header
 # included: a header joined to a body per message and bridge was a tenth of the packing.
 _FLOW_MSGS = ByIdentity()
@@ -345,10 +342,7 @@ def group_mod(group: Group, command: int, xid: int = MOD_XID) -> bytes:
     which is uniform over the real buckets; the guard itself (a copy of the first bucket) wins with
     probability about (1/100)^n.
     """
-    msg = _GROUP_MSGS.get(group, command)
-    if msg is None:  # one Service's group is the very same object on every node
-        msg = _GROUP_MSGS.put(group, _group_msg(group, command), command)
-    return _with_xid(msg, xid)
+    return _with_xid(group_mods([group], command)[0], xid)
 
 
 def group_mods(groups: list[Group], command: int) -> list[bytes]:
@@ -366,7 +360,9 @@ def _group_msg(group: Group, command: int) -> bytes:
     return _header(ofp.OFPT_GROUP_MOD, 8 + len(body), MOD_XID) + body
 
 
-_GROUP_MSGS = ByIdentity()  # by (the Group, command): hashing its ten buckets cost more than packing them
+# by (the Group, command): one Service's group is the very same object on every node, and hashing its
+# ten buckets cost more than packing them
+_GROUP_MSGS = ByIdentity()
 
 
 def group_delete(group_id: int, xid: int = MOD_XID) -> bytes:
