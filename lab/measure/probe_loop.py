@@ -3,8 +3,10 @@
 The probe must never be what limits a measurement: its CPU per request should stay well under what
 Open vSwitch spends forwarding that request. asyncio's streams cost ~230 us of CPU per request (a task,
 a transport, a protocol, a StreamReader and timeout handles for every connection), two thirds of the
-switch's share; here a request costs a socket, a few system calls and one ``_Request``, and the event
-loop is ``epoll`` itself. What each request records is what ``lab.measure.probe`` documents.
+switch's share; here a request costs a socket, the system calls any client makes (one edge-triggered
+epoll registration among them) and one ``_Request``, and the event loop is ``epoll`` itself. Of what is
+left, about half is the kernel's: ``bench/probe_rate.py`` runs a C client making the same system calls beside it.
+What each request records is what ``lab.measure.probe`` documents.
 
 The driving rules (round-robin targets; per target ``concurrency`` in flight until the first timeout or
 a quarter of a timeout without one connection, then all at once; or the open-loop schedule of ``rate``)
@@ -21,9 +23,10 @@ import select
 import socket
 import ssl
 import time
+from _socket import socket as _raw_socket
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 _ERRORS = {
@@ -36,9 +39,12 @@ _ERRORS = {
 READ_CHUNK = 64 * 1024
 HEAD_LIMIT = 64 * 1024  # a head longer than this is a bad response (asyncio's StreamReader limit)
 _IN, _OUT, _TROUBLE = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP
+# A TCP request is registered once for both directions, edge-triggered: what it waits for next follows from
+# its state, not from the mask, so no epoll_ctl is spent switching from writing to reading.
+_BOTH = select.EPOLLIN | select.EPOLLOUT | select.EPOLLET
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """What one request saw; times in milliseconds from the start of its connect()."""
 
@@ -54,6 +60,9 @@ class Record:
     t: float | None = None  # seconds from the start of the probe to this request's connect()
     location: str | None = None  # a redirect's Location header
     certificate: str | None = None  # over TLS: the subject CN of the server's certificate
+    # ``response`` as the server wrote it (one JSON value, already checked by parsing it): the report
+    # writes these characters instead of encoding the parsed value again.
+    response_text: str | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         doc = {"target": self.target, "ok": self.ok, "error": self.error, "status": self.status,
@@ -64,6 +73,14 @@ class Record:
         if self.certificate is not None:
             doc["certificate"] = self.certificate
         return doc
+
+    def json_text(self) -> str:
+        """``json.dumps(self.to_json())``, as the same document (``response`` written last, as it came)."""
+        doc = self.to_json()
+        if self.response_text is None:
+            return _dumps(doc)
+        del doc["response"]
+        return f'{_dumps(doc)[:-1]}, "response": {self.response_text}}}'
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,25 @@ def classify(exc: OSError) -> str:
 
 class BadResponse(ValueError):
     """The server answered something that is not a whole HTTP response (never counted as served)."""
+
+
+_scan = json.JSONDecoder().scan_once  # json's C scanner, without loads' Python layers and its two regexes
+_dumps = json.JSONEncoder().encode
+
+
+def parse_json(data: bytes | bytearray) -> tuple[Any, str | None]:
+    """A body as JSON -> (the value, its text when the body is that one value and white space), or ValueError.
+
+    The usual body (a value and a newline) costs one C call; anything else goes through ``json.loads``,
+    which says what is wrong with it."""
+    text = data.decode()
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return json.loads(text), None  # not a value at 0 (leading space, or not JSON)
+    if end == len(text) or not text[end:].strip():
+        return value, text[:end]
+    return json.loads(text), None  # trailing data: loads raises the error it would have raised
 
 
 def parse_head(head: bytes) -> tuple[int, str | None, bool, str | None]:
@@ -160,10 +196,6 @@ class _Request:
         self.length: str | None = None
 
 
-def _millis(start: float, now: float) -> float:
-    return round((now - start) * 1000, 3)
-
-
 class Engine:
     """Runs one probe's requests to the end; ``records`` come out in request order."""
 
@@ -183,6 +215,10 @@ class Engine:
         self.view = memoryview(self.buffer)
         self.origin = 0.0
         self._wire: dict[str, bytes] = {}
+        # The C socket, without socket.socket's Python layer, unless TLS must wrap it.
+        self._socket = socket.socket if self.tls is not None else _raw_socket
+        self._kind = (socket.SOCK_DGRAM if self.udp else socket.SOCK_STREAM) | socket.SOCK_NONBLOCK
+        self._heads: dict[bytes, tuple[int, str | None, bool, str | None]] = {}
 
     def run(self, rate: float | None = None) -> list[Record]:
         try:
@@ -202,6 +238,9 @@ class Engine:
     def _closed_loop(self) -> None:
         silent_after = self.origin + self.timeout / 4
         targets = self.targets
+        # The targets still silent: none of their requests has connected or been answered yet. A target
+        # leaves this list for good (once heard from, once flooding, once it has nothing left to send).
+        silent = list(targets)
         while True:
             busy = False
             for tg in targets:
@@ -211,15 +250,16 @@ class Engine:
             if not busy:
                 return
             now = time.perf_counter()
-            watching = any(not tg.flooding and tg.pending and not tg.connected and not tg.answered
-                           for tg in targets)
+            if silent:
+                silent = [tg for tg in silent if not tg.flooding and tg.pending and not tg.connected
+                          and not tg.answered]
             wake = self._next_deadline()
-            if watching:
+            if silent:
                 wake = silent_after if wake is None else min(wake, silent_after)
             self._poll(now, wake)
-            if watching and time.perf_counter() >= silent_after:
-                for tg in targets:  # a quarter of a timeout and no connection at all: the target drops
-                    if not tg.flooding and tg.pending and not tg.connected and not tg.answered:
+            if silent and time.perf_counter() >= silent_after:
+                for tg in silent:  # a quarter of a timeout and no connection at all: the target drops
+                    if not tg.connected and not tg.answered:
                         tg.flooding = True
 
     def _paced(self, rate: float) -> None:
@@ -279,8 +319,7 @@ class Engine:
         req = _Request(index, tg, record, start, start + self.timeout)
         tg.running += 1
         try:
-            kind = socket.SOCK_DGRAM if self.udp else socket.SOCK_STREAM
-            sock = req.sock = socket.socket(socket.AF_INET, kind | socket.SOCK_NONBLOCK)
+            sock = req.sock = self._socket(socket.AF_INET, self._kind)
             req.fd = sock.fileno()
             if self.udp:
                 sock.connect(tg.address)
@@ -294,13 +333,14 @@ class Engine:
                 raise OSError(code, os.strerror(code))
             # The source port is chosen by connect(): known now, so a request that never connects says it too.
             record.local = "{}:{}".format(*sock.getsockname()[:2])
-            self._watch(req, _OUT)
+            self._watch(req, _BOTH)
         except OSError as exc:
             self._finish(req, classify(exc))
 
     def _watch(self, req: _Request, mask: int) -> None:
-        self.by_fd[req.fd] = req
-        self.epoll.register(req.fd, mask)
+        fd = req.fd
+        self.by_fd[fd] = req
+        self.epoll.register(fd, mask)
         self.expiry.append(req)
 
     def _event(self, req: _Request, mask: int) -> None:
@@ -309,10 +349,12 @@ class Engine:
                 self._connected(req, mask)
             elif req.out:
                 self._send(req)
+                if not req.out and mask & _IN:  # the edge that said "readable" is not repeated
+                    self._receive(req)
             else:
                 self._receive(req)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as want:
-            self.epoll.modify(req.fd, _IN if isinstance(want, ssl.SSLWantReadError) else _OUT)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass  # the socket is watched both ways, edge-triggered: the next edge resumes it
         except ssl.SSLError as exc:
             self._finish(req, f"other:TLS: {exc.reason}")
         except OSError as exc:
@@ -329,14 +371,14 @@ class Engine:
             if self.tls is not None:  # the TLS handshake is part of connecting, as it is for a client
                 sock = req.sock = self.tls.wrap_socket(sock, server_hostname=self.request.host or req.target.address[0],
                                                        do_handshake_on_connect=False)
-        if isinstance(sock, ssl.SSLSocket):
+        if self.tls is not None:
             sock.do_handshake()  # SSLWant* until it is done
             req.record.certificate = _peer_cn(sock)
         req.connecting = False
-        record = req.record
-        record.connect_ms = _millis(req.start, time.perf_counter())
-        req.target.connected += 1
-        req.out = self._wire_bytes(req.target.name)
+        tg = req.target
+        req.record.connect_ms = round((time.perf_counter() - req.start) * 1000, 3)
+        tg.connected += 1
+        req.out = self._wire.get(tg.name) or self._wire_bytes(tg.name)
         self._send(req)
 
     def _send(self, req: _Request) -> None:
@@ -345,7 +387,6 @@ class Engine:
         except BlockingIOError:
             sent = 0
         req.out = req.out[sent:]
-        self.epoll.modify(req.fd, _OUT if req.out else _IN)
 
     def _receive(self, req: _Request) -> None:
         if self.udp:
@@ -353,7 +394,7 @@ class Engine:
             record = req.record
             record.bytes = len(data)
             try:
-                record.response = json.loads(data)
+                record.response, record.response_text = parse_json(data)
             except ValueError as exc:
                 raise BadResponse(str(exc)) from None
             self._finish(req, None, answered=True)
@@ -371,16 +412,25 @@ class Engine:
                 return
             chunk = view[:n]
             if req.head is not None:
-                req.head += chunk
-                end = req.head.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(req.head) > HEAD_LIMIT:
-                        raise BadResponse(f"a head longer than {HEAD_LIMIT} bytes")
-                    continue
-                head, chunk = bytes(req.head[:end]), memoryview(req.head)[end + 4:]
+                end = -1 if req.head else self.buffer.find(b"\r\n\r\n", 0, n)
+                if end >= 0:  # the usual case: the whole head in the first read, parsed where it landed
+                    head, chunk = bytes(view[:end]), view[end + 4:n]
+                else:
+                    req.head += chunk
+                    end = req.head.find(b"\r\n\r\n")
+                    if end < 0:
+                        if len(req.head) > HEAD_LIMIT:
+                            raise BadResponse(f"a head longer than {HEAD_LIMIT} bytes")
+                        continue
+                    head, chunk = bytes(req.head[:end]), memoryview(req.head)[end + 4:]
                 req.head = None
                 record = req.record
-                record.status, record.location, req.is_json, req.length = parse_head(head)
+                parsed = self._heads.get(head)
+                if parsed is None:  # a server's heads differ in little more than Content-Length
+                    if len(self._heads) > 256:
+                        self._heads.clear()
+                    parsed = self._heads[head] = parse_head(head)
+                record.status, record.location, req.is_json, req.length = parsed
             req.size += len(chunk)
             if req.is_json:  # bulk bodies are counted, not kept
                 req.body += chunk
@@ -394,7 +444,8 @@ class Engine:
         if length is not None and length.isdigit() and int(length) != req.size:
             raise BadResponse(f"the answer ended after {req.size} of {length} bytes")  # never counted as served
         try:
-            record.response = json.loads(req.body) if req.is_json else None
+            if req.is_json:
+                record.response, record.response_text = parse_json(req.body)
         except ValueError as exc:
             raise BadResponse(str(exc)) from None
         ok = record.status == 200 or self.request.l7
@@ -409,7 +460,7 @@ class Engine:
         record = req.record
         record.error = error
         record.ok = error is None and answered
-        record.latency_ms = _millis(req.start, now) if record.ok else None
+        record.latency_ms = round((now - req.start) * 1000, 3) if record.ok else None
         tg = req.target
         tg.running -= 1
         tg.answered += 1

@@ -192,3 +192,74 @@ def test_an_answer_cut_short_is_not_counted_as_served():
             return await fetch(("127.0.0.1", port), timeout=2.0)
     record = asyncio.run(scenario())
     assert not record.ok and "ended after 6 of 100 bytes" in record.error
+
+
+def test_a_json_body_is_parsed_once_and_written_as_it_came() -> None:
+    from lab.measure.probe_loop import parse_json
+
+    value, text = parse_json('{"pod": "wéb", "n": [1, 2.5e3, null], "s": "a\\"b\\u0041"}\n'.encode())
+    assert value == {"pod": "wéb", "n": [1, 2500.0, None], "s": 'a"bA'}
+    assert text == '{"pod": "wéb", "n": [1, 2.5e3, null], "s": "a\\"b\\u0041"}'  # without the newline
+    assert parse_json(b'  {"a": 1}') == ({"a": 1}, None)  # valid, but not spliced: json.loads read it
+    for bad in (b'{"a": 1} trailing', b'{"a":', b"", b"nope", b'"\xff"'):
+        with pytest.raises(ValueError):
+            parse_json(bad)
+
+
+def test_the_report_text_is_the_report_document() -> None:
+    """The CLI writes records by splicing bodies in; read back, that is exactly probe()'s document."""
+    from lab.measure.probe import report_text
+    from lab.measure.probe_loop import Record, parse_json
+
+    value, text = parse_json(b'{"pod": "web-1", "headers": {"x": "\\u00e9\\n"}}\n')
+    records = [Record(target="127.0.0.1:80", ok=True, status=200, bytes=40, connect_ms=0.1, latency_ms=0.25,
+                      response=value, response_text=text, local="127.0.0.1:4000", t=0.0),
+               Record(target="127.0.0.1:80", error='other:bad response: "x"\n', local="127.0.0.1:4001", t=0.01),
+               Record(target="127.0.0.1:80", ok=True, status=301, location="https://a/", certificate="a")]
+    head = {"startedAt": "2026-01-01T00:00:00.000+00:00", "durationS": 0.5}
+    assert json.loads(report_text(head, records)) == {**head, "records": [r.to_json() for r in records]}
+
+
+def run_cli(handler: Handler, *args: str) -> list[dict]:
+    """The probe's CLI against ``handler`` (a server in this test's event loop): its records."""
+
+    async def scenario() -> tuple[int, bytes, bytes]:
+        async with server(handler) as target:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "lab.measure.probe", "--targets", target, "--timeout", "5", *args, cwd=REPO,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(child.communicate(), 60)
+            return child.returncode or 0, out, err
+
+    code, out, err = asyncio.run(scenario())
+    assert code == 0, err.decode()
+    return json.loads(out)["records"]
+
+
+def test_cli_reads_a_head_split_across_reads_and_reports_the_body() -> None:
+    """The head's end in a later read than its start (the slow path), and a body in two more writes."""
+    body = json.dumps({"pod": "web-2", "note": "é\t\"q\""}).encode() + b"\n"
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        for part in (head[:20], head[20:] + b"\r", b"\n" + body[:10], body[10:]):
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.close()
+
+    records = run_cli(answer, "--requests", "3", "--concurrency", "1")
+    assert [(r["ok"], r["status"], r["bytes"], r["response"]) for r in records] == \
+        [(True, 200, len(body), {"pod": "web-2", "note": "é\t\"q\""})] * 3
+
+
+def test_a_json_body_that_is_not_json_is_a_bad_response() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"pod\": }")
+        await writer.drain()
+        writer.close()
+
+    [record] = run_cli(answer, "--requests", "1")
+    assert not record["ok"] and record["error"].startswith("other:bad response: Expecting value")
