@@ -196,6 +196,10 @@ class _Request:
         self.length: str | None = None
 
 
+def _millis(start: float, now: float) -> float:
+    return round((now - start) * 1000, 3)
+
+
 class Engine:
     """Runs one probe's requests to the end; ``records`` come out in request order."""
 
@@ -338,9 +342,8 @@ class Engine:
             self._finish(req, classify(exc))
 
     def _watch(self, req: _Request, mask: int) -> None:
-        fd = req.fd
-        self.by_fd[fd] = req
-        self.epoll.register(fd, mask)
+        self.by_fd[req.fd] = req
+        self.epoll.register(req.fd, mask)
         self.expiry.append(req)
 
     def _event(self, req: _Request, mask: int) -> None:
@@ -376,9 +379,9 @@ class Engine:
             req.record.certificate = _peer_cn(sock)
         req.connecting = False
         tg = req.target
-        req.record.connect_ms = round((time.perf_counter() - req.start) * 1000, 3)
+        req.record.connect_ms = _millis(req.start, time.perf_counter())
         tg.connected += 1
-        req.out = self._wire.get(tg.name) or self._wire_bytes(tg.name)
+        req.out = self._wire_bytes(tg.name)
         self._send(req)
 
     def _send(self, req: _Request) -> None:
@@ -460,7 +463,7 @@ class Engine:
         record = req.record
         record.error = error
         record.ok = error is None and answered
-        record.latency_ms = round((now - req.start) * 1000, 3) if record.ok else None
+        record.latency_ms = _millis(req.start, now) if record.ok else None
         tg = req.target
         tg.running -= 1
         tg.answered += 1
