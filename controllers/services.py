@@ -287,7 +287,7 @@ class _Chooser:
         actions: list[Action] = [("set_field", REG_MASQ, reg0)] if reg0 else []
         if self.sp.affinity_timeout is None:
             return actions + self._pick(gid)
-        return actions + [("set_field", REG_CHAIN, gid), ("set_field", REG_SVC, self.sp.id),
+        return actions + [("set_field", REG_CHAIN, gid), ("set_field", REG_SVC, self.sp.id), self._exact_port(),
                           ("resubmit", T_AFFINITY), ("goto", T_STICKY)]
 
     def _pick(self, gid: int) -> list[Action]:
@@ -319,14 +319,19 @@ class _Chooser:
         if (T_REMEMBER, self.sp.id) not in self.remembered:
             self.remembered.add((T_REMEMBER, self.sp.id))
             proto = {"eth_type": 0x0800, "ip_proto": IP_PROTO[self.sp.protocol], REG_SVC: self.sp.id}
-            self.prog.add(T_REMEMBER, 100, proto, [("learn", self.learn()), ("goto", T_ENDPOINT)], COOKIE_AFFINITY)
-            # These never match (source port 0) but make the lookups depend on the client's source port,
-            # so each new connection gets datapath flows of its own, translated afresh: the learn then
-            # runs at once (a cached datapath flow runs it only when its statistics are next pushed,
-            # up to a second later) and the next connection sees what the last one learned.
-            never = {**proto, L4_SRC[self.sp.protocol]: 0}
-            self.prog.add(T_AFFINITY, 1, never, [], COOKIE_AFFINITY)
-            self.prog.add(T_REMEMBER, 200, never, [("goto", T_ENDPOINT)], COOKIE_AFFINITY)
+            self.prog.add(T_REMEMBER, 100, proto, [self._exact_port(), ("learn", self.learn()), ("goto", T_ENDPOINT)],
+                          COOKIE_AFFINITY)
+
+    def _exact_port(self) -> Action:
+        """The client's source port moved onto itself: a no-op on the packet, but it makes the datapath
+        flow match every bit of the port, so each new connection is translated afresh. The affinity
+        lookup then sees what the last connection learned, and the learn (``recent --set``) runs at once,
+        not when a cached flow's statistics are next pushed. (A never-matching flow on port 0 does not do
+        this: the classifier's port trie un-wildcards only the port's top bit, one datapath flow for
+        every ephemeral port, which kept sending new connections where the first one, not the learned
+        flow, went.)"""
+        port = L4_SRC[self.sp.protocol]
+        return ("move", port, port, 16)
 
     def _group(self, gid: int, endpoints) -> Group:
         """KUBE-SVC-X as a select group. Its buckets take the node's DNAT zone from REG_ZONE, so the group

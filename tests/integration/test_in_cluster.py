@@ -164,6 +164,11 @@ def test_session_affinity_holds_while_connections_keep_coming_then_is_released(l
     assert len(learned_flows(lab, "node-c")) == 1
     time.sleep(3.5)  # timeoutSeconds (2) plus Open vSwitch's expiry sweep (up to 1 s)
     assert learned_flows(lab, "node-c") == [], "the learned affinity flow outlived its timeout"
+    # Released, the client starts a new session: sticky again, also with connections overlapping (no
+    # datapath flow cached by an earlier connection may choose for a later one).
+    again = probe(lab, "toolbox", target, 20, concurrency=4)
+    assert again["ok"] == 20 and len(again["servedBy"]) == 1, again["servedBy"]
+    assert len(learned_flows(lab, "node-c")) == 1
 
 
 def test_source_ranges_drop_load_balancer_connections_from_outside_but_not_the_node_port(lab):
