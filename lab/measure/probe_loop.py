@@ -41,7 +41,10 @@ HEAD_LIMIT = 64 * 1024  # a head longer than this is a bad response (asyncio's S
 _IN, _OUT, _TROUBLE = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP
 # A TCP request is registered once for both directions, edge-triggered: what it waits for next follows from
 # its state, not from the mask, so no epoll_ctl is spent switching from writing to reading.
-_BOTH = select.EPOLLIN | select.EPOLLOUT | select.EPOLLET
+# EPOLLRDHUP says the server's FIN has come: all the answer is queued, and the read that would return the
+# end of it need not be made.
+_RDHUP = select.EPOLLRDHUP
+_BOTH = select.EPOLLIN | select.EPOLLOUT | select.EPOLLET | _RDHUP
 
 
 @dataclass(slots=True)
@@ -353,9 +356,9 @@ class Engine:
             elif req.out:
                 self._send(req)
                 if not req.out and mask & _IN:  # the edge that said "readable" is not repeated
-                    self._receive(req)
+                    self._receive(req, mask)
             else:
-                self._receive(req)
+                self._receive(req, mask)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             pass  # the socket is watched both ways, edge-triggered: the next edge resumes it
         except ssl.SSLError as exc:
@@ -391,7 +394,7 @@ class Engine:
             sent = 0
         req.out = req.out[sent:]
 
-    def _receive(self, req: _Request) -> None:
+    def _receive(self, req: _Request, mask: int = 0) -> None:
         if self.udp:
             data = req.sock.recv(65536)
             record = req.record
@@ -437,6 +440,13 @@ class Engine:
             req.size += len(chunk)
             if req.is_json:  # bulk bodies are counted, not kept
                 req.body += chunk
+            if n < READ_CHUNK and self.tls is None:  # (TLS has records of its own in between)
+                if mask & _RDHUP and not mask & _TROUBLE:  # the FIN came before this read: it read the rest
+                    self._ended(req)
+                    return
+                length = req.length
+                if req.head is None and length is not None and length.isdigit() and req.size >= int(length):
+                    return  # all there: the FIN's own edge comes next (a read now would only find nothing yet)
 
     def _ended(self, req: _Request) -> None:
         if req.head is not None:

@@ -263,3 +263,43 @@ def test_a_json_body_that_is_not_json_is_a_bad_response() -> None:
 
     [record] = run_cli(answer, "--requests", "1")
     assert not record["ok"] and record["error"].startswith("other:bad response: Expecting value")
+
+
+def test_bytes_after_the_content_length_are_a_bad_response_however_the_fin_comes() -> None:
+    """The probe stops reading at the FIN (EPOLLRDHUP), not at Content-Length: whatever a server sends
+    past its Content-Length is still read and counted, with the FIN at once or a moment later."""
+
+    def answering_long(fin_delay: float) -> Handler:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            await asyncio.sleep(fin_delay)
+            writer.write(b"!")  # one byte too many
+            await writer.drain()
+            await asyncio.sleep(fin_delay)
+            writer.close()
+
+        return answer
+
+    for delay in (0.0, 0.05):
+        records = run_cli(answering_long(delay), "--requests", "2", "--concurrency", "1")
+        assert [(r["ok"], r["error"]) for r in records] == \
+            [(False, "other:bad response: the answer ended after 3 of 2 bytes")] * 2, delay
+
+
+def test_an_answer_is_served_when_its_fin_comes_later() -> None:
+    """All of Content-Length in one read, the FIN 50 ms after: the request ends at the FIN's edge."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"pod": "web-3"}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()
+
+    records = run_cli(answer, "--requests", "3", "--concurrency", "2")
+    assert [(r["ok"], r["response"]) for r in records] == [(True, {"pod": "web-3"})] * 3
+    assert all(r["latencyMs"] >= 45 for r in records)  # it waited for the FIN, as before
