@@ -107,15 +107,18 @@ class MininetBuild:
 
     def _tune_command(self, host_name: str) -> str:
         """What a host runs when it is configured: offloads off (the userspace datapath drops TCP
-        otherwise), IPv6 off (its chatter costs CPU), and on a node the route to its own pods."""
+        otherwise), IPv6 off (its chatter costs CPU), on a node the route to its own pods, and on the
+        outside client the source ports of a load generator (``addr.CLIENT_EPHEMERAL_PORTS``)."""
         extra = ""
         if host_name in self._node_names:
             index = self.cluster.node(host_name).index
             extra = f"; ip route add {addr.pod_cidr(index)} dev eth0; {node_port_routing(index)}"
         from lab.emulation.fast_nodes import write_sysctls  # builtins, no sysctl process: 1,100 hosts at 100 nodes
 
-        ipv6_off = write_sysctls({"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"})
-        return f"{ipv6_off}; ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}"
+        settings = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+        if host_name == addr.CLIENT_NAME:
+            settings["net.ipv4.ip_local_port_range"] = "{} {}".format(*addr.CLIENT_EPHEMERAL_PORTS)
+        return f"{write_sysctls(settings)}; ethtool -K eth0 {OFFLOADS_OFF} >/dev/null 2>&1{extra}"
 
     def _tune_interfaces(self, hosts, root_names: list[str] | None = None) -> None:
         """``_tune_command`` in ``hosts``; offloads and IPv6 off on root-namespace interfaces."""

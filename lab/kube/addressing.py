@@ -62,6 +62,15 @@ CLIENT_CIDR = ipaddress.ip_network("203.0.113.0/24")
 ROUTER_CLIENT_IP = "203.0.113.1"
 CLIENT_IP = "203.0.113.10"
 CLIENT_NAME = "client"
+# The outside client's source ports. Its kernel picks from the ephemeral range, set wider than Linux's
+# default (32768-60999) as a load generator is tuned: Open vSwitch 3.1's userspace conntrack loses many
+# SYNs that reuse a 5-tuple whose closed entry it still holds (about 30 s; Linux's conntrack reopens
+# such an entry). At 4,000 connections/s one lab met that after about 50,000 connections with the
+# default range (SYN retransmits, then timeouts that were the lab's, not the cluster's), and after
+# about 110,000 with this one. Below it, ports that only ``lab.measure.held`` binds, one batch after
+# another, which the kernel never hands out by itself.
+CLIENT_EPHEMERAL_PORTS = (10_001, 65_535)
+CLIENT_HELD_PORTS = (1_024, 10_000)
 LB_NAME = "lb"  # the cloud load balancer's health checker, outside the cluster beside the client
 LB_HOST_IP = "203.0.113.2"
 LB_POOL = ipaddress.ip_network("198.51.100.0/24")  # external addresses of LoadBalancer Services

@@ -14,12 +14,13 @@ The client side runs in the client host's namespace (``python -S -m lab.measure.
 prints one JSON line ``{"held": [...]}``, waits for a line on its standard input, makes the second
 requests and prints ``{"second": [...]}``; each record is ``{"ok", "error", "pod"}``.
 
-Each call's connections use source ports of their own (``--first-port``, from a range below the
-kernel's ephemeral one, advancing from call to call). A broken connection's client port is free at
-once (its socket was reset), while the pod still holds its side until its keep-alive ends; the kernel
-would hand the next batch to the same destination those very ports again, and a SYN on such a 4-tuple
-draws the pod's challenge ACK, which conntrack on the way (new connection, reply without SYN) drops:
-that connection would never open, a fault of the measurement and not of the remedy measured.
+Each call's connections use source ports of their own (``--first-port``, from a range below the client's
+ephemeral one, ``lab.kube.addressing.CLIENT_HELD_PORTS``, advancing from call to call). A broken
+connection's client port is free at once (its socket was reset), while the pod still holds its side
+until its keep-alive ends; the kernel would hand the next batch to the same destination those very ports
+again, and a SYN on such a 4-tuple draws the pod's challenge ACK, which conntrack on the way (new
+connection, reply without SYN) drops: that connection would never open, a fault of the measurement and
+not of the remedy measured.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from lab.kube.addressing import CLIENT_HELD_PORTS
+
 # Long enough for a SYN's two retransmissions (at 1 s and 3 s) on a loaded machine: a slow answer is not a
 # broken connection, and one that fails before the reroute is not held (it is reported apart).
 REQUEST_TIMEOUT_S = 5.0
-PORTS = (10_000, 32_000)  # the held connections' source ports: below Linux's ephemeral range (32768-60999)
+PORTS = CLIENT_HELD_PORTS  # the held connections' source ports: below the client's ephemeral range
 _cursor = [0]  # ports handed out so far in this process
 
 

@@ -219,3 +219,15 @@ def test_no_switch_ever_floods(lab):
         flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge], capture_output=True,
                                text=True, check=True).stdout
         assert "FLOOD" not in flows and "ALL" not in flows and "NORMAL" not in flows, flows
+
+
+def test_the_client_picks_source_ports_above_the_held_ones_from_a_load_generators_range(lab):
+    """Wider than Linux's default, so a long run reuses 5-tuples later (addr.CLIENT_EPHEMERAL_PORTS:
+    Open vSwitch 3.1's conntrack loses SYNs on reused ones); the held connections' ports stay below it."""
+    out = lab.run_in(addr.CLIENT_NAME, ["cat", "/proc/sys/net/ipv4/ip_local_port_range"], timeout=5).stdout
+    low, high = map(int, out.split())
+    assert (low, high) == addr.CLIENT_EPHEMERAL_PORTS and addr.CLIENT_HELD_PORTS[1] < low
+    pod = lab.run_in(lab.cluster.pods[0].name, ["cat", "/proc/sys/net/ipv4/ip_local_port_range"], timeout=5).stdout
+    assert pod.split() == ["32768", "60999"]  # pods and nodes keep Linux's default: only the load generator is tuned
+    local = [int(r["local"].rsplit(":", 1)[1]) for r in lab.probe([f"{addr.node_ip(1)}:30080"], 20)["records"]]
+    assert all(low <= port <= high for port in local), local
