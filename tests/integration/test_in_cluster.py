@@ -11,6 +11,7 @@ Cluster::
     Service web-lb     LoadBalancer 30091, Local                (no source ranges)
     Service web-fw     LoadBalancer 30092, Cluster, loadBalancerSourceRanges 192.0.2.0/24
     Service dns        NodePort 30053/UDP -> dns-a (node-a), dns-b (node-b) on UDP 5353
+    Service dns-sticky ClusterIP, UDP, sessionAffinity ClientIP, timeoutSeconds 2 (the same pods)
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ spec:
   type: NodePort
   selector: {app: dns}
   ports: [{name: dns, port: 53, targetPort: 5353, protocol: UDP, nodePort: 30053}]
+""", """
+apiVersion: v1
+kind: Service
+metadata: {name: dns-sticky}
+spec:
+  selector: {app: dns}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 2}}
+  ports: [{name: dns, port: 53, targetPort: 5353, protocol: UDP}]
 """])
 
 
@@ -200,6 +210,16 @@ def test_udp_through_cluster_ip_and_node_port(lab):
     outside = udp(lab, addr.CLIENT_NAME, f"{node_ip(lab, 'node-c')}:30053")
     assert outside["ok"] == 40 and set(outside["servedBy"]) == {"dns-a", "dns-b"}
     assert outside["sourcesSeen"] == {node_ip(lab, "node-c"): 40}  # Cluster: masqueraded by the entry node
+
+
+def test_udp_session_affinity_sends_every_new_socket_to_one_endpoint(lab):
+    """Each probe datagram comes from a socket (a source port) of its own, as each DNS query of a
+    resolver may: without affinity they spread (above), with it they all reach the endpoint learned first."""
+    for session in ("first", "after a release"):
+        if session != "first":
+            time.sleep(3.5)  # timeoutSeconds (2) plus Open vSwitch's expiry sweep
+        sticky = udp(lab, "toolbox", f"{vip(lab, 'dns-sticky')}:53", requests=30)
+        assert sticky["ok"] == 30 and len(sticky["servedBy"]) == 1, (session, sticky["servedBy"])
 
 
 SAME_PORT_CLIENT = """
