@@ -207,6 +207,7 @@ def verdict(report: Report, cluster: Cluster) -> list[str]:
         elif r["via"] == "nodePort":
             by_policy.setdefault(r["policy"], []).append(r)
     lines += east_west(report, cluster)
+    lines += session_affinity(report, cluster)
     cluster_rs, local_rs = by_policy.get("Cluster", []), by_policy.get("Local", [])
     if cluster_rs:
         ok = sum(r["ok"] for r in cluster_rs)
@@ -266,6 +267,36 @@ def east_west(report: Report, cluster: Cluster) -> list[str]:
             f"{crossed} ({_pct(crossed, ok)}) were served on another node, moving {nbytes:,} bytes between "
             f"nodes ({nbytes / ok:,.0f} per request); internalTrafficPolicy: Local (or topology-aware "
             "routing) keeps them on the node."]
+
+
+def session_affinity(report: Report, cluster: Cluster) -> list[str]:
+    """Why a Service with ``sessionAffinity: ClientIP`` shows one pod per way in: kube-proxy remembers a
+    client's endpoint per node (its ``recent`` lists), so a client entering by several nodes may meet
+    several pods. A way in that spread one client's requests is said too: that is not kube-proxy."""
+    lines = []
+    by_service: dict[tuple[str, str], list[dict]] = {}
+    for r in report.results:
+        by_service.setdefault((r.get("namespace", "default"), r["service"]), []).append(r)
+    for (namespace, name), rows in by_service.items():
+        try:
+            timeout = cluster.service(name, namespace).session_affinity_timeout
+        except KeyError:
+            continue
+        answered = [r for r in rows if r["ok"]]
+        if timeout is None or not answered:
+            continue
+        spread = [r for r in answered if len(r["servedBy"]) > 1]
+        pods = {pod for r in answered for pod in r["servedBy"]}
+        label = service_label(name, namespace)
+        if spread:
+            lines.append(f"Session affinity: {label} (ClientIP, {timeout} s) spread one client's requests over "
+                         f"several pods on {len(spread)} of {len(answered)} ways in; kube-proxy would not "
+                         "(were its endpoints changing?).")
+        else:
+            lines.append(f"Session affinity: {label} (ClientIP, {timeout} s) kept each client on one pod on all "
+                         f"{len(answered)} ways in; kube-proxy remembers per node, so across them the clients met "
+                         f"{len(pods)} pod{'s' if len(pods) > 1 else ''}.")
+    return lines
 
 
 def _errors(results: list[dict]) -> str:
