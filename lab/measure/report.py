@@ -272,11 +272,14 @@ def east_west(report: Report, cluster: Cluster) -> list[str]:
 def session_affinity(report: Report, cluster: Cluster) -> list[str]:
     """Why a Service with ``sessionAffinity: ClientIP`` shows one pod per way in: kube-proxy remembers a
     client's endpoint per node (its ``recent`` lists), so a client entering by several nodes may meet
-    several pods. A way in that spread one client's requests is said too: that is not kube-proxy."""
+    several pods. A way in that spread one client's requests is said too: that is not kube-proxy. Only
+    ways in through one node count: a cloud load balancer spreads a client over nodes (each with its own
+    memory), and an Ingress or Gateway proxy is the client kube-proxy sees, or reaches pods directly."""
     lines = []
     by_service: dict[tuple[str, str], list[dict]] = {}
     for r in report.results:
-        by_service.setdefault((r.get("namespace", "default"), r["service"]), []).append(r)
+        if r["via"] in ("nodePort", "clusterIP"):
+            by_service.setdefault((r.get("namespace", "default"), r["service"]), []).append(r)
     for (namespace, name), rows in by_service.items():
         try:
             timeout = cluster.service(name, namespace).session_affinity_timeout
@@ -293,8 +296,9 @@ def session_affinity(report: Report, cluster: Cluster) -> list[str]:
                          f"several pods on {len(spread)} of {len(answered)} ways in; kube-proxy would not "
                          "(were its endpoints changing?).")
         else:
-            lines.append(f"Session affinity: {label} (ClientIP, {timeout} s) kept each client on one pod on all "
-                         f"{len(answered)} ways in; kube-proxy remembers per node, so across them the clients met "
+            ways = f"all {len(answered)} ways in" if len(answered) > 1 else "its 1 way in"
+            lines.append(f"Session affinity: {label} (ClientIP, {timeout} s) kept each client on one pod on {ways}; "
+                         f"kube-proxy remembers per node, so across them the clients met "
                          f"{len(pods)} pod{'s' if len(pods) > 1 else ''}.")
     return lines
 

@@ -13,8 +13,8 @@ def cluster(timeout: int | None) -> Cluster:
                    [Service("web", [ServicePort(80, 30080, 8080)], selector=web, session_affinity_timeout=timeout)])
 
 
-def result(node: str, served: dict[str, int]) -> dict:
-    return {"service": "web", "via": "nodePort", "node": node, "ok": sum(served.values()), "servedBy": served}
+def result(node: str, served: dict[str, int], via: str = "nodePort") -> dict:
+    return {"service": "web", "via": via, "node": node, "ok": sum(served.values()), "servedBy": served}
 
 
 def test_one_pod_per_way_in_is_said_with_the_pods_the_clients_met():
@@ -33,3 +33,12 @@ def test_a_way_in_that_spread_a_client_is_said_as_not_kube_proxy():
 def test_nothing_is_said_without_affinity_or_without_answers():
     assert session_affinity(Report({}, [], [], results=[result("a", {"p": 10, "q": 10})]), cluster(None)) == []
     assert session_affinity(Report({}, [], [], results=[result("a", {})]), cluster(600)) == []
+
+
+def test_ways_in_through_a_load_balancer_or_a_proxy_are_not_judged():
+    """A cloud load balancer spreads a client over nodes, each remembering apart; an Ingress proxy is
+    the client kube-proxy sees (or reaches the pods directly)."""
+    rows = [result("a", {"p": 20}), result("-", {"p": 9, "q": 11}, "loadBalancer"),
+            result("-", {"p": 10, "q": 10}, "ingress")]
+    [line] = session_affinity(Report({}, [], [], results=rows), cluster(600))
+    assert "kept each client on one pod on its 1 way in" in line
