@@ -76,9 +76,11 @@ def one(lab: LabNetwork, target: str, requests: int, concurrency: int, startup_c
                               timeout=60 + requests)
     after = (cpu_seconds(ovs), cpu_seconds(server))
     duration = doc["durationS"]
-    # the probe's records, or the reference client's count (it keeps no records)
-    answered = [r for r in doc["records"] if r["ok"]] if "records" in doc else []
-    ok = len(answered) if "records" in doc else doc["ok"]
+    if "records" in doc:
+        answered = [r for r in doc["records"] if r["ok"]]
+        ok = len(answered)
+    else:  # the reference client keeps no records, only a count
+        answered, ok = [], doc["ok"]
     latencies = [r["latencyMs"] for r in answered]
     work = max(probe_cpu - startup_cpu, 0.0)
     return {

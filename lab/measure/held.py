@@ -37,7 +37,6 @@ from lab.kube.addressing import CLIENT_HELD_PORTS
 # Long enough for a SYN's two retransmissions (at 1 s and 3 s) on a loaded machine: a slow answer is not a
 # broken connection, and one that fails before the reroute is not held (it is reported apart).
 REQUEST_TIMEOUT_S = 5.0
-PORTS = CLIENT_HELD_PORTS  # the held connections' source ports: below the client's ephemeral range
 _cursor = [0]  # ports handed out so far in this process
 
 
@@ -49,7 +48,7 @@ def broken_on_reroute(net, service: str, node: str, connections: int = 60, names
     target = f"{net.load_balancer_ip(service, namespace)}:{_lb_port(net, service, namespace)}"
     from lab.emulation.observing import REPO  # not at the top: the client side runs without site-packages
 
-    low, high = PORTS
+    low, high = CLIENT_HELD_PORTS  # below the client's ephemeral range
     first_port = low + _cursor[0] % (high - low - connections)
     _cursor[0] += connections
     client = net.host("client")

@@ -130,8 +130,9 @@ def parse_json(data: bytes | bytearray) -> tuple[Any, str | None]:
     return json.loads(text), None  # trailing data: loads raises the error it would have raised
 
 
-def parse_head(head: bytes) -> tuple[int, str | None, bool, str | None]:
-    """An HTTP response head -> (status, Location, whether the body is JSON, Content-Length as sent)."""
+def parse_head(head: bytes) -> tuple[int, str | None, bool, int | None]:
+    """An HTTP response head -> (status, Location, whether the body is JSON, Content-Length: the first
+    one, None unless it is all digits)."""
     lines = head.decode("latin-1").split("\r\n")
     try:
         status = int(lines[0].split(" ")[1])
@@ -147,7 +148,7 @@ def parse_head(head: bytes) -> tuple[int, str | None, bool, str | None]:
             is_json = True
         elif lower.startswith("content-length:"):
             length = length or line.split(":", 1)[1].strip()
-    return status, location, is_json, length
+    return status, location, is_json, int(length) if length is not None and length.isdigit() else None
 
 
 def _peer_cn(sock: ssl.SSLSocket) -> str:
@@ -196,7 +197,7 @@ class _Request:
         self.body = bytearray()
         self.size = 0
         self.is_json = False
-        self.length: str | None = None
+        self.length: int | None = None
 
 
 def _millis(start: float, now: float) -> float:
@@ -225,7 +226,7 @@ class Engine:
         # The C socket, without socket.socket's Python layer, unless TLS must wrap it.
         self._socket = socket.socket if self.tls is not None else _raw_socket
         self._kind = (socket.SOCK_DGRAM if self.udp else socket.SOCK_STREAM) | socket.SOCK_NONBLOCK
-        self._heads: dict[bytes, tuple[int, str | None, bool, str | None]] = {}
+        self._heads: dict[bytes, tuple[int, str | None, bool, int | None]] = {}
 
     def run(self, rate: float | None = None) -> list[Record]:
         try:
@@ -394,7 +395,7 @@ class Engine:
             sent = 0
         req.out = req.out[sent:]
 
-    def _receive(self, req: _Request, mask: int = 0) -> None:
+    def _receive(self, req: _Request, mask: int) -> None:
         if self.udp:
             data = req.sock.recv(65536)
             record = req.record
@@ -444,8 +445,7 @@ class Engine:
                 if mask & _RDHUP and not mask & _TROUBLE:  # the FIN came before this read: it read the rest
                     self._ended(req)
                     return
-                length = req.length
-                if req.head is None and length is not None and length.isdigit() and req.size >= int(length):
+                if req.head is None and req.length is not None and req.size >= req.length:
                     return  # all there: the FIN's own edge comes next (a read now would only find nothing yet)
 
     def _ended(self, req: _Request) -> None:
@@ -454,7 +454,7 @@ class Engine:
         record = req.record
         record.bytes = req.size
         length = req.length
-        if length is not None and length.isdigit() and int(length) != req.size:
+        if length is not None and length != req.size:
             raise BadResponse(f"the answer ended after {req.size} of {length} bytes")  # never counted as served
         try:
             if req.is_json:
