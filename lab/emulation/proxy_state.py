@@ -68,7 +68,7 @@ def _service_key(svc) -> tuple:
     return (svc.name, svc.namespace, svc.type, svc.external_traffic_policy, svc.health_check_node_port,
             svc.internal_traffic_policy, svc.session_affinity_timeout, tuple(svc.load_balancer_source_ranges),
             tuple(svc.ports), tuple(svc.selector.items()), tuple(sorted(svc.annotations.items())),
-            svc.traffic_distribution)
+            svc.traffic_distribution, svc.publish_not_ready)
 
 
 def _service_port(cluster: Cluster, svc, sp, index, ready_pods: set[str] | None, lb_ip: str | None,

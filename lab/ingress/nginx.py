@@ -13,9 +13,9 @@ with its files under the run's directory, and the headers ingress-nginx sets tow
 - the locations of ``http_routing.locations``: inside each, the fitting match's backend is chosen by
   ``if`` blocks over header maps (written worst first, so the best fitting match sets the variable last)
   and ``proxy_pass http://$lab_upstream``; weighted backends through ``split_clients`` on ``$request_id``;
-- one ``upstream`` per backend: the Service's endpoints (pod IP:port, ingress-nginx's default) or the
+- one ``upstream`` per backend: the Service's ready endpoints (pod IP:port, ingress-nginx's default) or the
   address the caller resolved instead (its clusterIP, ``service-upstream``); a Service that does not exist
-  or has no endpoints answers 503 (ingress-nginx) or 500 (Gateway API: an unresolved backendRef), from a
+  or has no ready endpoints answers 503 (ingress-nginx) or 500 (Gateway API: an unresolved backendRef), from a
   small status server on a unix socket;
 - PROXY protocol: ``listen ... proxy_protocol`` and ``real_ip_header proxy_protocol``, so that
   ``$remote_addr``, and with it ``X-Forwarded-For``, is the client the load balancer saw.

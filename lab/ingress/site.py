@@ -46,7 +46,12 @@ def find_service_port(cluster: Cluster, ref: BackendRef) -> tuple[Service, Servi
 
 
 def resolve(cluster: Cluster, ref: BackendRef, by_cluster_ip: bool) -> list[str] | None:
-    """The addresses NGINX proxies to for one backend; None when the Service (port) does not exist."""
+    """The addresses NGINX proxies to for one backend; None when the Service (port) does not exist.
+
+    Only ready endpoints, as ingress-nginx (``getEndpointsFromSlices`` skips an endpoint whose ready
+    condition is false) and NGINX Gateway Fabric do: a pod failing its readiness probe or terminating
+    leaves the upstream at once, and a backend with none answers 503. kube-proxy instead falls back to
+    serving terminating endpoints when no endpoint is ready (``controllers.services``)."""
     found = find_service_port(cluster, ref)
     if found is None:
         return None
@@ -57,7 +62,7 @@ def resolve(cluster: Cluster, ref: BackendRef, by_cluster_ip: bool) -> list[str]
             raise LabError(f"service-upstream for {ref.key}: the Service is headless (no clusterIP)",
                            "use the endpoints upstream mode for it")
         return [f"{cluster_ip}:{port.port}"]
-    return [f"{ep.ip}:{ep.port}" for ep in endpoints(cluster, service, port)]
+    return [f"{ep.ip}:{ep.port}" for ep in endpoints(cluster, service, port) if ep.ready]
 
 
 def _refs(vhosts: list[VirtualHost]) -> list[BackendRef]:

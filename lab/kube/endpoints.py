@@ -12,6 +12,9 @@ Service port's ``targetPort``:
 Pods that have no IP yet (not placed) are not endpoints, as pods that are not running are not. Each
 endpoint carries its EndpointSlice conditions: ``ready`` (the pod is Ready and not terminating),
 ``serving`` (its readiness passes, terminating or not) and ``terminating`` (the pod is being deleted).
+A Service with ``publishNotReadyAddresses: true`` has every endpoint ready, terminating or not Ready
+(``podToEndpoint`` in kubernetes' staging/src/k8s.io/endpointslice/utils.go): StatefulSets' peers find
+each other through it before they are Ready, and kube-proxy and DNS then treat those pods as ready.
 Endpoints are ordered by pod creation order, so flows, reports and tests see a stable list.
 """
 
@@ -72,7 +75,8 @@ def endpoints(cluster: Cluster, service: Service, service_port: ServicePort,
         if port is None or pod.ip is None:
             continue
         result.append(Endpoint(pod=pod.name, node=pod.node, ip=pod.ip, port=port,
-                               ready=pod.ready and not pod.terminating, serving=pod.ready,
+                               ready=service.publish_not_ready or (pod.ready and not pod.terminating),
+                               serving=pod.ready,
                                terminating=pod.terminating))
     return result
 

@@ -107,6 +107,7 @@ class Service:
     load_balancer_source_ranges: tuple[str, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict)  # metadata.annotations (Cilium's are read)
     traffic_distribution: str | None = None  # spec.trafficDistribution: PreferClose | PreferSameZone | PreferSameNode
+    publish_not_ready: bool = False  # spec.publishNotReadyAddresses: every endpoint counts as ready
 
     @property
     def headless(self) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.cloud.network import LabNetwork
-from lab.kube.endpoints import selected_pods
+from lab.kube.endpoints import endpoints, selected_pods
 from lab.kube.manifests.workloads import generated_pod_name
 from lab.kube.model import Cluster, Service
 from lab.measure.experiment import set_policy
@@ -62,7 +62,7 @@ def rotation_nodes(cluster: Cluster, service: Service) -> set[str]:
     the nodes with a ready endpoint under Local (the healthCheckNodePort)."""
     if service.external_traffic_policy != "Local":
         return {n.name for n in cluster.nodes}
-    return {p.node for p in selected_pods(cluster, service) if p.ready and not p.terminating}
+    return {e.node for sp in service.ports for e in endpoints(cluster, service, sp) if e.ready}
 
 
 def wait_rotation(net: LabNetwork, service: Service) -> list[str]:

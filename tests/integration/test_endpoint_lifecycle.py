@@ -7,6 +7,7 @@ Cluster::
     node-a: web-a1 (readinessProbe httpGet /ready, period 1 s)    node-b: web-b1 (grace 8 s)    node-c: -
     Service web     NodePort 30095, Cluster
     Service web-lb  LoadBalancer 30096, Local (healthCheckNodePort)
+    Service web-peers NodePort 30097, publishNotReadyAddresses (every endpoint ready)
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ spec:
   externalTrafficPolicy: Local
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080, nodePort: 30096}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-peers}
+spec:
+  type: NodePort
+  publishNotReadyAddresses: true
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30097}]
 """
 
 
@@ -96,10 +106,13 @@ def get(lab, node: str, port: int, path: str) -> tuple[int, dict]:
 
 
 def test_a_pod_is_an_endpoint_only_while_its_readiness_probe_passes(lab):
+    """Except behind a Service with publishNotReadyAddresses: the EndpointSlice controller marks every one of
+    its endpoints ready, and kube-proxy sends to them."""
     assert served(lab, "node-c", 30095, 40).keys() == {"web-a1", "web-b1"}
     lab.set_pod_ready("web-a1", False)  # its server now answers 503 on /ready; kubelet notices
     wait_for(lambda: not lab.cluster.pod("web-a1").ready, timeout=5, what="web-a1 not Ready")
     assert served(lab, "node-c", 30095, 40) == {"web-b1": 40}
+    assert served(lab, "node-c", 30097, 40).keys() == {"web-a1", "web-b1"}  # published though not Ready
     lab.set_pod_ready("web-a1", True)
     wait_for(lambda: lab.cluster.pod("web-a1").ready, timeout=5, what="web-a1 Ready again")
     assert served(lab, "node-c", 30095, 40).keys() == {"web-a1", "web-b1"}

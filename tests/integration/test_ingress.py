@@ -116,6 +116,27 @@ def test_an_ingress_for_a_missing_service_answers_503(lab):
     assert statuses(get(lab, "node-b", "paths.example.com", "/gone")) == {503}
 
 
+def test_a_pod_that_is_not_ready_gets_no_request_from_nginx(lab):
+    """ingress-nginx proxies to ready endpoints only: once a shop pod is not Ready, NGINX is reloaded without it
+    (it keeps serving for kube-proxy's fallback, but NGINX has no such fallback); Ready again, it is back."""
+    shop = lab.cluster.service("shop")
+    pods = [p.name for p in lab.cluster.pods if all(p.labels.get(k) == v for k, v in shop.selector.items())]
+    assert len(pods) == 2
+
+    def served(requests: int = 20) -> Counter:
+        return Counter(r["response"]["pod"] for r in get(lab, "node-a", "shop.example.com", tls=True,
+                                                             requests=requests)
+                       if isinstance(r.get("response"), dict))
+
+    assert set(served()) == set(pods)
+    lab.set_pod_ready(pods[0], False)
+    try:
+        assert served() == Counter({pods[1]: 20})
+    finally:
+        lab.set_pod_ready(pods[0], True)
+    assert set(served()) == set(pods)
+
+
 def test_tls_redirects_and_presents_the_certificate_for_each_name(lab):
     plain = get(lab, "node-a", "shop.example.com", "/cart")
     assert statuses(plain) == {308} and {r["location"] for r in plain} == {"https://shop.example.com/cart"}

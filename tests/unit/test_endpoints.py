@@ -72,3 +72,15 @@ def test_workload_ports_are_container_ports_plus_numeric_target_ports():
         Service(name="other", ports=[ServicePort(80, 30010, 7000)], selector={"app": "db"}),
     )
     assert workload_ports(cluster_with(pod, services=services), pod) == [8080, 9000]
+
+
+def test_publish_not_ready_addresses_makes_every_endpoint_ready_and_keeps_serving_true_to_the_pod():
+    """The EndpointSlice controller's podToEndpoint: ready = publishNotReadyAddresses || (serving && !terminating)."""
+    pods = (web_pod("up", 1), web_pod("starting", 2, ready=False), web_pod("leaving", 3, terminating=True))
+    plain, published = web_service(), web_service(publish_not_ready=True)
+    conditions = lambda svc: [(e.pod, e.ready, e.serving, e.terminating)  # noqa: E731
+                              for e in endpoints(cluster_with(*pods, services=(svc,)), svc, svc.ports[0])]
+    assert conditions(plain) == [("up", True, True, False), ("starting", False, False, False),
+                                 ("leaving", False, True, True)]
+    assert conditions(published) == [("up", True, True, False), ("starting", True, False, False),
+                                     ("leaving", True, True, True)]

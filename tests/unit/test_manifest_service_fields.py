@@ -63,3 +63,12 @@ def test_bad_in_cluster_fields_are_rejected_with_the_field_and_the_fix(tmp_path)
 def test_source_ranges_on_a_node_port_service_warn(tmp_path):
     cluster = load(tmp_path, svc("  loadBalancerSourceRanges: [192.0.2.0/24]", "NodePort"))
     assert any("loadBalancerSourceRanges has no effect on type NodePort" in w for w in cluster.warnings)
+
+
+def test_publish_not_ready_addresses_is_read_and_must_be_a_boolean(tmp_path):
+    cluster = load(tmp_path, svc("  publishNotReadyAddresses: true"))
+    assert cluster.service("web").publish_not_ready
+    assert not any("publishNotReadyAddresses" in w for w in cluster.warnings)
+    assert not load(tmp_path, svc("  publishNotReadyAddresses: false")).service("web").publish_not_ready
+    assert 'spec.publishNotReadyAddresses is "true", not a boolean' in error(
+        tmp_path, svc('  publishNotReadyAddresses: "true"'))

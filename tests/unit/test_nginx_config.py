@@ -110,6 +110,25 @@ def test_upstreams_are_the_services_endpoints(tmp_path):
         == shop
 
 
+def test_upstreams_leave_out_endpoints_that_are_not_ready(tmp_path):
+    """ingress-nginx's getEndpointsFromSlices skips an endpoint whose ready condition is false: a pod failing
+    its readiness probe or terminating gets no request from NGINX, and a backend with none answers 503."""
+    cluster = _cluster(tmp_path, _ingress(SHAPES["prefix"][0]))
+    role = next(iter(proxy_pods(cluster).values()))
+    shop = [p for p in cluster.pods if p.labels.get("track") == "stable"]
+    assert len(shop) >= 2
+    shop[0].ready = False
+    text = _render(cluster, tmp_path, ingress_table(cluster, role))
+    block = text.split("upstream lab_default_shop_80 {", 1)[1].split("}", 1)[0]
+    assert sorted(line.strip().removeprefix("server ").removesuffix(";") for line in block.strip().splitlines()) \
+        == sorted(f"{p.ip}:8080" for p in shop[1:])
+    for pod in shop[1:]:
+        pod.terminating = True
+    text = _render(cluster, tmp_path, ingress_table(cluster, role))
+    assert "upstream lab_default_shop_80 {" not in text
+    assert "set $lab_upstream lab_status_503;" in text
+
+
 @needs_nginx
 def test_proxy_protocol_listens_and_takes_the_client_address_from_it(tmp_path):
     text = _ingress_config(tmp_path, SHAPES["tls"][0], proxy_protocol=True)

@@ -103,6 +103,13 @@ def integer(parent: dict, key: str, origin: Origin, field: str) -> int | None:
     return value
 
 
+def boolean(parent: dict, key: str, origin: Origin, field: str) -> bool | None:
+    value = parent.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise origin.error(field, f"is {shown(value)}, not a boolean", "write true or false (unquoted)")
+    return value
+
+
 def port_number(value: int, origin: Origin, field: str) -> int:
     if not 1 <= value <= 65535:
         raise origin.error(field, f"{shown(value)} is outside 1-65535", "use a port number from 1 to 65535")

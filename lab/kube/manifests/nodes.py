@@ -21,7 +21,16 @@ import math
 
 from lab.errors import ManifestError, Origin, shown
 from lab.kube import addressing, names, topology
-from lab.kube.manifests.fields import describe, label_key, mapping, object_metadata, sequence, string, string_map
+from lab.kube.manifests.fields import (
+    boolean,
+    describe,
+    label_key,
+    mapping,
+    object_metadata,
+    sequence,
+    string,
+    string_map,
+)
 from lab.kube.manifests.reader import Doc
 from lab.kube.model import DEFAULT_NODE_CPU_MILLI, ZONE_LABEL, Node, Taint
 from lab.kube.scheduler import TAINT_EFFECTS, kubelet_labels
@@ -123,9 +132,6 @@ def _taints(spec: dict, origin: Origin) -> tuple[Taint, ...]:
             raise origin.error(f"{field}.effect", f"{shown(effect)} is not a taint effect",
                                "use NoSchedule, PreferNoSchedule or NoExecute")
         taints.append(Taint(key, value, effect))
-    unschedulable = spec.get("unschedulable")
-    if unschedulable is not None and not isinstance(unschedulable, bool):
-        raise origin.error("spec.unschedulable", f"is {shown(unschedulable)}, not a boolean", "write true or false")
-    if unschedulable and UNSCHEDULABLE_TAINT not in taints:
+    if boolean(spec, "unschedulable", origin, "spec.unschedulable") and UNSCHEDULABLE_TAINT not in taints:
         taints.append(UNSCHEDULABLE_TAINT)
     return tuple(taints)

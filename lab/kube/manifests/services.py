@@ -6,8 +6,9 @@ None``) are in the model with their ports and no nodePorts; ``clusterIP`` is kep
 a live cluster carries the one it chose). ExternalName Services are DNS aliases: ignored with a warning.
 Read and honoured: ``internalTrafficPolicy``, ``sessionAffinity: ClientIP`` with
 ``sessionAffinityConfig.clientIP.timeoutSeconds`` (1-86400, default 10800), ``loadBalancerSourceRanges``,
-TCP and UDP ports, Cilium's ``service.cilium.io/lb-algorithm`` annotation (``lab.kube.lb_algorithm``);
-SCTP ports are left out with a warning.
+``publishNotReadyAddresses`` (``lab.kube.endpoints``), TCP and UDP ports, Cilium's
+``service.cilium.io/lb-algorithm`` annotation (``lab.kube.lb_algorithm``); SCTP ports are left out with a
+warning.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lab.kube.cluster_ips import check_cluster_ip
 from lab.kube.endpoints import selected_pods
 from lab.kube.manifests.fields import (
     annotations_of,
+    boolean,
     display,
     integer,
     mapping,
@@ -72,6 +74,7 @@ class _ServiceDraft:
     source_ranges: tuple[str, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict)
     traffic_distribution: str | None = None
+    publish_not_ready: bool = False
 
     @property
     def has_node_ports(self) -> bool:
@@ -138,6 +141,7 @@ def service_draft(doc: Doc, warnings: list[str], strict: list[str]) -> _ServiceD
         source_ranges=_source_ranges(spec, service_type, origin, warnings, display(name, namespace)),
         annotations=notes,
         traffic_distribution=traffic_distribution(spec, origin),
+        publish_not_ready=bool(boolean(spec, "publishNotReadyAddresses", origin, "spec.publishNotReadyAddresses")),
     )
 
 
@@ -360,6 +364,7 @@ def _service(draft: _ServiceDraft, node_ports: dict[str, int]) -> Service:
         load_balancer_source_ranges=draft.source_ranges,
         annotations=draft.annotations,
         traffic_distribution=draft.traffic_distribution,
+        publish_not_ready=draft.publish_not_ready,
     )
 
 

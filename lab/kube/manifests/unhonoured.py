@@ -32,8 +32,6 @@ UNHONOURED = (
     Unhonoured("Service", ("spec", "externalIPs"), _unset, "the Service is reachable only through nodePorts and its "
                "load balancer"),
     Unhonoured("Service", ("spec", "loadBalancerIP"), _unset, "the load balancer gets the lab's own address"),
-    Unhonoured("Service", ("spec", "publishNotReadyAddresses"), _unset,
-               "pods that are not Ready are left out of the endpoints"),
     Unhonoured("Service", ("spec", "ipFamilies"), lambda v: v in (None, [], ["IPv4"]), "the lab is IPv4 only"),
     Unhonoured("Pod", ("hostNetwork",), _unset,
                "every pod gets its own network namespace and address, as without hostNetwork"),
