@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from lab.kube import addressing as addr
 from lab.kube.endpoints import endpoints, selected_pods
 from lab.kube.model import Cluster
+from lab.measure.coverage import headless_services, operator_hint
 from lab.measure.probe import percentiles
 
 EDGE_ROUTER_HOPS = 1  # client -> edge router -> node: the router decrements the TTL once
@@ -246,9 +247,10 @@ def verdict(report: Report, cluster: Cluster) -> list[str]:
     for (namespace, name), rs in silent.items():
         why = no_endpoints(cluster, namespace, name, rs[0].get("port")) or "no endpoints"
         sent = sum(r["requests"] for r in rs)
+        hint = operator_hint(cluster, cluster.service(name, namespace)) if why.endswith("matches no pod") else None
         lines.append(f"{service_label(name, namespace)} has {why}: all {sent} requests to it failed "
-                     f"({_errors(rs)}), as they would in a real cluster.")
-    return lines
+                     f"({_errors(rs)}), " + (f"but {hint}." if hint else "as they would in a real cluster."))
+    return lines + headless_services(cluster)
 
 
 def east_west(report: Report, cluster: Cluster) -> list[str]:

@@ -35,11 +35,19 @@ def meta_of(doc: Doc) -> tuple[str, str | None]:
 
 
 def listing(doc: Doc) -> dict:
-    """An ignored object as the JSON report lists it."""
+    """An ignored object as the JSON report lists it, with the labels of its pod template if it has one
+    (an Argo Rollout, a Knative Service...: the report can then say which Service's pods it would make)."""
     name, namespace = meta_of(doc)
     api_version = doc.body.get("apiVersion")
-    return {"kind": doc.kind, "apiVersion": api_version if isinstance(api_version, str) else None, "name": name,
-            "namespace": namespace, "source": doc.source}
+    found = {"kind": doc.kind, "apiVersion": api_version if isinstance(api_version, str) else None, "name": name,
+             "namespace": namespace, "source": doc.source}
+    spec = doc.body.get("spec")
+    template = spec.get("template") if isinstance(spec, dict) else None
+    meta = template.get("metadata") if isinstance(template, dict) else None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if isinstance(labels, dict):
+        found["podLabels"] = {str(k): str(v) for k, v in labels.items()}
+    return found
 
 
 def grouped(count_by_kind: Counter, what: str) -> str:
