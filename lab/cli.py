@@ -120,7 +120,7 @@ def cmd_apply(args) -> int:
                        "to probe", "add --via clusterIP, or a Service of type NodePort")
     from lab.cloud.load_balancer import load_balancer_ips
     from lab.cloud.network import LabNetwork
-    from lab.measure.experiment import health_checks, probe_all_load_balancers
+    from lab.measure.experiment import health_checks, probe_all_load_balancers, settle_load_balancers
     from lab.measure.measurements import measure_all, measure_cluster_ips, topology
     from lab.measure.report import new_report, render_health_checks, render_table, verdict
     from lab.measure.routes import http_route_statuses, measure_routes, render_routes
@@ -136,6 +136,10 @@ def cmd_apply(args) -> int:
         report.timings.update({k: round(v, 3) for k, v in lab.timings.items()})
         if "nodePort" in via:
             report.results += measure_all(lab, args.requests, progress=progress)
+        if {"loadBalancer", "ingress", "gateway"} & set(via):
+            waited = settle_load_balancers(lab, progress)
+            if waited is not None:
+                report.timings["loadBalancersSettledS"] = round(waited, 3)
         if "loadBalancer" in via:
             probe_all_load_balancers(lab, report, args.requests, progress=progress)
         if "clusterIP" in via:

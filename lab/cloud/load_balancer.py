@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from lab.kube import addressing as addr
+from lab.kube.endpoints import endpoints
 from lab.kube.load_balancers import load_balancer_ips, load_balancer_services
 from lab.kube.model import Cluster, Service
 
-__all__ = ["PROFILES", "HealthCheckProfile", "checker_config", "health_check_target", "load_balancer_ips",
-           "load_balancer_services"]
+__all__ = ["PROFILES", "HealthCheckProfile", "checker_config", "expected_rotation", "health_check_target",
+           "load_balancer_ips", "load_balancer_services"]
 
 PROXY_HEALTH_PORT = 10256
 
@@ -61,6 +62,15 @@ def health_check_target(service: Service) -> tuple[int, str]:
     if service.external_traffic_policy == "Local" and service.health_check_node_port:
         return service.health_check_node_port, "/healthz"
     return PROXY_HEALTH_PORT, "/healthz"
+
+
+def expected_rotation(cluster: Cluster, service: Service) -> set[str]:
+    """Where the Service's health checks pass once they have caught up: every node under Cluster
+    (kube-proxy's :10256), the nodes with a ready endpoint under Local (the healthCheckNodePort counts
+    them over all ports)."""
+    if service.external_traffic_policy != "Local":
+        return {n.name for n in cluster.nodes}
+    return {e.node for sp in service.ports for e in endpoints(cluster, service, sp) if e.ready}
 
 
 def checker_config(cluster: Cluster, profile: HealthCheckProfile, out_path: str) -> dict:

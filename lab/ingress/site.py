@@ -17,7 +17,7 @@ from lab.ingress.nginx import Listen, NginxSite, Server
 from lab.kube.cluster_ips import cluster_ips
 from lab.kube.endpoints import endpoints
 from lab.kube.gateway import Gateway, listener_hosts, route_statuses
-from lab.kube.http_routing import BackendRef, VirtualHost
+from lab.kube.http_routing import CATCH_ALL, BackendRef, VirtualHost
 from lab.kube.ingress import INGRESS_NGINX, ingresses_of, virtual_hosts
 from lab.kube.l7_proxies import ProxyRole
 from lab.kube.model import Cluster, Service, ServicePort
@@ -89,7 +89,8 @@ def gateway_table(cluster: Cluster, gateway: Gateway, upstream: str = ENDPOINTS)
     tables = listener_hosts(gateway, routes, exists)
     servers, all_vhosts = [], []
     for listener in gateway.listeners:
-        for vhost in tables[listener.name]:
+        # A listener no route is attached to still listens: NGINX Gateway Fabric answers 404 there.
+        for vhost in tables[listener.name] or [VirtualHost(CATCH_ALL)]:
             servers.append((vhost, (Listen(listener.port, ssl=listener.protocol == "HTTPS"),), False))
             all_vhosts.append(vhost)
     refs = _refs(all_vhosts)

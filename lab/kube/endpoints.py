@@ -81,6 +81,15 @@ def endpoints(cluster: Cluster, service: Service, service_port: ServicePort,
     return result
 
 
+def leads_to_l7_proxy(cluster: Cluster, service: Service, service_port: ServicePort) -> bool:
+    """Whether the port's endpoints are L7 proxies' NGINX ports (an ingress controller's, a Gateway's):
+    NGINX answers there by Host and path (a bare request to ingress-nginx gets its default backend's 404),
+    so the lab probes such a port per route (``lab.measure.routes``), not as one plain endpoint."""
+    pods = {(p.namespace, p.name): p for p in cluster.pods}
+    return any(e.port in proxy_ports(cluster, pods[(service.namespace, e.pod)])
+               for e in endpoints(cluster, service, service_port))
+
+
 def workload_ports(cluster: Cluster, pod: Pod) -> list[int]:
     """The TCP ports the lab serves inside ``pod``, sorted.
 

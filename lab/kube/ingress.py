@@ -128,8 +128,10 @@ def virtual_hosts(ingresses: list[Ingress]) -> list[VirtualHost]:
                 if not target.tls:
                     target.tls = True
                     target.tls_secret = f"{ingress.namespace}/{entry.secret}" if entry.secret else None
-    catch_all = vhost(CATCH_ALL, ingresses[0]) if ingresses else None
-    if catch_all is not None and not catch_all.fallback:
+    # The catch-all exists with no Ingress at all: ingress-nginx always has its default server on 80 and
+    # 443, answering 404 from its default backend.
+    catch_all = hosts.setdefault(CATCH_ALL, VirtualHost(host=CATCH_ALL, fallback=(), wildcard=ONE_LABEL))
+    if not catch_all.fallback:
         first = next((i.default_backend for i in sorted(ingresses, key=lambda i: i.order) if i.default_backend),
                      None)
         catch_all.fallback = (first,) if first else ()

@@ -79,9 +79,3 @@ def proxy_services(cluster: Cluster, kind: str, gateway: str | None = None) -> l
     return [s for s in cluster.services
             if s.selector and any(p.namespace == s.namespace and
                                    all(p.labels.get(k) == v for k, v in s.selector.items()) for p in pods)]
-
-
-def l7_services(cluster: Cluster) -> list[Service]:
-    """Every Service in front of an L7 proxy (ingress controller or Gateway)."""
-    found = proxy_services(cluster, "ingress") + proxy_services(cluster, "gateway")
-    return [s for i, s in enumerate(found) if s not in found[:i]]

@@ -12,13 +12,14 @@ import json
 import time
 from collections.abc import Callable
 
-from lab.cloud.load_balancer import health_check_target, load_balancer_services
+from lab.cloud.load_balancer import expected_rotation, health_check_target, load_balancer_services
 from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
 from lab.kube.allocation import next_free
-from lab.kube.l7_proxies import l7_services
+from lab.kube.endpoints import leads_to_l7_proxy
 from lab.kube.model import Service, ServicePort
 from lab.measure.report import Report, entry_result
+from lab.polling import wait_for
 
 
 def _probe_counted(lab: LabNetwork, target: str, requests: int, **probe_args) -> tuple[dict, int, float]:
@@ -89,11 +90,9 @@ def probe_all_load_balancers(lab: LabNetwork, report: Report, requests: int, tim
                              progress: Callable[[str], None] = lambda s: None) -> None:
     client_ttl = lab.client_ttl()
     for service in load_balancer_services(lab.cluster):
-        if service in l7_services(lab.cluster):
-            continue  # an L7 proxy's: probed per route (lab.measure.routes)
         for sp in service.ports:
-            if sp.protocol != "TCP":
-                continue  # the emulated cloud load balancer forwards TCP
+            if sp.protocol != "TCP" or leads_to_l7_proxy(lab.cluster, service, sp):
+                continue  # the emulated cloud load balancer forwards TCP; an L7 proxy's: per route (lab.measure.routes)
             progress(f"probing {service.name} through its load balancer "
                      f"{lab.load_balancer_ip(service.name, service.namespace)}:{sp.port}, {requests} requests")
             report.results.append(probe_load_balancer(lab, service, sp, requests, client_ttl, timeout))
@@ -129,3 +128,33 @@ def set_policy(lab: LabNetwork, service: Service, policy: str) -> None:
         used |= {s.health_check_node_port for s in lab.cluster.services if s.health_check_node_port}
         service.health_check_node_port = next_free(used, f"{service.namespace}/{service.name}:healthCheckNodePort")
     lab.publish()
+
+
+def wait_rotation(lab: LabNetwork, service: Service, timeout: float = 30.0) -> list[str]:
+    """Wait until the load balancer sends to the nodes its health checks will settle on, as a client
+    arriving a little later finds it; those nodes, in cluster order."""
+    key = f"{service.namespace}/{service.name}"
+    want = expected_rotation(lab.cluster, service)
+    wait_for(lambda: set(lab.lb_rotation().get(key, [])) == want, timeout=timeout,
+             what=f"the load balancer's rotation for {key} to be {sorted(want)}", last=lab.lb_rotation)
+    return [n.name for n in lab.cluster.nodes if n.name in want]
+
+
+def settle_load_balancers(lab: LabNetwork, progress: Callable[[str], None] = lambda s: None) -> float | None:
+    """Before probing through the load balancers: wait until each one's rotation is what its health
+    checks settle on. A new load balancer sends to every node until its checks fail on the nodes without
+    a pod (``run healthcheck`` measures that window); a user asking what their Service does wants the
+    steady state. Returns the seconds waited, or None when there is no load balancer."""
+    services = load_balancer_services(lab.cluster)
+    if not services:
+        return None
+    started = time.monotonic()
+    profile = lab.lb_profile
+    bound = profile.removal_bound_s + profile.healthy_threshold * profile.interval_s + profile.timeout_s
+    for service in services:
+        key = f"{service.namespace}/{service.name}"
+        if set(lab.lb_rotation().get(key, [])) != expected_rotation(lab.cluster, service):
+            progress(f"waiting for the load balancer of {key} to follow its health checks ({profile.name}: "
+                     f"{profile.interval_s:g} s apart, out after {profile.unhealthy_threshold} failures)")
+            wait_rotation(lab, service, timeout=max(bound - (time.monotonic() - started), 1.0) + 5.0)
+    return time.monotonic() - started

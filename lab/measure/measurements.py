@@ -22,7 +22,7 @@ from collections.abc import Callable
 from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
 from lab.kube.cluster_ips import cluster_ips
-from lab.kube.l7_proxies import l7_services
+from lab.kube.endpoints import leads_to_l7_proxy
 from lab.kube.load_balancers import load_balancer_ips
 from lab.kube.model import Cluster, Service
 from lab.measure.experiment import probe_cluster_ip, probe_entry, probe_load_balancer
@@ -85,13 +85,12 @@ def _measured(net: LabNetwork, probe: Callable[[], dict]) -> dict:
 
 def measure_all(net: LabNetwork, requests: int, timeout: float = 1.0,
                 progress: Callable[[str], None] = lambda s: None) -> list[dict]:
-    """Every port of every NodePort and LoadBalancer Service through every node, in manifest order (an L7
-    proxy's Service is probed per route instead, ``lab.measure.routes``)."""
+    """Every port of every NodePort and LoadBalancer Service through every node, in manifest order (a port
+    that leads to an L7 proxy's NGINX is probed per route instead, ``lab.measure.routes``)."""
     client_ttl = net.client_ttl()
     results = []
-    proxied = l7_services(net.cluster)
-    for service in [s for s in net.cluster.services if s not in proxied]:
-        for sp in service.node_ports:
+    for service in net.cluster.services:
+        for sp in [sp for sp in service.node_ports if not leads_to_l7_proxy(net.cluster, service, sp)]:
             for node in net.cluster.nodes:
                 progress(f"probing {service.name}:{sp.node_port} ({service.external_traffic_policy}) "
                          f"via {node.name}, {requests} requests")
@@ -128,19 +127,19 @@ def measure_cluster_ip(net: LabNetwork, service: Service, client_pod: str, reque
 def measure_cluster_ips(net: LabNetwork, requests: int, timeout: float = 1.0,
                         progress: Callable[[str], None] = lambda s: None) -> list[dict]:
     """Every port of every Service with a clusterIP (NodePort and LoadBalancer ones too), from a client
-    pod on each node."""
+    pod on each node; a port that leads to an L7 proxy's NGINX is probed per route instead."""
     vips = cluster_ips(net.cluster)
-    targets = [s for s in net.cluster.services if (s.namespace, s.name) in vips]
+    targets = [(s, sp) for s in net.cluster.services if (s.namespace, s.name) in vips for sp in s.ports
+               if not leads_to_l7_proxy(net.cluster, s, sp)]
     if not targets:
         return []
     clients = in_cluster_clients(net)
     results = []
-    for service in targets:
-        for sp in service.ports:
-            for node, pod in clients.items():
-                progress(f"probing {service.name} clusterIP {vips[(service.namespace, service.name)]}:{sp.port}"
-                         f"/{sp.protocol} from {pod} on {node}, {requests} requests")
-                results.append(measure_cluster_ip(net, service, pod, requests, sp.name or sp.port, timeout))
+    for service, sp in targets:
+        for node, pod in clients.items():
+            progress(f"probing {service.name} clusterIP {vips[(service.namespace, service.name)]}:{sp.port}"
+                     f"/{sp.protocol} from {pod} on {node}, {requests} requests")
+            results.append(measure_cluster_ip(net, service, pod, requests, sp.name or sp.port, timeout))
     return results
 
 

@@ -33,13 +33,12 @@ from pathlib import Path
 from lab.cloud.network import PASS_THROUGH, PROXY_PROTOCOL, LabNetwork
 from lab.kube import addressing as addr
 from lab.kube.manifests import load_manifests
-from lab.measure.experiment import set_policy
+from lab.measure.experiment import set_policy, wait_rotation
 from lab.measure.measurements import link_bytes
 from lab.measure.probe import percentiles
 from lab.measure.report import format_table, new_report
 from lab.measure.routes import counts_text
 from lab.measure.stats import chi_square
-from lab.polling import wait_for
 from lab.scenarios import Outcome
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ingress"
@@ -150,18 +149,6 @@ def _links(lab: LabNetwork) -> dict[str, int]:
     return links
 
 
-def _wait_rotation(lab: LabNetwork, service, policy: str) -> None:
-    """Measure once the load balancer's health checks agree with the policy (Local: only the nodes with an
-    ingress pod), as a client arriving a little later would find it."""
-    key = f"{service.namespace}/{service.name}"
-    want = {n.name for n in lab.cluster.nodes}
-    if policy == "Local":
-        want = {p.node for p in lab.cluster.pods if p.namespace == service.namespace and
-                all(p.labels.get(k) == v for k, v in service.selector.items())}
-    wait_for(lambda: set(lab.lb_rotation().get(key, [])) == want, timeout=30,
-             what=f"the load balancer's rotation for {key} to be {sorted(want)}", last=lab.lb_rotation)
-
-
 def _canary(lab: LabNetwork) -> dict:
     gateway = lab.cluster.service("web-nginx")
     target = f"{lab.load_balancer_ip('web-nginx')}:{gateway.ports[0].port}"
@@ -186,7 +173,7 @@ def run(args, progress) -> Outcome:
         for mode, policy, lb_mode in MODES:
             set_policy(lab, controller, policy)
             lab.set_lb_mode(lb_mode)
-            _wait_rotation(lab, controller, policy)
+            wait_rotation(lab, controller)
             for node in cluster.nodes:
                 ip = addr.node_ip(node.index)
                 progress(f"{mode}: http://{HOST}{PATH} via {node.name}, {args.requests} requests")

@@ -29,6 +29,7 @@ from lab.cloud.network import LabNetwork
 from lab.kube import addressing as addr
 from lab.kube.manifests import load_manifests
 from lab.kube.model import Service
+from lab.measure.experiment import wait_rotation
 from lab.measure.held import broken_on_reroute
 from lab.measure.remedies import (
     PRIORITIES,
@@ -43,13 +44,7 @@ from lab.measure.remedies import (
 from lab.measure.report import new_report
 from lab.measure.zones import cross_zone_cost
 from lab.scenarios import Outcome
-from lab.scenarios.remedies_changes import (
-    REMEDY_CHANGES,
-    Remedy,
-    apply,
-    roll_out,
-    wait_rotation,
-)
+from lab.scenarios.remedies_changes import REMEDY_CHANGES, Remedy, apply, roll_out
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "remedies"
 BASE_FILES = ("nodes.yaml", "app.yaml", "service.yaml", "clients.yaml", "ingress.yaml")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.cloud.network import LabNetwork
-from lab.kube.endpoints import endpoints, selected_pods
+from lab.kube.endpoints import selected_pods
 from lab.kube.manifests.workloads import generated_pod_name
 from lab.kube.model import Cluster, Service
 from lab.measure.experiment import set_policy
@@ -55,22 +55,6 @@ def apply(net: LabNetwork, service: Service, remedy: Remedy, original: dict[str,
     service.annotations = {**original, **remedy.annotations}
     service.traffic_distribution = remedy.traffic_distribution
     set_policy(net, service, remedy.policy)
-
-
-def rotation_nodes(cluster: Cluster, service: Service) -> set[str]:
-    """Where the load balancer's health checks pass: every node under Cluster (kube-proxy's healthz),
-    the nodes with a ready endpoint under Local (the healthCheckNodePort)."""
-    if service.external_traffic_policy != "Local":
-        return {n.name for n in cluster.nodes}
-    return {e.node for sp in service.ports for e in endpoints(cluster, service, sp) if e.ready}
-
-
-def wait_rotation(net: LabNetwork, service: Service) -> list[str]:
-    key = f"{service.namespace}/{service.name}"
-    want = rotation_nodes(net.cluster, service)
-    wait_for(lambda: set(net.lb_rotation().get(key, [])) == want, timeout=30,
-             what=f"the load balancer's rotation for {key} to be {sorted(want)}", last=net.lb_rotation)
-    return [n.name for n in net.cluster.nodes if n.name in want]
 
 
 def roll_out(net: LabNetwork, service: Service, variant: Cluster, variant_file: Path) -> list[str]:

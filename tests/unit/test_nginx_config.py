@@ -12,6 +12,7 @@ import pytest
 from lab.ingress.certificates import CertificateAuthority
 from lab.ingress.nginx import render
 from lab.ingress.site import SERVICE, gateway_table, ingress_table, site, tls_hosts
+from lab.kube.endpoints import leads_to_l7_proxy
 from lab.kube.l7_proxies import proxy_pods
 from lab.kube.manifests import load_manifests
 
@@ -191,3 +192,33 @@ def test_an_http_route_with_headers_weights_and_a_missing_backend(tmp_path):
         "50.00% lab_default_shop_80;" in text
     assert "listen 443 ssl;" in text or "listen 443 ssl default_server;" in text
     _nginx_t(tmp_path)
+
+
+@needs_nginx
+def test_with_no_ingress_the_controller_listens_and_its_default_server_answers_404(tmp_path):
+    """ingress-nginx's default server exists before any Ingress does (a fresh install answers 404)."""
+    cluster = _cluster(tmp_path)
+    assert not cluster.ingresses
+    role = next(iter(proxy_pods(cluster).values()))
+    text = _render(cluster, tmp_path, ingress_table(cluster, role))
+    assert "listen 80 default_server;" in text and "listen 443 ssl default_server;" in text
+    assert "set $lab_upstream lab_status_404;" in text
+    _nginx_t(tmp_path)
+
+
+@needs_nginx
+def test_a_gateway_listener_without_routes_listens_and_answers_404(tmp_path):
+    cluster = _cluster(tmp_path, GATEWAY.rsplit("---", 1)[0])
+    assert not cluster.http_routes
+    text = _render(cluster, tmp_path, gateway_table(cluster, cluster.gateways[0]))
+    assert "listen 80 default_server;" in text and "listen 443 ssl default_server;" in text
+    assert "set $lab_upstream lab_status_404;" in text
+    _nginx_t(tmp_path)
+
+
+def test_only_ports_that_lead_to_nginx_count_as_l7(tmp_path):
+    cluster = _cluster(tmp_path)
+    controller = cluster.service("ingress-nginx-controller", "ingress-nginx")
+    assert all(leads_to_l7_proxy(cluster, controller, sp) for sp in controller.ports)
+    shop = cluster.service("shop")
+    assert not leads_to_l7_proxy(cluster, shop, shop.ports[0])

@@ -189,7 +189,7 @@ def test_the_example_places_the_app_unevenly_and_the_variant_spreads_it():
 
 
 def test_rotation_follows_the_policy():
-    from lab.scenarios.remedies_changes import rotation_nodes
+    from lab.cloud.load_balancer import expected_rotation as rotation_nodes
 
     cluster = load_manifests([str(EXAMPLE)])
     web = cluster.service("web")
