@@ -74,6 +74,10 @@ from lab.kube.model import Node, Pod, Taint
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 OS_LABEL = "kubernetes.io/os"
 ARCH_LABEL = "kubernetes.io/arch"
+# Deprecated since 1.14 but still set by every kubelet (initialNode), and still selected on by older charts
+# and demos (sock-shop's beta.kubernetes.io/os: linux).
+BETA_OS_LABEL = "beta.kubernetes.io/os"
+BETA_ARCH_LABEL = "beta.kubernetes.io/arch"
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 TOLERATION_OPERATORS = ("Equal", "Exists")
 NODE_NAME_FIELD = "metadata.name"  # the one field nodeSelectorTerms[].matchFields may name
@@ -357,7 +361,8 @@ Scorer = Callable[[Node, PodSpec, Snapshot], float]
 
 def kubelet_labels(name: str) -> dict[str, str]:
     """The labels every kubelet registers its Node with (the lab's nodes are linux/amd64 machines)."""
-    return {HOSTNAME_LABEL: name, OS_LABEL: "linux", ARCH_LABEL: "amd64"}
+    return {HOSTNAME_LABEL: name, OS_LABEL: "linux", ARCH_LABEL: "amd64", BETA_OS_LABEL: "linux",
+            BETA_ARCH_LABEL: "amd64"}
 
 
 def node_labels(node: Node) -> dict[str, str]:

@@ -87,8 +87,10 @@ def test_given_nodes_are_used_as_they_are(tmp_path):
     assert "--nodes: asks for 3 nodes, but the manifests define 1 Node objects" in message
 
 
-def test_helm_os_selector_matches_made_nodes(tmp_path):
-    spec = "      nodeSelector: {kubernetes.io/os: linux}\n"
+@pytest.mark.parametrize("key", ["kubernetes.io/os", "beta.kubernetes.io/os"])
+def test_helm_os_selector_matches_made_nodes(tmp_path, key):
+    """Both labels kubelet still sets; older charts and demos (sock-shop) select on the deprecated one."""
+    spec = f"      nodeSelector: {{{key}: linux}}\n"
     cluster = load(tmp_path, workload("Deployment", replicas=3, spec=spec))
     assert len(cluster.pods) == 3 and not cluster.pending
 

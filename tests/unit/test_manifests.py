@@ -283,7 +283,8 @@ def test_no_nodes_makes_three_with_kubelet_labels(tmp_path):
     cluster = load(tmp_path, deployment(replicas=3), nodes="")
     assert [(n.name, n.index) for n in cluster.nodes] == [("node-a", 1), ("node-b", 2), ("node-c", 3)]
     assert cluster.nodes[1].labels == {
-        "kubernetes.io/hostname": "node-b", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
+        "kubernetes.io/hostname": "node-b", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}
     assert sorted(p.node for p in cluster.pods) == ["node-a", "node-b", "node-c"]
 
 

@@ -75,7 +75,8 @@ def test_node_selector_filters():
 
 def test_every_node_has_the_labels_kubelet_sets():
     assert node_labels(NODES[0]) == {
-        "kubernetes.io/hostname": "node-a", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
+        "kubernetes.io/hostname": "node-a", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}
     spec = PodSpec("web", node_selector={"kubernetes.io/hostname": "node-c"})
     assert place(NODES, [], spec) == "node-c"
     helm = PodSpec("web", node_selector={"kubernetes.io/os": "linux"})

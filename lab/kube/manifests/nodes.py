@@ -5,7 +5,8 @@ A Node's index (addresses, ``lab.kube.addressing``) is its order of appearance, 
 ``node-aa``, ... (spreadsheet columns), so every run of the same manifests gets the same cluster.
 
 Every node carries the labels kubelet registers it with (``kubernetes.io/hostname``, ``kubernetes.io/os:
-linux``, ``kubernetes.io/arch: amd64``), then the Node's own. ``spec.taints`` are read for the scheduler,
+linux``, ``kubernetes.io/arch: amd64``, and the deprecated ``beta.kubernetes.io/os`` and ``/arch``), then
+the Node's own. ``spec.taints`` are read for the scheduler,
 and ``spec.unschedulable: true`` (a cordoned node) adds the ``node.kubernetes.io/unschedulable``
 NoSchedule taint, as the node lifecycle controller does.
 
