@@ -344,15 +344,25 @@ def test_unhonoured_service_fields_are_warned_by_name(tmp_path):
     fields = [re.search(r"\): (spec\.\w+) ", w).group(1) for w in cluster.strict_problems]
     assert fields == ["spec.externalIPs"]  # sessionAffinity and trafficDistribution are honoured now
     assert 'spec.externalIPs a list is not honoured by the lab' in cluster.strict_problems[0]
+    extra = ("  loadBalancerClass: service.k8s.aws/nlb\n  ipFamilyPolicy: RequireDualStack\n"
+             "  ipFamilies: [IPv4]\n")
+    cluster = load(tmp_path, workload("Deployment"), SERVICE.replace("  type: NodePort\n", "  type: LoadBalancer\n"
+                                                                     + extra))
+    fields = [re.search(r"\): (spec\.\w+) ", w).group(1) for w in cluster.strict_problems]
+    assert fields == ["spec.ipFamilyPolicy", "spec.loadBalancerClass"]
+    for harmless in ("SingleStack", "PreferDualStack"):  # what a single-stack cluster serves as IPv4
+        quiet = SERVICE.replace("  type: NodePort\n", f"  type: NodePort\n  ipFamilyPolicy: {harmless}\n")
+        assert not load(tmp_path, workload("Deployment"), quiet).strict_problems
 
 
 def test_unhonoured_pod_fields_are_warned_with_their_index(tmp_path):
-    spec = "      hostNetwork: true\n"
+    spec = "      hostNetwork: true\n      readinessGates: [{conditionType: target-health.elbv2.k8s.aws/web}]\n"
     deploy = workload("Deployment", spec=spec).replace("containerPort: 8080, name: http", "containerPort: 8080, "
                                                        "name: http, hostPort: 80")
     cluster = load(tmp_path, deploy)
     assert [w.split("): ")[1].split(" ")[0] for w in cluster.strict_problems] == [
-        "spec.template.spec.hostNetwork", "spec.template.spec.containers[0].ports[0].hostPort"]
+        "spec.template.spec.hostNetwork", "spec.template.spec.containers[0].ports[0].hostPort",
+        "spec.template.spec.readinessGates"]
 
 
 def test_numeric_target_port_needs_no_container_port(tmp_path):

@@ -33,10 +33,17 @@ UNHONOURED = (
                "load balancer"),
     Unhonoured("Service", ("spec", "loadBalancerIP"), _unset, "the load balancer gets the lab's own address"),
     Unhonoured("Service", ("spec", "ipFamilies"), lambda v: v in (None, [], ["IPv4"]), "the lab is IPv4 only"),
+    Unhonoured("Service", ("spec", "ipFamilyPolicy"), lambda v: v in (None, "SingleStack", "PreferDualStack"),
+               "the lab is IPv4 only"),
+    Unhonoured("Service", ("spec", "loadBalancerClass"), _unset,
+               "the lab's own cloud load balancer serves the Service, whatever controller the class names"),
     Unhonoured("Pod", ("hostNetwork",), _unset,
                "every pod gets its own network namespace and address, as without hostNetwork"),
     Unhonoured("Pod", ("containers", "*", "ports", "*", "hostPort"), _unset,
                "the port is reachable at the pod's address only, not at the node's"),
+    Unhonoured("Pod", ("readinessGates",), _unset,
+               "no controller sets the gates' conditions here, so the lab counts them as passed (in a cluster "
+               "without that controller the pod would never be Ready)"),
 )
 
 
