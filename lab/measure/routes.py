@@ -225,7 +225,8 @@ def render_routes(results: list[dict], cluster: Cluster) -> str:
         sources = Counter()
         for ip, n in r["sources"].items():
             sources[owners_by_ip.get(ip, ip)] += n
-        rows.append([r["via"], r["entry"], f"{r['scheme']}://{r['host']}{r['path']}", r["backend"],
+        headers = "".join(f" {name}: {value}" for name, value in r["headers"].items())
+        rows.append([r["via"], r["entry"], f"{r['scheme']}://{r['host']}{r['path']}{headers}", r["backend"],
                      counts_text(r["statusCodes"]) + (f" errors:{r['errors']}" if r["errors"] else ""),
                      _apps(r["servedBy"], lambda pod: owners.get(pod, pod)), counts_text(r["forwardedFor"]),
                      counts_text(dict(sources)),

@@ -102,16 +102,45 @@ def test_gateway_errors_and_warnings(tmp_path):
     assert not proxy_pods(cluster)
 
 
-def test_unmodelled_route_fields_are_warned_about(tmp_path):
-    cluster = _load(tmp_path, """apiVersion: gateway.networking.k8s.io/v1
+ROUTE = """apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: r}
 spec:
   parentRefs: [{name: web}]
   rules:
-    - matches: [{path: {type: PathPrefix, value: /}, method: GET}]
+"""
+
+
+def test_unmodelled_route_fields_are_warned_about(tmp_path):
+    cluster = _load(tmp_path, ROUTE + """    - matches: [{path: {type: PathPrefix, value: /}, method: GET}]
       filters: [{type: RequestHeaderModifier}]
       backendRefs: [{name: a, port: 80}]
 """)
     text = " ".join(cluster.warnings)
     assert "spec.rules[0].filters is not modelled" in text and "matches[0].method is not modelled" in text
+
+
+def test_regular_expression_matches_are_left_out_with_a_warning(tmp_path):
+    """The API accepts them (implementation-specific); the lab cannot make a request a regex surely matches,
+    so such a match takes no request, and a rule left with none is left out (no matches means every path)."""
+    cluster = _load(tmp_path, ROUTE + """    - matches:
+        - {path: {type: PathPrefix, value: /coffee}, headers: [{type: RegularExpression, name: v, value: "v[23]"}]}
+        - {path: {type: Exact, value: /latte}}
+      backendRefs: [{name: a, port: 80}]
+    - matches: [{path: {type: RegularExpression, value: "/tea/[0-9]+"}}]
+      backendRefs: [{name: b, port: 80}]
+    - backendRefs: [{name: c, port: 80}]
+""")
+    rules = cluster.http_routes[0].rules
+    assert [(r.backends[0].service, [(m.path_type, m.path) for m in r.matches]) for r in rules] == [
+        ("a", [("Exact", "/latte")]), ("c", [])]
+    text = " ".join(cluster.warnings)
+    assert "spec.rules[0].matches[0].headers[0].type RegularExpression is not modelled, so the lab leaves" in text
+    assert "spec.rules[1].matches[0].path.type RegularExpression is not modelled" in text
+    with pytest.raises(ManifestError, match=r'headers\[0\]\.type "Regex" is not a header match type'):
+        _load(tmp_path, """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  rules: [{matches: [{headers: [{type: Regex, name: v, value: x}]}], backendRefs: [{name: a, port: 80}]}]
+""")

@@ -1,11 +1,12 @@
 """GatewayClass, Gateway and HTTPRoute (``gateway.networking.k8s.io/v1``), validated as the API server
 (with the Gateway API's CRD schema) does. HTTPRoute fields beyond matches on path and headers and
-weighted Service ``backendRefs`` (filters, query and method matches, timeouts) are warned about, by field.
+weighted Service ``backendRefs`` (filters, query and method matches, timeouts) are warned about, by field;
+a RegularExpression path or header match is warned about and left out.
 """
 
 from __future__ import annotations
 
-from lab.errors import Origin
+from lab.errors import Origin, shown
 from lab.kube import names
 from lab.kube.gateway import (
     HEADER_MATCH_TYPES,
@@ -37,6 +38,7 @@ from lab.kube.manifests.reader import Doc
 
 UNMODELLED_RULE_FIELDS = ("filters", "timeouts", "sessionPersistence", "retry")
 UNMODELLED_MATCH_FIELDS = ("queryParams", "method")
+REGULAR_EXPRESSION = "RegularExpression"
 
 
 def read_gateway_class(doc: Doc) -> GatewayClass:
@@ -98,29 +100,44 @@ def read_gateway(doc: Doc, order: int) -> Gateway:
     return Gateway(name, namespace, class_name, listeners, order)
 
 
-def _match(raw, origin: Origin, field: str, warnings: list[str]) -> RouteMatch:
+def _match(raw, origin: Origin, field: str, warnings: list[str]) -> RouteMatch | None:
+    """The match, or None (said in a warning) for one the lab leaves out: a RegularExpression path or header.
+
+    The API accepts RegularExpression (implementation-specific support); the lab's probes cannot make a
+    request a regular expression surely matches, so such a match takes no request here, and the requests
+    it would take go to the route's other matches."""
     entry = entry_of(raw, origin, field, "path: {type:, value:}")
     for key in UNMODELLED_MATCH_FIELDS:
         if key in entry:
             warn(warnings, origin, f"{field}.{key}", "is not modelled, so the match ignores it", f"remove {key}")
     path = mapping(entry, "path", origin, f"{field}.path")
     path_type = string(path, "type", origin, f"{field}.path.type") or "PathPrefix"
-    if path_type not in ROUTE_PATH_TYPES:
-        raise origin.error(f"{field}.path.type", f'"{path_type}" is not modelled', f"use {choices(ROUTE_PATH_TYPES)}")
+    if path_type not in (*ROUTE_PATH_TYPES, REGULAR_EXPRESSION):
+        raise origin.error(f"{field}.path.type", f'"{path_type}" is not a path match type',
+                           f"use {choices((*ROUTE_PATH_TYPES, REGULAR_EXPRESSION))}")
     value = string(path, "value", origin, f"{field}.path.value") or "/"
-    if not value.startswith("/"):
+    if path_type != REGULAR_EXPRESSION and not value.startswith("/"):
         raise origin.error(f"{field}.path.value", f'"{value}" is not an absolute path', "start it with /")
+    regex = [f"{field}.path.type"] if path_type == REGULAR_EXPRESSION else []
     headers = []
     for number, header in enumerate(sequence(entry, "headers", origin, f"{field}.headers")):
         h_field = f"{field}.headers[{number}]"
         header = entry_of(header, origin, h_field, "name:, value:")
-        if (header.get("type") or "Exact") not in HEADER_MATCH_TYPES:
-            raise origin.error(f"{h_field}.type", f'"{header.get("type")}" is not modelled', "use type: Exact")
+        h_type = header.get("type") or "Exact"
+        if h_type not in (*HEADER_MATCH_TYPES, REGULAR_EXPRESSION):
+            raise origin.error(f"{h_field}.type", f"{shown(h_type)} is not a header match type",
+                               f"use {choices((*HEADER_MATCH_TYPES, REGULAR_EXPRESSION))}")
         h_name, h_value = string(header, "name", origin, f"{h_field}.name"), string(header, "value", origin,
                                                                                    f"{h_field}.value")
         if not h_name or h_value is None:
             raise origin.error(h_field, "needs name and value", "write name: X-Env, value: canary")
+        if h_type == REGULAR_EXPRESSION:
+            regex.append(f"{h_field}.type")
         headers.append((h_name.lower(), h_value))
+    if regex:
+        warn(warnings, origin, regex[0], f"{REGULAR_EXPRESSION} is not modelled, so the lab leaves this match out "
+             "(the requests it would take go to the route's other matches)", "use Exact (or PathPrefix)")
+        return None
     return RouteMatch(EXACT if path_type == "Exact" else PREFIX, value, tuple(headers))
 
 
@@ -162,9 +179,12 @@ def read_http_route(doc: Doc, order: int, warnings: list[str]) -> HTTPRoute:
         for key in UNMODELLED_RULE_FIELDS:
             if key in entry:
                 warn(warnings, origin, f"{field}.{key}", "is not modelled, so the rule ignores it", f"remove {key}")
-        matches = tuple(_match(m, origin, f"{field}.matches[{n}]", warnings)
-                        for n, m in enumerate(sequence(entry, "matches", origin, f"{field}.matches")))
+        written = sequence(entry, "matches", origin, f"{field}.matches")
+        matches = tuple(m for n, raw_match in enumerate(written)
+                        if (m := _match(raw_match, origin, f"{field}.matches[{n}]", warnings)) is not None)
         backends = tuple(_backend_ref(b, namespace, origin, f"{field}.backendRefs[{n}]")
                          for n, b in enumerate(sequence(entry, "backendRefs", origin, f"{field}.backendRefs")))
+        if written and not matches:
+            continue  # every match left out: no matches would mean every request, which it never was
         rules.append(RouteRule(matches, backends))
     return HTTPRoute(name, namespace, parents, hostnames, rules, order)
