@@ -37,6 +37,8 @@ class Table:
 
 
 def find_service_port(cluster: Cluster, ref: BackendRef) -> tuple[Service, ServicePort] | None:
+    if ref.kind != "Service":
+        return None
     for service in cluster.services:
         if service.name == ref.service and service.namespace == ref.namespace:
             for port in service.ports:

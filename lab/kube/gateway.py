@@ -10,8 +10,9 @@ suffix match). Status per parent, as controllers write ``status.parents[].condit
 
 - ``Accepted``: True/Accepted, or False with NoMatchingParent, NotAllowedByListeners or
   NoMatchingListenerHostname;
-- ``ResolvedRefs``: True/ResolvedRefs, or False/BackendNotFound when a backendRef names no Service;
-  the route still attaches and requests for that backend get 500, as the specification requires.
+- ``ResolvedRefs``: True/ResolvedRefs, or False/InvalidKind when a backendRef is of another kind than
+  Service, or False/BackendNotFound when one names no Service; the route still attaches and requests
+  for that backend get 500, as the specification requires.
 """
 
 from __future__ import annotations
@@ -174,6 +175,10 @@ def parent_status(route: HTTPRoute, ref: ParentRef, gateways: list[Gateway],
 
 
 def _resolved(route: HTTPRoute, service_exists: Callable[[BackendRef], bool]) -> Condition:
+    foreign = [b for rule in route.rules for b in rule.backends if b.kind != "Service"]
+    if foreign:
+        kinds = ", ".join(dict.fromkeys(f"{b.kind} {b.namespace}/{b.service}" for b in foreign))
+        return Condition("ResolvedRefs", "False", "InvalidKind", f"{kinds}: only Services are supported")
     missing = [b for rule in route.rules for b in rule.backends if not service_exists(b)]
     if missing:
         names = ", ".join(dict.fromkeys(f"{b.namespace}/{b.service}" for b in missing))

@@ -47,10 +47,12 @@ class BackendRef:
     port: int | str  # a number, or the Service port's name
     namespace: str = "default"
     weight: int = 1
+    kind: str = "Service"  # a backendRef's group/kind otherwise: it resolves to nothing (its requests get 500)
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.service}:{self.port}"
+        what = "" if self.kind == "Service" else f"{self.kind}/"
+        return f"{self.namespace}/{what}{self.service}:{self.port}"
 
 
 @dataclass(frozen=True)

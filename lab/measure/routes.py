@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from lab.kube import addressing as addr
 from lab.kube.gateway import Gateway, listener_hosts, route_statuses
-from lab.kube.http_routing import CATCH_ALL, VirtualHost, route
+from lab.kube.http_routing import CATCH_ALL, BackendRef, VirtualHost, route
 from lab.kube.ingress import INGRESS_NGINX, ingresses_of, virtual_hosts
 from lab.kube.l7_proxies import gateway_of, proxy_pods, proxy_services
 from lab.kube.load_balancers import load_balancer_ips
@@ -87,6 +87,12 @@ def _probes(vhosts: list[VirtualHost], via: str, gateway: str | None, port_name:
     return list(found.values())
 
 
+def service_exists(cluster: Cluster) -> Callable[[BackendRef], bool]:
+    """Whether a backendRef names a Service of the cluster (of any port: a missing port is the proxy's 500)."""
+    services = {(s.namespace, s.name) for s in cluster.services}
+    return lambda ref: ref.kind == "Service" and (ref.namespace, ref.service) in services
+
+
 def route_plan(cluster: Cluster) -> list[RouteProbe]:
     """Every Ingress path and HTTPRoute match to probe, and one unmatched host per proxy kind."""
     plan: list[RouteProbe] = []
@@ -96,8 +102,7 @@ def route_plan(cluster: Cluster) -> list[RouteProbe]:
         plan += _probes(vhosts, "ingress", None, lambda v: "http", lambda v: v.tls)
         plan.append(RouteProbe("ingress", UNMATCHED_HOST, "/", backend=_backend(vhosts, UNMATCHED_HOST, "/", ())))
     for gateway in _served_gateways(cluster):
-        exists = lambda ref: any(s.name == ref.service and s.namespace == ref.namespace  # noqa: E731
-                                 for s in cluster.services)
+        exists = service_exists(cluster)
         routes = [r for r in cluster.http_routes
                   if any(s.accepted for s in route_statuses([r], [gateway], exists)[f"{r.namespace}/{r.name}"])]
         tables = listener_hosts(gateway, routes, exists)
@@ -198,8 +203,7 @@ def measure_routes(net, requests: int, timeout: float = 1.0, proxy_lb: str | Non
 
 def http_route_statuses(cluster: Cluster) -> list[dict]:
     """``status.parents`` of every HTTPRoute, as a Gateway controller writes it."""
-    exists = lambda ref: any(s.name == ref.service and s.namespace == ref.namespace  # noqa: E731
-                             for s in cluster.services)
+    exists = service_exists(cluster)
     return [{"route": key, "parents": [p.to_dict() for p in parents]}
             for key, parents in route_statuses(cluster.http_routes, cluster.gateways, exists).items()]
 

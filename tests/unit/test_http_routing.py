@@ -163,6 +163,8 @@ def test_route_status_reasons():
         HTTPRoute("host", parents=[ParentRef("gw", section="shop")], hostnames=["other.example"], rules=[rule]),
         HTTPRoute("dangling", parents=[ParentRef("gw")],
                   rules=[RouteRule((RouteMatch(),), (BackendRef("missing", 80),))]),
+        HTTPRoute("custom", parents=[ParentRef("gw")],
+                  rules=[RouteRule((RouteMatch(),), (BackendRef("thing", 8080, kind="acme.io/CustomBackend"),))]),
     ]
     reasons = {name: [(c.type, c.status, c.reason) for c in statuses[0].conditions]
                for name, statuses in route_statuses(routes, [_gateway()], exists).items()}
@@ -172,6 +174,7 @@ def test_route_status_reasons():
     assert reasons["default/host"][0] == ("Accepted", "False", "NoMatchingListenerHostname")
     assert reasons["default/dangling"] == [("Accepted", "True", "Accepted"),
                                            ("ResolvedRefs", "False", "BackendNotFound")]
+    assert reasons["default/custom"] == [("Accepted", "True", "Accepted"), ("ResolvedRefs", "False", "InvalidKind")]
 
 
 def test_attached_routes_fill_each_listeners_table():

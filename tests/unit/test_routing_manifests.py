@@ -144,3 +144,15 @@ metadata: {name: r}
 spec:
   rules: [{matches: [{headers: [{type: Regex, name: v, value: x}]}], backendRefs: [{name: a, port: 80}]}]
 """)
+
+
+def test_a_backend_ref_of_another_kind_resolves_to_nothing_with_a_warning(tmp_path):
+    """The API accepts any group/kind; the controller answers its requests with 500 (InvalidKind)."""
+    custom = "    - backendRefs: [{group: acme.io, kind: CustomBackend, name: thing, port: 8080}]\n"
+    cluster = _load(tmp_path, ROUTE + custom)
+    [rule] = cluster.http_routes[0].rules
+    assert rule.backends == (BackendRef("thing", 8080, kind="acme.io/CustomBackend"),)
+    assert any('backendRefs[0].kind "acme.io/CustomBackend" is not a Service, so the lab resolves it to nothing'
+               in w for w in cluster.warnings)
+    with pytest.raises(ManifestError, match=r"backendRefs\[0\]\.port is required for a Service"):
+        _load(tmp_path, ROUTE + "    - backendRefs: [{name: a}]\n")

@@ -141,22 +141,30 @@ def _match(raw, origin: Origin, field: str, warnings: list[str]) -> RouteMatch |
     return RouteMatch(EXACT if path_type == "Exact" else PREFIX, value, tuple(headers))
 
 
-def _backend_ref(raw, namespace: str, origin: Origin, field: str) -> BackendRef:
+def _backend_ref(raw, namespace: str, origin: Origin, field: str, warnings: list[str]) -> BackendRef:
+    """A backendRef; one of another kind than Service is kept, warned about, and resolves to nothing: the
+    Gateway API answers its requests with 500 (ResolvedRefs False, InvalidKind)."""
     entry = entry_of(raw, origin, field, "name:, port:")
-    if entry.get("kind", "Service") != "Service" or entry.get("group", "") not in ("", None):
-        raise origin.error(f"{field}.kind", "is not a Service", "route to Services (kind: Service)")
+    kind = string(entry, "kind", origin, f"{field}.kind") or "Service"
+    group = string(entry, "group", origin, f"{field}.group") or ""
     name = string(entry, "name", origin, f"{field}.name")
     if not name:
         raise origin.error(f"{field}.name", "is required", "name the Service")
     port = integer(entry, "port", origin, f"{field}.port")
-    if port is None:
+    if (kind, group) != ("Service", ""):
+        warn(warnings, origin, f"{field}.kind", f"{shown(f'{group}/{kind}' if group else kind)} is not a Service, "
+             "so the lab resolves it to nothing and its requests get 500", "route to Services (kind: Service)")
+        kind = f"{group}/{kind}" if group else kind
+    elif port is None:
         raise origin.error(f"{field}.port", "is required for a Service", "add port: <the Service's port>")
-    port_number(port, origin, f"{field}.port")
+    if port is not None:
+        port_number(port, origin, f"{field}.port")
     weight = integer(entry, "weight", origin, f"{field}.weight")
     weight = 1 if weight is None else weight
     if not 0 <= weight <= 1_000_000:
         raise origin.error(f"{field}.weight", f"{weight} is outside 0-1000000", "use a weight from 0 to 1000000")
-    return BackendRef(name, port, string(entry, "namespace", origin, f"{field}.namespace") or namespace, weight)
+    return BackendRef(name, port if port is not None else 0,
+                      string(entry, "namespace", origin, f"{field}.namespace") or namespace, weight, kind)
 
 
 def read_http_route(doc: Doc, order: int, warnings: list[str]) -> HTTPRoute:
@@ -182,7 +190,7 @@ def read_http_route(doc: Doc, order: int, warnings: list[str]) -> HTTPRoute:
         written = sequence(entry, "matches", origin, f"{field}.matches")
         matches = tuple(m for n, raw_match in enumerate(written)
                         if (m := _match(raw_match, origin, f"{field}.matches[{n}]", warnings)) is not None)
-        backends = tuple(_backend_ref(b, namespace, origin, f"{field}.backendRefs[{n}]")
+        backends = tuple(_backend_ref(b, namespace, origin, f"{field}.backendRefs[{n}]", warnings)
                          for n, b in enumerate(sequence(entry, "backendRefs", origin, f"{field}.backendRefs")))
         if written and not matches:
             continue  # every match left out: no matches would mean every request, which it never was
