@@ -21,13 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lab.kube.http_routing import CATCH_ALL, SUFFIX, BackendRef, Match, VirtualHost, host_matches, normalise_path
+from lab.kube.scheduler import LabelSelector
 
 NGINX_GATEWAY_FABRIC = "gateway.nginx.org/nginx-gateway-controller"
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 LISTENER_PROTOCOLS = ("HTTP", "HTTPS")
 ROUTE_PATH_TYPES = ("PathPrefix", "Exact")  # Gateway's names; PathPrefix is http_routing.PREFIX
 HEADER_MATCH_TYPES = ("Exact",)
-NAMESPACE_POLICIES = ("Same", "All")
+NAMESPACE_POLICIES = ("Same", "All", "Selector")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,18 @@ class GatewayListener:
     port: int
     hostname: str | None = None
     certificates: tuple[str, ...] = ()  # Secret names (certificateRefs), in the Gateway's namespace
-    allowed_namespaces: str = "Same"
+    allowed_namespaces: str = "Same"  # Same | All | Selector
+    # Selector: the namespaces whose labels the listener's selector matches (kubernetes.io/metadata.name
+    # included), resolved when the manifests are read, as the controller watches Namespaces
+    selected_namespaces: frozenset[str] = frozenset()
+    namespace_selector: LabelSelector | None = None
+
+    def allows(self, route_namespace: str, gateway_namespace: str) -> bool:
+        if self.allowed_namespaces == "All":
+            return True
+        if self.allowed_namespaces == "Selector":
+            return route_namespace in self.selected_namespaces
+        return route_namespace == gateway_namespace
 
 
 @dataclass
@@ -160,11 +172,10 @@ def parent_status(route: HTTPRoute, ref: ParentRef, gateways: list[Gateway],
     listeners = [lst for lst in gateway.listeners if ref.section in (None, lst.name)]
     if not listeners:
         return refused("NoMatchingParent", f"Gateway {key} has no listener named {ref.section}")
-    allowed = [lst for lst in listeners
-               if lst.allowed_namespaces == "All" or route.namespace == gateway.namespace]
+    allowed = [lst for lst in listeners if lst.allows(route.namespace, gateway.namespace)]
     if not allowed:
         return refused("NotAllowedByListeners",
-                       f"the listeners of Gateway {key} allow routes from namespace {gateway.namespace} only")
+                       f"the listeners of Gateway {key} do not allow routes from namespace {route.namespace}")
     attached = [lst for lst in allowed if _route_hosts(route, lst)]
     if not attached:
         return refused("NoMatchingListenerHostname",

@@ -95,8 +95,9 @@ spec:
 
 
 def test_gateway_errors_and_warnings(tmp_path):
-    with pytest.raises(ManifestError, match=r'spec.listeners\[0\].protocol "TCP" is not modelled: use HTTP or HTTPS'):
-        _load(tmp_path, GATEWAY.format(cls="nginx", protocol="TCP"))
+    cluster = _load(tmp_path, GATEWAY.format(cls="nginx", protocol="example.com/SCTP"))  # the API takes any
+    assert any('protocol "example.com/SCTP" is not modelled, so the lab leaves this listener out' in w
+               for w in cluster.warnings)
     cluster = _load(tmp_path, GATEWAY.format(cls="missing", protocol="HTTP"))
     assert any("GatewayClass missing does not exist" in w for w in cluster.warnings)
     assert not proxy_pods(cluster)
@@ -156,3 +157,69 @@ def test_a_backend_ref_of_another_kind_resolves_to_nothing_with_a_warning(tmp_pa
                in w for w in cluster.warnings)
     with pytest.raises(ManifestError, match=r"backendRefs\[0\]\.port is required for a Service"):
         _load(tmp_path, ROUTE + "    - backendRefs: [{name: a}]\n")
+
+
+SELECTING = """apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {gateway-access: "true"}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: nginx}
+spec: {controllerName: gateway.nginx.org/nginx-gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: shared, namespace: infra}
+spec:
+  gatewayClassName: nginx
+  listeners:
+    - {name: tcp, protocol: TCP, port: 5432}
+    - name: http
+      protocol: HTTP
+      port: 80
+      allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {gateway-access: "true"}}}}
+    - name: blog
+      protocol: HTTP
+      port: 8080
+      allowedRoutes:
+        namespaces:
+          from: Selector
+          selector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [blog]}]}
+"""
+
+
+def _route_in(namespace: str) -> str:
+    return f"""---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: {namespace}}}
+spec:
+  parentRefs: [{{name: shared, namespace: infra}}]
+  rules: [{{backendRefs: [{{name: a, port: 80}}]}}]
+"""
+
+
+def test_a_listener_selects_route_namespaces_by_label_and_a_tcp_listener_is_left_out(tmp_path):
+    """allowedRoutes from Selector: the namespaces whose labels match, kubernetes.io/metadata.name included
+    (every namespace has it, with or without a Namespace object); a TCP listener warns and serves nothing."""
+    from lab.measure.routes import http_route_statuses
+
+    cluster = _load(tmp_path, SELECTING + _route_in("shop") + _route_in("blog") + _route_in("other"))
+    [gateway] = cluster.gateways
+    assert [lst.name for lst in gateway.listeners] == ["http", "blog"]
+    assert any('spec.listeners[0].protocol "TCP" is not modelled, so the lab leaves this listener out' in w
+               for w in cluster.warnings)
+    accepted = {s["route"]: [c["reason"] for p in s["parents"] for c in p["conditions"] if c["type"] == "Accepted"]
+                for s in http_route_statuses(cluster)}
+    assert accepted == {"shop/r": ["Accepted"], "blog/r": ["Accepted"], "other/r": ["NotAllowedByListeners"]}
+    with pytest.raises(ManifestError, match=r"allowedRoutes\.namespaces\.selector is required when from is Selector"):
+        _load(tmp_path, SELECTING.replace(", selector: {matchLabels: {gateway-access: \"true\"}}", ""))
+
+
+def test_a_gateway_with_no_http_listener_left_is_not_provisioned(tmp_path):
+    only_tcp = SELECTING.split("    - name: http\n")[0]
+    cluster = _load(tmp_path, only_tcp)
+    assert not proxy_pods(cluster)
+    assert any("Gateway infra/shared: no HTTP or HTTPS listener is left, so the lab provisions nothing" in w
+               for w in cluster.warnings)

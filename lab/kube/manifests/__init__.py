@@ -103,7 +103,7 @@ def build_cluster(
     node_docs = [doc for doc in docs if doc.kind == "Node"]
     node_list, hosts = read_nodes(node_docs, nodes, zones)
     builder = Builder(nodes=node_list, hosts=hosts, warnings=warnings, strict=strict)
-    routing = read_routing(docs, warnings)
+    routing = read_routing(docs, warnings, namespaces)
     targets = {workload_key(doc.kind, meta_of(doc)[1] or "default", meta_of(doc)[0])
                for doc in docs if doc.kind in WORKLOAD_KINDS}
     scaled = scale_targets([doc for doc in docs if doc.kind == "HorizontalPodAutoscaler"], targets, warnings)

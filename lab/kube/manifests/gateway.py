@@ -22,6 +22,7 @@ from lab.kube.gateway import (
     RouteRule,
 )
 from lab.kube.http_routing import EXACT, PREFIX, BackendRef
+from lab.kube.manifests.affinity import label_selector
 from lab.kube.manifests.fields import (
     choices,
     entry_of,
@@ -51,15 +52,22 @@ def read_gateway_class(doc: Doc) -> GatewayClass:
     return GatewayClass(name, controller)
 
 
-def _listener(raw, origin: Origin, field: str) -> GatewayListener:
+def _listener(raw, origin: Origin, field: str, warnings: list[str]) -> GatewayListener | None:
+    """The listener, or None (said in a warning) for a TCP, UDP or TLS one: the lab's NGINX serves HTTP
+    routes only, and a controller marks such a listener not Accepted (UnsupportedProtocol) while the
+    Gateway's other listeners serve."""
     entry = entry_of(raw, origin, field, "name:, protocol:, port:")
     name = string(entry, "name", origin, f"{field}.name")
     if not name:
         raise origin.error(f"{field}.name", "is required", "name the listener")
     names.validate_dns1123_label(name, origin, f"{field}.name")
     protocol = string(entry, "protocol", origin, f"{field}.protocol")
+    if not protocol:
+        raise origin.error(f"{field}.protocol", "is required", f"use {choices(LISTENER_PROTOCOLS)}")
     if protocol not in LISTENER_PROTOCOLS:
-        raise origin.error(f"{field}.protocol", f'"{protocol}" is not modelled', f"use {choices(LISTENER_PROTOCOLS)}")
+        warn(warnings, origin, f"{field}.protocol", f"{shown(protocol)} is not modelled, so the lab leaves this "
+             "listener out (its routes get no traffic)", f"use {choices(LISTENER_PROTOCOLS)}")
+        return None
     port = integer(entry, "port", origin, f"{field}.port")
     if port is None:
         raise origin.error(f"{field}.port", "is required", "add port: 80 (HTTP) or 443 (HTTPS)")
@@ -78,19 +86,27 @@ def _listener(raw, origin: Origin, field: str) -> GatewayListener:
                       f"{field}.allowedRoutes.namespaces")
     policy = string(allowed, "from", origin, f"{field}.allowedRoutes.namespaces.from") or "Same"
     if policy not in NAMESPACE_POLICIES:
-        raise origin.error(f"{field}.allowedRoutes.namespaces.from", f'"{policy}" is not modelled',
+        raise origin.error(f"{field}.allowedRoutes.namespaces.from", f"{shown(policy)} is not a policy",
                            f"use {choices(NAMESPACE_POLICIES)}")
-    return GatewayListener(name, protocol, port, hostname, certificates, policy)
+    selector = None
+    if policy == "Selector":
+        raw_selector = allowed.get("selector")
+        if not isinstance(raw_selector, dict):
+            raise origin.error(f"{field}.allowedRoutes.namespaces.selector", "is required when from is Selector",
+                               "add selector: {matchLabels: {...}}")
+        selector = label_selector(raw_selector, origin, f"{field}.allowedRoutes.namespaces.selector")
+    return GatewayListener(name, protocol, port, hostname, certificates, policy, namespace_selector=selector)
 
 
-def read_gateway(doc: Doc, order: int) -> Gateway:
+def read_gateway(doc: Doc, order: int, warnings: list[str]) -> Gateway:
     origin, name, namespace, _ = object_metadata(doc, namespaced=True)
     spec = mapping(doc.body, "spec", origin, "spec", required=True)
     class_name = string(spec, "gatewayClassName", origin, "spec.gatewayClassName")
     if not class_name:
         raise origin.error("spec.gatewayClassName", "is required", "name the GatewayClass")
-    listeners = [_listener(raw, origin, f"spec.listeners[{n}]")
-                 for n, raw in enumerate(sequence(spec, "listeners", origin, "spec.listeners", required=True))]
+    written = sequence(spec, "listeners", origin, "spec.listeners", required=True)
+    listeners = [lst for n, raw in enumerate(written)
+                 if (lst := _listener(raw, origin, f"spec.listeners[{n}]", warnings)) is not None]
     seen: set[str] = set()
     for number, listener in enumerate(listeners):
         if listener.name in seen:

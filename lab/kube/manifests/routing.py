@@ -6,7 +6,7 @@ Read before the workloads, so that the lab can add what the cluster's add-ons wo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lab.kube.gateway import NGINX_GATEWAY_FABRIC, Gateway, GatewayClass, HTTPRoute
 from lab.kube.ingress import INGRESS_NGINX, Ingress, IngressClass, TLSSecret, class_of
@@ -17,6 +17,7 @@ from lab.kube.manifests.ingress import read_ingress, read_ingress_class, read_se
 from lab.kube.manifests.reader import Doc
 from lab.kube.model import Cluster, Node, Pod
 
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # every namespace carries it (NamespaceDefaultLabelName)
 KINDS = ("Ingress", "IngressClass", "Secret", "GatewayClass", "Gateway", "HTTPRoute")
 
 
@@ -34,7 +35,8 @@ class RoutingObjects:
             setattr(cluster, name, getattr(self, name))
 
 
-def read_routing(docs: list[Doc], warnings: list[str]) -> RoutingObjects:
+def read_routing(docs: list[Doc], warnings: list[str], namespaces: dict[str, dict[str, str]]) -> RoutingObjects:
+    """``namespaces``: the Namespace objects' labels, for listeners that select route namespaces."""
     objects = RoutingObjects()
     for order, doc in enumerate(docs):
         if doc.kind == "Ingress":
@@ -47,9 +49,16 @@ def read_routing(docs: list[Doc], warnings: list[str]) -> RoutingObjects:
         elif doc.kind == "GatewayClass":
             objects.gateway_classes.append(read_gateway_class(doc))
         elif doc.kind == "Gateway":
-            objects.gateways.append(read_gateway(doc, order))
+            objects.gateways.append(read_gateway(doc, order, warnings))
         elif doc.kind == "HTTPRoute":
             objects.http_routes.append(read_http_route(doc, order, warnings))
+    candidates = set(namespaces) | {r.namespace for r in objects.http_routes}
+    labels = {ns: {NAMESPACE_NAME_LABEL: ns, **namespaces.get(ns, {})} for ns in candidates}
+    for gateway in objects.gateways:
+        gateway.listeners = [
+            replace(lst, selected_namespaces=frozenset(ns for ns in candidates
+                                                       if lst.namespace_selector.matches(labels[ns])))
+            if lst.namespace_selector is not None else lst for lst in gateway.listeners]
     return objects
 
 
@@ -82,6 +91,10 @@ def provision(objects: RoutingObjects, nodes: list[Node], pods: list[Pod], warni
         if cls is None:
             warnings.append(f"Gateway {gateway.display}: GatewayClass {gateway.class_name} does not exist, "
                             "so no controller provisions it: add the GatewayClass")
+            continue
+        if not gateway.listeners:
+            warnings.append(f"Gateway {gateway.display}: no HTTP or HTTPS listener is left, so the lab provisions "
+                            "nothing for it")
             continue
         if cls.controller != NGINX_GATEWAY_FABRIC:
             warnings.append(f"GatewayClass {cls.name} (controller {cls.controller}) is served by the lab's NGINX, "
