@@ -223,3 +223,18 @@ def test_a_gateway_with_no_http_listener_left_is_not_provisioned(tmp_path):
     assert not proxy_pods(cluster)
     assert any("Gateway infra/shared: no HTTP or HTTPS listener is left, so the lab provisions nothing" in w
                for w in cluster.warnings)
+
+
+def test_ingress_nginx_annotations_the_lab_does_not_model_are_named_in_one_line(tmp_path):
+    """rewrite-target, canary, affinity...: each changes what a real ingress-nginx does, so none passes
+    silently; service-upstream, which the lab honours, is not named."""
+    annotated = _ingress("  rules: [{http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: a, port: "
+                         "{number: 80}}}}]}}]").replace(
+        "metadata: {name: web}", "metadata:\n  name: web\n  annotations:\n"
+        "    nginx.ingress.kubernetes.io/rewrite-target: /$2\n    nginx.ingress.kubernetes.io/canary: 'true'\n"
+        "    nginx.ingress.kubernetes.io/service-upstream: 'true'")
+    cluster = _load(tmp_path, annotated)
+    [line] = [w for w in cluster.warnings if "annotations" in w]
+    assert ('metadata.annotations [nginx.ingress.kubernetes.io/rewrite-target] "/$2", '
+            '[nginx.ingress.kubernetes.io/canary] "true" are not honoured by the lab') in line
+    assert "service-upstream" not in line and cluster.ingresses[0].service_upstream

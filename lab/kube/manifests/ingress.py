@@ -36,6 +36,7 @@ from lab.kube.manifests.fields import (
     warn,
 )
 from lab.kube.manifests.reader import Doc
+from lab.kube.manifests.unhonoured import unhonoured
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 
@@ -96,6 +97,7 @@ def _paths(http: dict, namespace: str, origin: Origin, field: str, warnings: lis
 def read_ingress(doc: Doc, order: int, warnings: list[str]) -> Ingress:
     origin, name, namespace, meta = object_metadata(doc, namespaced=True)
     annotations = annotations_of(meta, origin)
+    warnings += unhonoured("Ingress", doc.body, origin)
     spec = mapping(doc.body, "spec", origin, "spec")
     class_name = string(spec, "ingressClassName", origin, "spec.ingressClassName")
     class_name = class_name or annotations.get(LEGACY_CLASS_ANNOTATION)

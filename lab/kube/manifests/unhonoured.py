@@ -51,6 +51,8 @@ UNHONOURED = (
 # other key under the prefix warns by name (an annotation's default is its absence).
 HONOURED_ANNOTATIONS = {
     ("Service", "service.cilium.io/"): ("service.cilium.io/lb-algorithm",),  # lab.kube.lb_algorithm
+    # ingress-nginx's (rewrite-target, canary, affinity, ssl-redirect, use-regex...): lab.kube.ingress
+    ("Ingress", "nginx.ingress.kubernetes.io/"): ("nginx.ingress.kubernetes.io/service-upstream",),
 }
 
 
@@ -86,7 +88,13 @@ def unhonoured(kind: str, body: dict, origin: Origin, prefix: str = "") -> list[
         for field, value in _values(body, entry.path, prefix):
             if not entry.harmless(value):
                 warnings.append(str(origin.error(field, f"{shown(value)} is not honoured by the lab", entry.instead)))
-    for field, value in _annotations(kind, body):
+    notes = list(_annotations(kind, body))
+    if len(notes) == 1:
+        field, value = notes[0]
         warnings.append(str(origin.error(field, f"{shown(value)} is not honoured by the lab",
-                                         "the lab does not model this annotation: it changes nothing")))
+                                         "the lab does not model this annotation, so here it changes nothing")))
+    elif notes:  # one line for an object's many (an Ingress often carries five of ingress-nginx's)
+        listed = ", ".join(f"{field.removeprefix('metadata.annotations')} {shown(value)}" for field, value in notes)
+        warnings.append(str(origin.error("metadata.annotations", f"{listed} are not honoured by the lab",
+                                         "the lab does not model these annotations, so here they change nothing")))
     return warnings
