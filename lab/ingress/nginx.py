@@ -27,10 +27,20 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.kube.http_routing import CATCH_ALL, ONE_LABEL, BackendRef, Location, Match, VirtualHost, locations
+from lab.kube.http_routing import (
+    CATCH_ALL,
+    ONE_LABEL,
+    BackendRef,
+    Location,
+    Match,
+    Redirect,
+    VirtualHost,
+    locations,
+)
 
 TEMPLATE = Path(__file__).with_name("nginx.conf.tmpl")
 STATUS_CODES = (404, 500, 503)
+WELL_KNOWN_PORTS = {"http": 80, "https": 443}
 INDENT = "    "
 
 
@@ -93,6 +103,8 @@ class _Writer:
         self.preamble: list[str] = []
         self.count = 0
         self.made: dict[tuple, str] = {}  # one split_clients or map per distinct set of backends or headers
+        self.redirects: list[tuple[str, int, str]] = []  # (upstream name, status, Location) of RequestRedirects
+        self.listen: Listen | None = None  # of the server being written: a redirect's port follows it
 
     def _next(self, kind: str) -> str:
         self.count += 1
@@ -123,6 +135,21 @@ class _Writer:
         self.preamble += lines + ["}"]
         return var
 
+    def redirect(self, redirect: Redirect) -> str:
+        """An upstream that answers with the redirect (a small server on a unix socket, like the status ones),
+        its Location as the Gateway API says: the request's scheme and host unless given; the port given,
+        else the scheme's well-known one, else the listener's; never :80 on http nor :443 on https."""
+        listen = self.listen or Listen(80)
+        scheme = redirect.scheme or ("https" if listen.ssl else "http")
+        port = redirect.port or (WELL_KNOWN_PORTS[redirect.scheme] if redirect.scheme else listen.port)
+        shown_port = "" if WELL_KNOWN_PORTS[scheme] == port else f":{port}"
+        location = f"{scheme}://{redirect.hostname or '$host'}{shown_port}$request_uri"
+        key = ("redirect", redirect.status, location)
+        if key not in self.made:
+            self.made[key] = f"lab_redirect_{len(self.redirects) + 1}"
+            self.redirects.append((self.made[key], redirect.status, location))
+        return self.made[key]
+
     def condition(self, match: Match) -> str:
         key = ("hdr", *match.headers)
         if key in self.made:
@@ -139,7 +166,7 @@ class _Writer:
         fallback_target = self.target(fallback) if fallback else status_upstream(404)
         body = [f"set $lab_upstream {fallback_target};"]
         for match in reversed(loc.matches if loc else ()):
-            chosen = self.target(match.backends)
+            chosen = self.redirect(match.redirect) if match.redirect else self.target(match.backends)
             if match.headers:
                 body.append(f"if ({self.condition(match)}) {{ set $lab_upstream {chosen}; }}")
             else:
@@ -161,6 +188,7 @@ def _listen(listen: Listen, default: bool, proxy_protocol: bool) -> str:
 
 def _server(writer: _Writer, server: Server, defaults: set[int]) -> list[str]:
     site = writer.site
+    writer.listen = server.listens[0]
     lines = [f"# {server.vhost.host or 'catch-all'}", "server {", f"{INDENT}server_name {server_name(server.vhost)};"]
     for listen in server.listens:
         lines.append(INDENT + _listen(listen, listen.port in defaults, site.proxy_protocol))
@@ -197,6 +225,10 @@ def render(site: NginxSite) -> str:
         sock = f"unix:{site.prefix}/status-{code}.sock"
         upstreams += [f"upstream {status_upstream(code)} {{", f"{INDENT}server {sock};", "}",
                       "server {", f"{INDENT}listen {sock};", f"{INDENT}return {code};", "}"]
+    for number, (name, code, location) in enumerate(writer.redirects, 1):
+        sock = f"unix:{site.prefix}/redirect-{number}.sock"
+        upstreams += [f"upstream {name} {{", f"{INDENT}server {sock};", "}",
+                      "server {", f"{INDENT}listen {sock};", f"{INDENT}return {code} {location};", "}"]
     real_ip = ""
     if site.proxy_protocol:
         real_ip = f"{INDENT}set_real_ip_from 0.0.0.0/0;\n{INDENT}real_ip_header proxy_protocol;\n"

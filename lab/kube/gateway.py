@@ -20,7 +20,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lab.kube.http_routing import CATCH_ALL, SUFFIX, BackendRef, Match, VirtualHost, host_matches, normalise_path
+from lab.kube.http_routing import (
+    CATCH_ALL,
+    SUFFIX,
+    BackendRef,
+    Match,
+    Redirect,
+    VirtualHost,
+    host_matches,
+    normalise_path,
+)
 from lab.kube.scheduler import LabelSelector
 
 NGINX_GATEWAY_FABRIC = "gateway.nginx.org/nginx-gateway-controller"
@@ -89,6 +98,7 @@ class RouteMatch:
 class RouteRule:
     matches: tuple[RouteMatch, ...]
     backends: tuple[BackendRef, ...]
+    redirect: Redirect | None = None  # a RequestRedirect filter
 
 
 @dataclass
@@ -232,5 +242,5 @@ def _matches(route: HTTPRoute) -> list[Match]:
         for match in rule.matches or (RouteMatch(),):
             found.append(Match(path_type=match.path_type, path=normalise_path(match.path_type, match.path),
                                backends=rule.backends, headers=match.headers, order=route.order,
-                               source=f"HTTPRoute {route.display} rules[{number}]"))
+                               source=f"HTTPRoute {route.display} rules[{number}]", redirect=rule.redirect))
     return found

@@ -56,6 +56,18 @@ class BackendRef:
 
 
 @dataclass(frozen=True)
+class Redirect:
+    """An HTTPRoute ``RequestRedirect`` filter: the proxy answers with a redirect instead of a backend.
+    Empty fields keep the request's own (scheme and host; the port follows the scheme, see
+    ``lab.ingress.nginx``)."""
+
+    status: int = 302
+    scheme: str | None = None
+    hostname: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
 class Match:
     """One path match and what it sends to; ``source`` names the object and rule it came from."""
 
@@ -65,6 +77,7 @@ class Match:
     headers: tuple[tuple[str, str], ...] = ()  # (lower-case name, exact value), all must match
     source: str = ""
     order: int = 0  # creation order of the object, the last tie-breaker
+    redirect: Redirect | None = None  # answered with this redirect, whatever the backends
 
 
 @dataclass
@@ -87,7 +100,10 @@ class Decision:
 
     @property
     def status(self) -> int | None:
-        """404 when nothing serves the request; None when a backend does (its answer decides)."""
+        """The redirect's code, 404 when nothing serves the request; None when a backend does (its answer
+        decides)."""
+        if self.match is not None and self.match.redirect is not None:
+            return self.match.redirect.status
         return None if self.backends else 404
 
 

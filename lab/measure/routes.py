@@ -65,8 +65,8 @@ def _request_host(vhost: VirtualHost) -> str:
 
 def _backend(vhosts: list[VirtualHost], host: str, path: str, headers: tuple) -> str:
     decision = route(vhosts, host, path, dict(headers))
-    if not decision.backends:
-        return "404"
+    if decision.status is not None:  # a redirect's code, or 404
+        return str(decision.status)
     return ", ".join(b.key + (f" ({b.weight})" if len(decision.backends) > 1 else "") for b in decision.backends)
 
 

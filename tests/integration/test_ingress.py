@@ -42,6 +42,15 @@ spec:
         paths:
           - {path: /, pathType: Prefix, backend: {service: {name: blog, port: {number: 80}}}}
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: moved}
+spec:
+  parentRefs: [{name: web}]
+  hostnames: [old.example.com]
+  rules:
+    - filters: [{type: RequestRedirect, requestRedirect: {hostname: shop.example.com, statusCode: 301}}]
+---
 apiVersion: v1
 kind: Secret
 metadata: {name: secure-tls}
@@ -184,6 +193,14 @@ def test_http_route_weights_split_requests_90_10(lab):
     observed = [apps["stable"], apps["canary"]]
     assert chi_square(observed, [0.9, 0.1])[1] > FIT_P, observed
     assert chi_square(observed, [0.5, 0.5])[1] < FIT_P, observed  # the test can tell a wrong split
+
+
+def test_an_http_route_redirect_answers_with_its_location(lab):
+    """RequestRedirect: NGINX answers 301 itself, Location on the given host with the request's path."""
+    gateway = lab.cluster.service("web-nginx")
+    target = f"{addr.node_ip(lab.cluster.node('node-c').index)}:{gateway.ports[0].node_port}"
+    records = lab.probe([target], 5, timeout=3, path="/cart?item=7", http_host="old.example.com")["records"]
+    assert {(r["status"], r.get("location")) for r in records} == {(301, "http://shop.example.com/cart?item=7")}
 
 
 def test_service_upstream_sends_to_the_cluster_ip_and_kube_proxy_picks_the_pod(lab):

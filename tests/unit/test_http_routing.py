@@ -116,6 +116,15 @@ def test_headers_narrow_a_match_and_more_headers_win():
     assert route([vhost], "h", "/", {"x-env": "canary", "x-user": "me"}).backends == (C,)
 
 
+def test_a_redirect_match_decides_the_status_and_an_unmatched_request_404():
+    from lab.kube.http_routing import Redirect
+
+    vhost = VirtualHost("", [Match(PREFIX, "/old", (), redirect=Redirect(301, "https")), Match(PREFIX, "/", (A,))])
+    assert route([vhost], "h", "/old/page").status == 301
+    assert route([vhost], "h", "/new").status is None  # a backend answers
+    assert route([VirtualHost("shop")], "shop", "/").status == 404
+
+
 def _ingress(name, order=0, **kw):
     return Ingress(name=name, order=order, **kw)
 

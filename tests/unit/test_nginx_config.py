@@ -222,3 +222,27 @@ def test_only_ports_that_lead_to_nginx_count_as_l7(tmp_path):
     assert all(leads_to_l7_proxy(cluster, controller, sp) for sp in controller.ports)
     shop = cluster.service("shop")
     assert not leads_to_l7_proxy(cluster, shop, shop.ports[0])
+
+
+@needs_nginx
+def test_a_request_redirect_answers_from_its_own_server_with_the_gateway_api_location(tmp_path):
+    """The port follows the scheme given (none shown for https:443), else the listener's."""
+    redirects = GATEWAY.rsplit("---", 1)[0] + """---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: moves}
+spec:
+  parentRefs: [{name: web, sectionName: http}]
+  hostnames: [old.example.com]
+  rules:
+    - filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]
+    - matches: [{path: {type: PathPrefix, value: /blog}}]
+      filters: [{type: RequestRedirect, requestRedirect: {hostname: blog.example.com}}]
+"""
+    cluster = _cluster(tmp_path, redirects)
+    text = _render(cluster, tmp_path, gateway_table(cluster, cluster.gateways[0]))
+    assert "return 301 https://$host$request_uri;" in text
+    assert "return 302 http://blog.example.com$request_uri;" in text  # the listener's http:80: no port shown
+    location = text.split("location /blog/ {", 1)[1].split("}", 1)[0]
+    assert "set $lab_upstream lab_redirect_" in location
+    _nginx_t(tmp_path)

@@ -118,7 +118,8 @@ def test_unmodelled_route_fields_are_warned_about(tmp_path):
       backendRefs: [{name: a, port: 80}]
 """)
     text = " ".join(cluster.warnings)
-    assert "spec.rules[0].filters is not modelled" in text and "matches[0].method is not modelled" in text
+    assert 'spec.rules[0].filters[0].type "RequestHeaderModifier" is not modelled' in text
+    assert "matches[0].method is not modelled" in text
 
 
 def test_regular_expression_matches_are_left_out_with_a_warning(tmp_path):
@@ -238,3 +239,22 @@ def test_ingress_nginx_annotations_the_lab_does_not_model_are_named_in_one_line(
     assert ('metadata.annotations [nginx.ingress.kubernetes.io/rewrite-target] "/$2", '
             '[nginx.ingress.kubernetes.io/canary] "true" are not honoured by the lab') in line
     assert "service-upstream" not in line and cluster.ingresses[0].service_upstream
+
+
+def test_a_request_redirect_filter_is_read(tmp_path):
+    """Gateway API's usual HTTP-to-HTTPS rule; its path rewrite is not modelled and says so."""
+    from lab.kube.http_routing import Redirect
+
+    cluster = _load(tmp_path, ROUTE + """    - filters:
+        - {type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301, path: {type: ReplaceFullPath}}}
+    - filters: [{type: RequestRedirect, requestRedirect: {hostname: new.example.com, port: 8443}}]
+      backendRefs: [{name: a, port: 80}]
+""")
+    assert [r.redirect for r in cluster.http_routes[0].rules] == [Redirect(301, "https"),
+                                                                  Redirect(302, None, "new.example.com", 8443)]
+    assert any("spec.rules[0].filters[0].requestRedirect.path is not modelled, so the redirect keeps the request's "
+               "path" in w for w in cluster.warnings)
+    for bad, message in (("statusCode: 304", "statusCode 304 is not a redirect code"),
+                         ("scheme: ftp", 'scheme "ftp" is not a scheme')):
+        with pytest.raises(ManifestError, match=message):
+            _load(tmp_path, ROUTE + f"    - filters: [{{type: RequestRedirect, requestRedirect: {{{bad}}}}}]\n")

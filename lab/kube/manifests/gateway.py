@@ -1,6 +1,7 @@
 """GatewayClass, Gateway and HTTPRoute (``gateway.networking.k8s.io/v1``), validated as the API server
 (with the Gateway API's CRD schema) does. HTTPRoute fields beyond matches on path and headers and
-weighted Service ``backendRefs`` (filters, query and method matches, timeouts) are warned about, by field;
+weighted Service ``backendRefs`` and the RequestRedirect filter (other filters, query and method matches,
+timeouts) are warned about, by field;
 a RegularExpression path or header match is warned about and left out.
 """
 
@@ -21,7 +22,7 @@ from lab.kube.gateway import (
     RouteMatch,
     RouteRule,
 )
-from lab.kube.http_routing import EXACT, PREFIX, BackendRef
+from lab.kube.http_routing import EXACT, PREFIX, BackendRef, Redirect
 from lab.kube.manifests.affinity import label_selector
 from lab.kube.manifests.fields import (
     choices,
@@ -37,7 +38,9 @@ from lab.kube.manifests.fields import (
 from lab.kube.manifests.ingress import validate_host
 from lab.kube.manifests.reader import Doc
 
-UNMODELLED_RULE_FIELDS = ("filters", "timeouts", "sessionPersistence", "retry")
+UNMODELLED_RULE_FIELDS = ("timeouts", "sessionPersistence", "retry")
+REDIRECT_CODES = (301, 302, 303, 307, 308)  # 301 and 302 are core support, the others extended
+REDIRECT_SCHEMES = ("http", "https")
 UNMODELLED_MATCH_FIELDS = ("queryParams", "method")
 REGULAR_EXPRESSION = "RegularExpression"
 
@@ -183,6 +186,39 @@ def _backend_ref(raw, namespace: str, origin: Origin, field: str, warnings: list
                       string(entry, "namespace", origin, f"{field}.namespace") or namespace, weight, kind)
 
 
+def _filters(rule: dict, origin: Origin, field: str, warnings: list[str]) -> Redirect | None:
+    """The rule's RequestRedirect filter (scheme, hostname, port, statusCode), if it has one; other filters
+    and a redirect's path warn by field and change nothing."""
+    redirect = None
+    for number, raw in enumerate(sequence(rule, "filters", origin, f"{field}.filters")):
+        f_field = f"{field}.filters[{number}]"
+        entry = entry_of(raw, origin, f_field, "type:")
+        kind = string(entry, "type", origin, f"{f_field}.type")
+        if kind != "RequestRedirect":
+            warn(warnings, origin, f"{f_field}.type", f"{shown(kind)} is not modelled, so the rule ignores it",
+                 "remove the filter (the lab models RequestRedirect)")
+            continue
+        spec = mapping(entry, "requestRedirect", origin, f"{f_field}.requestRedirect")
+        where = f"{f_field}.requestRedirect"
+        scheme = string(spec, "scheme", origin, f"{where}.scheme")
+        if scheme is not None and scheme not in REDIRECT_SCHEMES:
+            raise origin.error(f"{where}.scheme", f"{shown(scheme)} is not a scheme", "use http or https")
+        hostname = string(spec, "hostname", origin, f"{where}.hostname")
+        port = integer(spec, "port", origin, f"{where}.port")
+        if port is not None:
+            port_number(port, origin, f"{where}.port")
+        code = integer(spec, "statusCode", origin, f"{where}.statusCode") or 302
+        if code not in REDIRECT_CODES:
+            raise origin.error(f"{where}.statusCode", f"{code} is not a redirect code",
+                               f"use {', '.join(map(str, REDIRECT_CODES))}")
+        if "path" in spec:
+            warn(warnings, origin, f"{where}.path", "is not modelled, so the redirect keeps the request's path",
+                 "remove path")
+        redirect = Redirect(code, scheme, validate_host(hostname, origin, f"{where}.hostname") if hostname
+                            else None, port)
+    return redirect
+
+
 def read_http_route(doc: Doc, order: int, warnings: list[str]) -> HTTPRoute:
     origin, name, namespace, _ = object_metadata(doc, namespaced=True)
     spec = mapping(doc.body, "spec", origin, "spec", required=True)
@@ -210,5 +246,5 @@ def read_http_route(doc: Doc, order: int, warnings: list[str]) -> HTTPRoute:
                          for n, b in enumerate(sequence(entry, "backendRefs", origin, f"{field}.backendRefs")))
         if written and not matches:
             continue  # every match left out: no matches would mean every request, which it never was
-        rules.append(RouteRule(matches, backends))
+        rules.append(RouteRule(matches, backends, _filters(entry, origin, field, warnings)))
     return HTTPRoute(name, namespace, parents, hostnames, rules, order)
