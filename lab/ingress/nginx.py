@@ -104,7 +104,6 @@ class _Writer:
         self.count = 0
         self.made: dict[tuple, str] = {}  # one split_clients or map per distinct set of backends or headers
         self.redirects: list[tuple[str, int, str]] = []  # (upstream name, status, Location) of RequestRedirects
-        self.listen: Listen | None = None  # of the server being written: a redirect's port follows it
 
     def _next(self, kind: str) -> str:
         self.count += 1
@@ -135,11 +134,10 @@ class _Writer:
         self.preamble += lines + ["}"]
         return var
 
-    def redirect(self, redirect: Redirect) -> str:
+    def redirect(self, redirect: Redirect, listen: Listen) -> str:
         """An upstream that answers with the redirect (a small server on a unix socket, like the status ones),
         its Location as the Gateway API says: the request's scheme and host unless given; the port given,
         else the scheme's well-known one, else the listener's; never :80 on http nor :443 on https."""
-        listen = self.listen or Listen(80)
         scheme = redirect.scheme or ("https" if listen.ssl else "http")
         port = redirect.port or (WELL_KNOWN_PORTS[redirect.scheme] if redirect.scheme else listen.port)
         shown_port = "" if WELL_KNOWN_PORTS[scheme] == port else f":{port}"
@@ -161,12 +159,13 @@ class _Writer:
                           f"{INDENT}default 0;", "}"]
         return var
 
-    def location(self, loc: Location | None, fallback: tuple[BackendRef, ...]) -> list[str]:
+    def location(self, loc: Location | None, fallback: tuple[BackendRef, ...], listen: Listen) -> list[str]:
+        """``listen``: the server's (first) listener, which a redirect's port follows."""
         head = "location / {" if loc is None else f"location {'= ' if loc.exact else ''}{loc.path} {{"
         fallback_target = self.target(fallback) if fallback else status_upstream(404)
         body = [f"set $lab_upstream {fallback_target};"]
         for match in reversed(loc.matches if loc else ()):
-            chosen = self.redirect(match.redirect) if match.redirect else self.target(match.backends)
+            chosen = self.redirect(match.redirect, listen) if match.redirect else self.target(match.backends)
             if match.headers:
                 body.append(f"if ({self.condition(match)}) {{ set $lab_upstream {chosen}; }}")
             else:
@@ -188,7 +187,6 @@ def _listen(listen: Listen, default: bool, proxy_protocol: bool) -> str:
 
 def _server(writer: _Writer, server: Server, defaults: set[int]) -> list[str]:
     site = writer.site
-    writer.listen = server.listens[0]
     lines = [f"# {server.vhost.host or 'catch-all'}", "server {", f"{INDENT}server_name {server_name(server.vhost)};"]
     for listen in server.listens:
         lines.append(INDENT + _listen(listen, listen.port in defaults, site.proxy_protocol))
@@ -198,9 +196,9 @@ def _server(writer: _Writer, server: Server, defaults: set[int]) -> list[str]:
         lines.append(f"{INDENT}if ($scheme = http) {{ return 308 https://$host$request_uri; }}")
     table = locations(server.vhost)
     for loc in table:
-        lines += [INDENT + line for line in writer.location(loc, server.vhost.fallback)]
+        lines += [INDENT + line for line in writer.location(loc, server.vhost.fallback, server.listens[0])]
     if not any(not loc.exact and loc.path == "/" for loc in table):
-        lines += [INDENT + line for line in writer.location(None, server.vhost.fallback)]
+        lines += [INDENT + line for line in writer.location(None, server.vhost.fallback, server.listens[0])]
     return lines + ["}"]
 
 

@@ -10,7 +10,7 @@ whose every request failed for a reason outside kube-proxy, must never leave the
 
 from __future__ import annotations
 
-from lab.kube.endpoints import selects
+from lab.kube.endpoints import selected_pods, selects
 from lab.kube.manifests.fields import display
 from lab.kube.model import Cluster, Service
 
@@ -23,9 +23,7 @@ def headless_services(cluster: Cluster) -> list[str]:
     if not names:
         return []
     these = "it gets" if len(names) == 1 else "they get"
-    shown = ", ".join(names[:NAMED_AT_MOST]) + (f" and {len(names) - NAMED_AT_MOST} more"
-                                                if len(names) > NAMED_AT_MOST else "")
-    return [f"Not probed: {shown}, headless (clusterIP: None): {these} no kube-proxy rules; clients "
+    return [f"Not probed: {_listed(names)}, headless (clusterIP: None): {these} no kube-proxy rules; clients "
             "resolve a headless Service by DNS to its pods' own addresses and connect straight to a pod."]
 
 
@@ -38,10 +36,12 @@ def custom_resource(api_version: str) -> bool:
 
 def operator_hint(cluster: Cluster, service: Service) -> str | None:
     """For a Service whose selector matches no pod: the ignored custom resources of its namespace that
-    would make its pods, or None. One whose pod template carries the selector's labels (an Argo
-    ``Rollout``) surely would; otherwise one whose kind is among the selector's values (an
-    ``Alertmanager`` for ``app.kubernetes.io/name: alertmanager``) most likely would. Others (a
-    ``ServiceMonitor`` named after the app) make no pods and are no hint."""
+    would make its pods, or None (also for a Service that selects pods, or has no selector). One whose pod
+    template carries the selector's labels (an Argo ``Rollout``) surely would; otherwise one whose kind is
+    among the selector's values (an ``Alertmanager`` for ``app.kubernetes.io/name: alertmanager``) most
+    likely would. Others (a ``ServiceMonitor`` named after the app) make no pods and are no hint."""
+    if not service.selector or selected_pods(cluster, service):
+        return None
     found = [o for o in cluster.ignored if (o.get("namespace") or "default") == service.namespace
              and custom_resource(str(o.get("apiVersion") or ""))]
     templated = [o for o in found if selects(service.selector, o.get("podLabels") or {})]
@@ -49,8 +49,13 @@ def operator_hint(cluster: Cluster, service: Service) -> str | None:
     chosen = templated or [o for o in found if str(o.get("kind", "")).lower() in values]
     if not chosen:
         return None
-    names = ", ".join(f"{o.get('kind')} {o.get('name')}" for o in chosen[:NAMED_AT_MOST])
-    more = f" and {len(chosen) - NAMED_AT_MOST} more" if len(chosen) > NAMED_AT_MOST else ""
     how = "would be" if templated else "would most likely be"
-    return (f"its pods {how} made by an operator from a custom resource the lab does not run "
-            f"({names}{more}), so with that operator in a real cluster it would answer")
+    names = _listed([f"{o.get('kind')} {o.get('name')}" for o in chosen])
+    return (f"its pods {how} made by an operator from a custom resource the lab does not run ({names}), "
+            "so with that operator in a real cluster it would answer")
+
+
+def _listed(names: list[str]) -> str:
+    """The first few names, and how many more."""
+    more = len(names) - NAMED_AT_MOST
+    return ", ".join(names[:NAMED_AT_MOST]) + (f" and {more} more" if more > 0 else "")

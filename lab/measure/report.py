@@ -247,7 +247,7 @@ def verdict(report: Report, cluster: Cluster) -> list[str]:
     for (namespace, name), rs in silent.items():
         why = no_endpoints(cluster, namespace, name, rs[0].get("port")) or "no endpoints"
         sent = sum(r["requests"] for r in rs)
-        hint = operator_hint(cluster, cluster.service(name, namespace)) if why.endswith("matches no pod") else None
+        hint = operator_hint(cluster, cluster.service(name, namespace))
         lines.append(f"{service_label(name, namespace)} has {why}: all {sent} requests to it failed "
                      f"({_errors(rs)}), " + (f"but {hint}." if hint else "as they would in a real cluster."))
     return lines + headless_services(cluster)

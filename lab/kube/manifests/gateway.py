@@ -171,9 +171,9 @@ def _backend_ref(raw, namespace: str, origin: Origin, field: str, warnings: list
         raise origin.error(f"{field}.name", "is required", "name the Service")
     port = integer(entry, "port", origin, f"{field}.port")
     if (kind, group) != ("Service", ""):
-        warn(warnings, origin, f"{field}.kind", f"{shown(f'{group}/{kind}' if group else kind)} is not a Service, "
-             "so the lab resolves it to nothing and its requests get 500", "route to Services (kind: Service)")
         kind = f"{group}/{kind}" if group else kind
+        warn(warnings, origin, f"{field}.kind", f"{shown(kind)} is not a Service, so the lab resolves it to nothing "
+             "and its requests get 500", "route to Services (kind: Service)")
     elif port is None:
         raise origin.error(f"{field}.port", "is required for a Service", "add port: <the Service's port>")
     if port is not None:
