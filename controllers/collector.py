@@ -18,11 +18,25 @@ collection before every update; that is not needed and costs a pod change tens o
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
 FREEZE_AT = 20_000  # flows and groups touched by one update: past this, what it built is frozen
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """The collector off for a block that builds many acyclic objects and keeps few of them (the lab
+    building a 10,000-Service state and its change-log line: 0.95 s with it, 0.65 s without); no freeze."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def without_collector(update: Callable[[], T], size: Callable[[T], int]) -> tuple[T, bool]:

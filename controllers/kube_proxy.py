@@ -275,7 +275,16 @@ class KubeProxy(of.app_manager.OSKenApp):
     def _load_state(self, on_bridge=None) -> dict[int, Touched] | None:
         """Take in a new state (the whole file, or the lines appended to its change log) and new health
         verdicts; recompile only what they changed. Returns what each bridge's update touched, or None.
-        ``on_bridge(dpid, touched)``: called as each bridge's program is complete (it may send it)."""
+        ``on_bridge(dpid, touched)``: called as each bridge's program is complete (it may send it).
+        Reading runs with the cyclic collector off, as the update does (``controllers.collector``): a
+        change of 10,000 Services is 100,000 endpoints, read in 0.45 s with it and 0.15 s without."""
+        touched, frozen = without_collector(lambda: self._take_in(on_bridge),
+                                            lambda t: 0 if t is None else sum(len(x) for x in t.values()))
+        if frozen:
+            LOG.info("%d objects kept out of the cyclic collector (controllers.collector)", gc.get_freeze_count())
+        return touched
+
+    def _take_in(self, on_bridge) -> dict[int, Touched] | None:
         state_changed = self._changed(self.state_path)
         health_changed = self._changed(self.lb_health_path)
         state = read_state(self.state_path) if state_changed else self.state
@@ -293,11 +302,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         if state_changed:
             self.pending_since = time.monotonic()
         self.state = state  # before the update: a bridge sent its program during it acks this generation
-        touched, frozen = without_collector(
-            lambda: self.incremental.update(state, self.lb_rotation, on_bridge),
-            lambda t: sum(len(x) for x in t.values()))
-        if frozen:
-            LOG.info("%d objects kept out of the cyclic collector (controllers.collector)", gc.get_freeze_count())
+        touched = self.incremental.update(state, self.lb_rotation, on_bridge)
         if state_changed:
             self._health_due = True
             LOG.info("state generation %d: %d service ports, %d flows and groups touched", state.generation,

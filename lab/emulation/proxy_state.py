@@ -9,6 +9,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import replace
 
+from controllers.collector import paused
 from controllers.state import (
     EndpointInfo,
     ExternalHost,
@@ -91,7 +92,14 @@ def _service_port(cluster: Cluster, svc, sp, index, ready_pods: set[str] | None,
 def build_proxy_state(cluster: Cluster, generation: int, ready_pods: set[str] | None = None,
                       netns_pids: dict[str, int] | None = None) -> ProxyState:
     """``ready_pods`` limits endpoints to pods whose server is up (None: all placed pods); ``netns_pids``
-    names, per node, a process in the node's own network namespace (where health servers listen)."""
+    names, per node, a process in the node's own network namespace (where health servers listen).
+    (With the cyclic collector paused: every object made here is acyclic.)"""
+    with paused():
+        return _build(cluster, generation, ready_pods, netns_pids)
+
+
+def _build(cluster: Cluster, generation: int, ready_pods: set[str] | None,
+           netns_pids: dict[str, int] | None) -> ProxyState:
     pids = netns_pids or {}
     if len(_BUCKETS) > 100_000:  # before any key is made: numbers restart only with no key left using them
         _BUCKETS.clear()
