@@ -91,17 +91,33 @@ def install(lab: LabNetwork, services: int, runs: int, log, remove_last: bool = 
         cluster.services = control_plane_services(services)
         ovs, ctl = ovs_pid(), lab.controller.proc.pid
         cpu0 = (cpu_seconds(ovs), cpu_seconds(ctl))
-        seconds = publish(lab, timeout=PUBLISH_TIMEOUT_S)
+        t0 = time.monotonic()
+        built, seconds = publish_split(lab, timeout=PUBLISH_TIMEOUT_S)
         cpu1 = (cpu_seconds(ovs), cpu_seconds(ctl))
+        split = install_split(t0, built, seconds, lab.controller.status().get("lastChange", {}))
         held = bridge_counts(bridges)
         cluster.services = []
         removal = publish(lab, timeout=PUBLISH_TIMEOUT_S) if remove_last or i < runs - 1 else None
         rows.append({"installS": seconds, "removeS": removal, "held": {"flows": held[0], "groups": held[1]},
-                     "ovsCpuS": _delta(cpu0[0], cpu1[0]), "controllerCpuS": _delta(cpu0[1], cpu1[1])})
+                     "ovsCpuS": _delta(cpu0[0], cpu1[0]), "controllerCpuS": _delta(cpu0[1], cpu1[1]), **split})
         removed = "" if removal is None else f", removed in {removal:.2f} s"
         log(f"{services} Services, run {i + 1}/{runs}: installed in {seconds:.2f} s ({held[0]:,} flows, "
             f"{held[1]:,} groups held){removed}")
     return {"runs": rows}
+
+
+def install_split(t0: float, built: float, total: float, change: dict) -> dict:
+    """Where an install's seconds went, from the controller's moments of the change (``lastChange``, on
+    the clock of ``time.monotonic``, which every process shares): the lab building the state and
+    writing its change line, until the controller saw it; the controller reading it; compiling and
+    packing the first bridge, until which the switches had nothing to do; and from then on to the last
+    barrier answered, the switches' time. {} if the controller did not say."""
+    if not {"startedAt", "readAt", "firstSentAt"} <= change.keys():
+        return {}
+    return {"labS": round(change["startedAt"] - t0, 4), "labBuildS": round(built, 4),
+            "controllerReadS": round(change["readAt"] - change["startedAt"], 4),
+            "firstBridgeS": round(change["firstSentAt"] - change["readAt"], 4),
+            "afterFirstBridgeS": round(t0 + total - change["firstSentAt"], 4)}
 
 
 def _delta(a: float | None, b: float | None) -> float | None:
@@ -144,6 +160,25 @@ def changes(lab: LabNetwork, background: int, count: int, log) -> dict:
     return {"background": background, "seenMs": seen, "ackMs": acked, "samples": samples}
 
 
+def split_figures(services: int, runs: list[dict]) -> list[Figure]:
+    """The largest install in its parts (``install_split``), and how busy Open vSwitch was once it had
+    something to do: its CPU over the install (it has nothing before the first bridge) against the
+    seconds from the first bridge sent to the ack. Near 1.0, the rest of the install is the switch's."""
+    runs = [r for r in runs if "labS" in r]
+    if not runs:
+        return []
+    parts = (("the lab building the state and its change line, until the controller saw it", "labS"),
+             ("the controller reading the change", "controllerReadS"),
+             ("compiling and packing the first bridge (the switches idle until then)", "firstBridgeS"),
+             ("from the first bridge sent to every barrier answered", "afterFirstBridgeS"))
+    figures = [Figure(f"    {services:,} Services: {what}", "s", [r[key] for r in runs]) for what, key in parts]
+    busy = [round(r["ovsCpuS"] / r["afterFirstBridgeS"], 2) for r in runs
+            if r.get("ovsCpuS") is not None and r["afterFirstBridgeS"] > 0]
+    figures.append(Figure(f"    {services:,} Services: Open vSwitch's CPU / the seconds after the first bridge", "x",
+                          busy, note="1.0: its main thread busy all that time (bench/ovs_ingest.py: its own floor)"))
+    return figures
+
+
 def _services_cluster(cfg, services: int):
     cluster = control_plane_cluster(cfg.cp_nodes, cfg.cp_pods_per_node)
     cluster.services = control_plane_services(services)
@@ -180,6 +215,7 @@ def run(cfg, log) -> BenchResult:
     floor = ovs_ingest.measure(build_proxy_state(_services_cluster(cfg, largest), 1), runs=1)
     log(f"Open vSwitch alone taking in the {largest:,}-Service programs: {floor[0]['seconds']:.2f} s "
         f"(its CPU {floor[0]['vswitchdCpuS']:.2f} s)")
+    result.figures += split_figures(largest, installs[largest]["runs"])
     for s in [s for s in cfg.cp_services if s >= 1000]:
         runs = installs[s]["runs"]
         for what, key in (("Open vSwitch's CPU (its main thread takes in every message)", "ovsCpuS"),

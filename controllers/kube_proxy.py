@@ -73,6 +73,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         self._health_due = False
         # the last change's own cost (read, compiled and sent), in the status file: where a change's time went
         self.last_change: dict = {}
+        self._times: dict[str, float] = {}  # moments of the change being applied, for last_change
         self.in_lanes: dict[int, lanes.Ticket] = {}  # dpid -> its large send still in lanes (controllers.lanes)
         self._load_state()
         self._after_change()
@@ -235,15 +236,19 @@ class KubeProxy(of.app_manager.OSKenApp):
                 previous = self.state
                 with self.lock:  # a switch connecting meanwhile must get the program before or after a change
                     started = time.monotonic()
+                    self._times = {}
                     synced: set[int] = set()
                     touched = self._load_state(functools.partial(self._sync_compiled, synced=synced))
                     if touched is not None:
                         for dp in list(self.datapaths.values()):
                             if dp.id not in synced:
                                 self._sync(dp, touched.get(dp.id, Touched()))
-                        # (one figure: bridges are sent while the others are compiled)
+                        # (one figure: bridges are sent while the others are compiled). The moments
+                        # (time.monotonic(), one clock for every process) let the bench split an install
+                        # into the lab's part, the controller's, and the switches' (bench.control_plane).
                         self.last_change = {"generation": self.state.generation,
-                                            "applyMs": round((time.monotonic() - started) * 1000, 3)}
+                                            "applyMs": round((time.monotonic() - started) * 1000, 3),
+                                            "startedAt": started, **self._times}
                         self._after_change()
                 if touched is not None:
                     self._flush_stale_udp(previous)
@@ -258,6 +263,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         if dp is not None:
             self._sync(dp, touched)
             synced.add(dpid)
+            self._times.setdefault("firstSentAt", time.monotonic())
 
     def _changed(self, path: str | None) -> bool:
         if not path:
@@ -302,6 +308,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         if state_changed:
             self.pending_since = time.monotonic()
         self.state = state  # before the update: a bridge sent its program during it acks this generation
+        self._times["readAt"] = time.monotonic()
         touched = self.incremental.update(state, self.lb_rotation, on_bridge)
         if state_changed:
             self._health_due = True

@@ -261,3 +261,16 @@ def test_the_machine_line_names_how_fast_python_ran():
     line = render_machine({"cores": 2, "pythonLoopS": speed, "loadAverage": {"start": 0.1, "end": 0.2}})
     assert line.endswith(f", Python {speed} s per 10^7 additions")
     assert "Python" not in render_machine({"cores": 2})
+
+
+def test_an_install_is_split_by_the_controllers_moments_and_the_switch_busy_share_follows():
+    from bench.control_plane import install_split, split_figures
+
+    change = {"startedAt": 100.7, "readAt": 101.0, "firstSentAt": 102.2}
+    split = install_split(100.0, 0.5, 5.7, change)
+    assert split == {"labS": 0.7, "labBuildS": 0.5, "controllerReadS": 0.3, "firstBridgeS": 1.2,
+                     "afterFirstBridgeS": 3.5}
+    assert install_split(100.0, 0.5, 5.7, {"applyMs": 3.0}) == {}  # an older controller: no split
+    figures = split_figures(10000, [{**split, "ovsCpuS": 3.43}, {"installS": 6.0}])
+    assert [f.value for f in figures] == [0.7, 0.3, 1.2, 3.5, 0.98]
+    assert split_figures(10000, [{"installS": 6.0}]) == []
