@@ -10,6 +10,7 @@ modified group only after the flows its new endpoints need, and a flow must be g
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from controllers.pipeline import Flow, Group, Program
@@ -53,9 +54,11 @@ def diff(installed: Program, desired: Program) -> Changes:
 
 def diff_touched(touched: Touched, desired: Program) -> Changes:
     """``diff`` of only the flows and groups an incremental update touched (``controllers.incremental``):
-    what they were before it against what ``desired`` holds now, without walking the rest."""
+    what they were before it against what ``desired`` holds now, without walking the rest; and only
+    those not sent already in parts (``Touched.sent``)."""
     changes = Changes()
-    for gid, old in touched.groups.items():
+    flows_sent, groups_sent = touched.sent
+    for gid, old in islice(touched.groups.items(), groups_sent, None):
         group = desired.groups.get(gid)
         if group is None:
             if old is not None:
@@ -64,7 +67,7 @@ def diff_touched(touched: Touched, desired: Program) -> Changes:
             changes.add_groups.append(group)
         elif old != group:
             changes.modify_groups.append(group)
-    for key, old in touched.flows.items():
+    for key, old in islice(touched.flows.items(), flows_sent, None):
         flow = desired.flows.get(key)
         if flow is None:
             if old is not None:

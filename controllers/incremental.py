@@ -37,9 +37,28 @@ class Touched:
 
     flows: dict[tuple, Flow | None] = field(default_factory=dict)
     groups: dict[int, Group | None] = field(default_factory=dict)
+    # how many of the first flows and groups (in the order they were touched) were sent already, in the
+    # parts of an install (``IncrementalPrograms.update``'s ``on_part``): the rest is still to be sent
+    sent: tuple[int, int] = (0, 0)
 
     def __len__(self) -> int:
         return len(self.flows) + len(self.groups)
+
+
+PART_PIECES = 2000  # Service ports per part of an install (10,000 messages, 3 MB)
+
+
+@dataclass
+class _Adding:
+    """A bridge with pieces still to add in this update."""
+
+    dpid: int
+    counted: _Counted
+    mine: Touched
+    pieces: dict
+    node: object
+    changed: list
+    in_parts: bool
 
 
 class _Counted:
@@ -115,16 +134,23 @@ class IncrementalPrograms:
         return {dpid: counted.program for dpid, counted in self.bridges.items()}
 
     def update(self, state: ProxyState, lb_healthy: dict[str, list[str]] | None = None,
-               on_bridge: Callable[[int, Touched], None] | None = None) -> dict[int, Touched]:
+               on_bridge: Callable[[int, Touched], None] | None = None,
+               on_part: Callable[[int, Touched], None] | None = None) -> dict[int, Touched]:
         """Every bridge's pieces brought up to ``state``; what each bridge had touched. ``on_bridge(dpid,
         touched)`` is called as soon as one bridge's program is complete, so the controller can send it
         while the next is compiled: a switch then ingests one bridge while Python builds the next (at
-        10,000 Services each side takes seconds). (The controller runs it with the cyclic collector
-        off: ``controllers.collector``.)"""
-        return self._update(state, lb_healthy, on_bridge)
+        10,000 Services each side takes seconds).
+
+        An install (a bridge whose update only adds, more than ``PART_PIECES`` Service ports) also goes
+        in parts: ``on_part(dpid, touched)`` after each ``PART_PIECES`` of its pieces, every bridge's
+        first part before any bridge's second, so every switch has work from the first part on (the
+        first bridge costs most: what is alike on every node is compiled and packed there once).
+        (The controller runs it with the cyclic collector off: ``controllers.collector``.)"""
+        return self._update(state, lb_healthy, on_bridge, on_part)
 
     def _update(self, state: ProxyState, lb_healthy: dict[str, list[str]] | None,
-                on_bridge: Callable[[int, Touched], None] | None) -> dict[int, Touched]:
+                on_bridge: Callable[[int, Touched], None] | None,
+                on_part: Callable[[int, Touched], None] | None) -> dict[int, Touched]:
         lb_healthy = lb_healthy or {}
         touched: dict[int, Touched] = {}
         base_state = replace(state, generation=0, service_ports=())
@@ -145,6 +171,7 @@ class IncrementalPrograms:
                           if lb_healthy.get(k) != self._healthy.get(k)}
             lb_candidates = candidates + [k for k, sp in ports.items() if sp.service_key in lb_changed]
         self._ports, self._healthy = ports, dict(lb_healthy)
+        adding: list[_Adding] = []
         for dpid, counted in self.bridges.items():
             mine = touched.setdefault(dpid, Touched())
             pieces = self._pieces.setdefault(dpid, {})
@@ -161,13 +188,28 @@ class IncrementalPrograms:
                     changed.append((key, sp, source))
                     if held is not None:  # all old pieces leave first: a new one may take over what another held
                         counted.remove(held[1], mine)
-            for key, sp, source in changed:
-                piece = (service_port_piece(node, sp, state.nodes) if node is not None
-                         else underlay_service_port_piece(state, sp, lb_healthy))
-                counted.add(piece, mine)
-                pieces[key] = (source, piece)
-            if on_bridge is not None:
+            if changed:
+                in_parts = on_part is not None and not len(mine) and len(changed) > PART_PIECES  # adds only
+                adding.append(_Adding(dpid, counted, mine, pieces, node, changed, in_parts))
+            elif on_bridge is not None:
                 on_bridge(dpid, mine)
+        step = PART_PIECES if any(a.in_parts for a in adding) else None
+        start = 0
+        while adding:
+            end = None if step is None else start + step
+            for a in list(adding):
+                for key, sp, source in a.changed[start:end]:
+                    piece = (service_port_piece(a.node, sp, state.nodes) if a.node is not None
+                             else underlay_service_port_piece(state, sp, lb_healthy))
+                    a.counted.add(piece, a.mine)
+                    a.pieces[key] = (source, piece)
+                if end is None or end >= len(a.changed):
+                    adding.remove(a)
+                    if on_bridge is not None:
+                        on_bridge(a.dpid, a.mine)
+                elif a.in_parts:
+                    on_part(a.dpid, a.mine)
+            start = end
         return {dpid: t for dpid, t in touched.items() if len(t)}
 
     def _rebase(self, base_state: ProxyState, state: ProxyState, touched: dict[int, Touched],

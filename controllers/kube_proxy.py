@@ -34,6 +34,7 @@ from controllers.conntrack import flush_commands, stale_udp_endpoints
 from controllers.diff import diff, diff_touched
 from controllers.health import PROXY_HEALTH_PORT, HealthServers, health_ports, proxy_answer, service_answer
 from controllers.incremental import IncrementalPrograms, Touched
+from controllers.lane_sends import LaneSends
 from controllers.pipeline import COOKIE_REJECT, Flow, Group, Program
 from controllers.rotation import effective_rotation
 from controllers.state import ProxyState, apply_delta, log_path, read_state, write_json_atomic
@@ -74,7 +75,7 @@ class KubeProxy(of.app_manager.OSKenApp):
         # the last change's own cost (read, compiled and sent), in the status file: where a change's time went
         self.last_change: dict = {}
         self._times: dict[str, float] = {}  # moments of the change being applied, for last_change
-        self.in_lanes: dict[int, lanes.Ticket] = {}  # dpid -> its large send still in lanes (controllers.lanes)
+        self.lane_sends = LaneSends()  # large sends over a bridge's extra connections (controllers.lanes)
         self._load_state()
         self._after_change()
         of.hub.spawn(self._watch_state)
@@ -208,7 +209,7 @@ class KubeProxy(of.app_manager.OSKenApp):
                 self._write_status()
 
     def _barriers_pending(self) -> bool:
-        return bool(self.in_lanes) or any(dpid in self.datapaths for dpid, _ in self.pending)
+        return bool(self.lane_sends) or any(dpid in self.datapaths for dpid, _ in self.pending)
 
     @of.set_ev_cls(of.ofp_event.EventOFPErrorMsg, [of.CONFIG_DISPATCHER, of.MAIN_DISPATCHER])
     def error_msg_handler(self, ev):
@@ -238,7 +239,8 @@ class KubeProxy(of.app_manager.OSKenApp):
                     started = time.monotonic()
                     self._times = {}
                     synced: set[int] = set()
-                    touched = self._load_state(functools.partial(self._sync_compiled, synced=synced))
+                    touched = self._load_state(functools.partial(self._sync_compiled, synced=synced),
+                                               self._sync_part)
                     if touched is not None:
                         for dp in list(self.datapaths.values()):
                             if dp.id not in synced:
@@ -264,6 +266,23 @@ class KubeProxy(of.app_manager.OSKenApp):
             self._sync(dp, touched)
             synced.add(dpid)
             self._times.setdefault("firstSentAt", time.monotonic())
+        else:
+            self.lane_sends.abort(dpid, "the switch disconnected during the install")
+
+    def _sync_part(self, dpid: int, touched: Touched) -> None:
+        """A part of an install goes out at once in the bridge's lanes, kept open for the next parts
+        (``controllers.lane_sends``); ``_sync`` sends the last part and closes them. Only where a send
+        in lanes could go (``_lanes_path``); elsewhere ``_sync`` sends it all at the end, as usual."""
+        dp = self.datapaths.get(dpid)
+        if dp is None:
+            return
+        if dpid not in self.lane_sends.streams:
+            self.lane_sends.wait(dpid)  # the last generation's lanes are held before anything more is sent
+        generation, rotation = self.state.generation, self.lb_rotation
+        if self.lane_sends.part(dpid, self._lanes_path(dp), diff_touched(touched, self.programs[dpid]),
+                           lambda t: self._lanes_done(dp, t, generation, rotation)):
+            touched.sent = (len(touched.flows), len(touched.groups))
+            self._times.setdefault("firstSentAt", time.monotonic())
 
     def _changed(self, path: str | None) -> bool:
         if not path:
@@ -278,19 +297,23 @@ class KubeProxy(of.app_manager.OSKenApp):
         self._stamps[path] = stamp
         return True
 
-    def _load_state(self, on_bridge=None) -> dict[int, Touched] | None:
+    def _load_state(self, on_bridge=None, on_part=None) -> dict[int, Touched] | None:
         """Take in a new state (the whole file, or the lines appended to its change log) and new health
         verdicts; recompile only what they changed. Returns what each bridge's update touched, or None.
         ``on_bridge(dpid, touched)``: called as each bridge's program is complete (it may send it).
         Reading runs with the cyclic collector off, as the update does (``controllers.collector``): a
         change of 10,000 Services is 100,000 endpoints, read in 0.45 s with it and 0.15 s without."""
-        touched, frozen = without_collector(lambda: self._take_in(on_bridge),
-                                            lambda t: 0 if t is None else sum(len(x) for x in t.values()))
+        try:
+            touched, frozen = without_collector(lambda: self._take_in(on_bridge, on_part),
+                                                lambda t: 0 if t is None else sum(len(x) for x in t.values()))
+        finally:
+            for dpid in list(self.lane_sends.streams):  # an update that failed half way: its parts are never acked
+                self.lane_sends.abort(dpid, "the update failed before the switch's program was complete")
         if frozen:
             LOG.info("%d objects kept out of the cyclic collector (controllers.collector)", gc.get_freeze_count())
         return touched
 
-    def _take_in(self, on_bridge) -> dict[int, Touched] | None:
+    def _take_in(self, on_bridge, on_part) -> dict[int, Touched] | None:
         state_changed = self._changed(self.state_path)
         health_changed = self._changed(self.lb_health_path)
         state = read_state(self.state_path) if state_changed else self.state
@@ -309,7 +332,7 @@ class KubeProxy(of.app_manager.OSKenApp):
             self.pending_since = time.monotonic()
         self.state = state  # before the update: a bridge sent its program during it acks this generation
         self._times["readAt"] = time.monotonic()
-        touched = self.incremental.update(state, self.lb_rotation, on_bridge)
+        touched = self.incremental.update(state, self.lb_rotation, on_bridge, on_part)
         if state_changed:
             self._health_due = True
             LOG.info("state generation %d: %d service ports, %d flows and groups touched", state.generation,
@@ -393,9 +416,17 @@ class KubeProxy(of.app_manager.OSKenApp):
             LOG.warning("switch %016x is not part of the cluster state", dp.id)
             return
         changes = diff(installed or Program(), desired) if touched is None else diff_touched(touched, desired)
-        self._wait_lanes(dp.id)  # what was sent in lanes before is held before anything more is sent
         generation, rotation = self.state.generation, self.lb_rotation
-        if len(changes) and may_use_lanes and self._send_in_lanes(dp, changes, generation, rotation):
+        if touched is not None and self.lane_sends.finish(dp.id, changes):  # an install in parts: its last one
+            LOG.info("switch %016x: %d changes for generation %d in lanes, in parts", dp.id,
+                     sum(touched.sent) + len(changes), generation)
+            return
+        self.lane_sends.wait(dp.id)  # what was sent in lanes before is held before anything more is sent
+        path = self._lanes_path(dp) if may_use_lanes and len(changes) else None
+        used = path is not None and self.lane_sends.send(dp.id, path, changes,
+                                                          lambda t: self._lanes_done(dp, t, generation, rotation))
+        if used:
+            LOG.info("switch %016x: %d changes for generation %d in %d lanes", dp.id, len(changes), generation, used)
             return
         if len(changes):
             of.send(dp, of.messages(changes))  # one buffer: 20,000 messages would be 20,000 queue hand-offs
@@ -410,42 +441,20 @@ class KubeProxy(of.app_manager.OSKenApp):
             self.pending_lb[(dp.id, request.xid)] = rotation
         dp.send_msg(request)
 
-    def _send_in_lanes(self, dp, changes, generation: int, rotation: dict) -> bool:
-        """Send a large add-only or delete-only change over the bridge's lanes; False if it must go on
-        the switch's own connection (small, mixed, messages of this connection not yet acknowledged,
-        which a lane could overtake, or no management socket)."""
-        if len(changes) < lanes.BULK_MIN or any(d == dp.id for d, _ in self.pending):
-            return False
-        parts = lanes.plan(changes)
+    def _lanes_path(self, dp) -> str | None:
+        """The bridge's management socket, where lanes connect; None while messages of its own connection
+        are not acknowledged (a lane could overtake them), or when it has none."""
+        if any(d == dp.id for d, _ in self.pending):
+            return None
         local = getattr(dp, "ports", {}).get(of.ofp.OFPP_LOCAL)  # its name is the bridge's
-        if parts is None or local is None:
-            return False
-        path = lanes.mgmt_path(local.name.decode(errors="replace"))
-        if path is None:
-            return False
-        try:
-            ticket = lanes.send(path, [of.messages(part) for part in parts],
-                                lambda t: self._lanes_done(dp, t, generation, rotation))
-        except OSError as e:
-            LOG.warning("switch %016x: no lanes on %s (%s): sending on its own connection", dp.id, path, e)
-            return False
-        self.in_lanes[dp.id] = ticket
-        LOG.info("switch %016x: %d changes for generation %d in %d lanes", dp.id, len(changes), generation,
-                 len(parts))
-        return True
-
-    def _wait_lanes(self, dpid: int) -> None:
-        ticket = self.in_lanes.get(dpid)
-        if ticket is not None and not ticket.wait():
-            LOG.error("switch %016x: lanes still unanswered after %.0f s", dpid, lanes.TIMEOUT_S)
+        return None if local is None else lanes.mgmt_path(local.name.decode(errors="replace"))
 
     def _lanes_done(self, dp, ticket, generation: int, rotation: dict) -> None:
         """(On the lanes' thread.) Every lane answered: the switch's own barrier, whose reply acks."""
         for err_type, code, data in ticket.errors:
             LOG.error("switch %016x rejected a message: type=%d code=%d data=%s", dp.id, err_type, code, data.hex())
         with self.lock:
-            if self.in_lanes.get(dp.id) is ticket:
-                del self.in_lanes[dp.id]
+            self.lane_sends.answered(dp.id, ticket)
             if not ticket.ok:
                 LOG.error("switch %016x: a send in lanes failed (%s): generation %d not acknowledged", dp.id,
                           ticket.failure, generation)

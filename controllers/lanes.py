@@ -21,13 +21,14 @@ lane's barrier and then its own connection's barrier have been answered.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import selectors
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from controllers.diff import Changes
@@ -42,10 +43,11 @@ _BRIDGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")  # Linux interface
 
 # --- what goes in which lane (pure) -----------------------------------------------------------------------
 
-def plan(changes: Changes, lanes: int = LANES) -> list[Changes] | None:
+def plan(changes: Changes, lanes: int = LANES, every_lane: bool = False) -> list[Changes] | None:
     """``changes`` split into ``lanes`` parts that can travel on separate connections, or None when they
     cannot (they modify something, or both add and delete). A group and every flow pointing at it share
-    a lane (``group id % lanes``); other flows are dealt round-robin."""
+    a lane (``group id % lanes``); other flows are dealt round-robin. Empty parts are left out, unless
+    ``every_lane``: then part k is lane k's, as a ``Stream`` needs."""
     if changes.modify_groups or changes.modify_flows:
         return None
     adding = changes.add_groups or changes.add_flows
@@ -67,7 +69,7 @@ def plan(changes: Changes, lanes: int = LANES) -> list[Changes] | None:
             else:
                 lane_lists[dealt % lanes].append(flow)
                 dealt += 1
-    return [p for p in parts if len(p)]
+    return parts if every_lane else [p for p in parts if len(p)]
 
 
 def mgmt_path(bridge: str, rundir: str | None = None) -> str | None:
@@ -98,38 +100,98 @@ class Ticket:
         return self.done.wait(timeout)
 
 
-def send(path: str, buffers: list[bytes], on_done: Callable[[Ticket], None]) -> Ticket:
-    """Open one connection per buffer to the management socket ``path`` and send each its buffer and a
-    barrier; a thread reads the answers and calls ``on_done(ticket)`` (after ``ticket.done`` is set).
-    Raises OSError if a connection cannot be opened (then nothing was sent)."""
-    socks = []
+class Stream:
+    """``count`` lanes to one bridge kept open while a send is made in parts: each part gives every lane
+    its next buffer (``add``), which goes out at once; ``close`` ends every lane with its barrier. A lane
+    is one connection, so what a part sends on it follows what earlier parts sent on it: a flow of a
+    later part finds its group, sent before in the same lane (``plan``'s group id % lanes). So the
+    switches take in the start of an install while the controller compiles the rest (at 10,000
+    Services the first bridge took 1.2 s to compile and pack, every switch idle meanwhile).
+    A thread writes the lanes and reads the answers, and calls ``on_done(ticket)`` (after ``ticket.done``
+    is set). Opening raises OSError if a connection cannot be made (then nothing was sent)."""
+
+    def __init__(self, path: str, count: int, on_done: Callable[[Ticket], None]) -> None:
+        socks = []
+        try:
+            for _ in range(count):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.connect(path)
+                sock.setblocking(False)
+        except OSError:
+            for sock in socks:
+                sock.close()
+            raise
+        self.socks = socks
+        self.ticket = Ticket(count)
+        self._handed: queue.SimpleQueue = queue.SimpleQueue()  # (socket, bytes to send), for the thread
+        wake, self._wake = socket.socketpair()
+        self._wake.setblocking(False)
+        threading.Thread(target=_serve, args=(socks, self._handed, wake, self.ticket, on_done), daemon=True,
+                         name="lanes").start()
+        self._hand([HELLO_MSG] * count)
+
+    def add(self, buffers: Iterable[bytes]) -> None:
+        """One buffer per lane, in lane order (a generator: each goes out as soon as it is made)."""
+        made = 0
+        try:
+            for sock, data in zip(self.socks, buffers, strict=True):
+                if data:
+                    # (a view: joining a megabyte of messages with a header copied every bridge's program
+                    # once more, fresh pages that cost a tenth of a second per install)
+                    self._handed.put((sock, memoryview(data)))
+                    _wake(self._wake)
+                made += 1
+        except BaseException as e:
+            self.abort(f"packing lane {made + 1} of {len(self.socks)} failed: {e}")
+            raise
+
+    def close(self) -> Ticket:
+        self._hand([BARRIER_MSG] * len(self.socks))
+        self._wake.close()  # (the thread reads every wake-up, then the end of the pipe)
+        return self.ticket
+
+    def abort(self, why: str) -> None:
+        """Give up: the lanes close without their barriers, and the ticket fails."""
+        if self.ticket.failure is None:
+            self.ticket.failure = why
+        _wake(self._wake)
+
+    def _hand(self, buffers: list[bytes]) -> None:
+        for sock, data in zip(self.socks, buffers, strict=True):
+            self._handed.put((sock, memoryview(data)))
+        _wake(self._wake)
+
+
+HELLO_MSG = struct.pack("!BBHI", OFP13, HELLO, 8, 0)
+BARRIER_MSG = struct.pack("!BBHI", OFP13, BARRIER_REQUEST, 8, BARRIER_XID)
+
+
+def send(path: str, buffers: Iterable[bytes], on_done: Callable[[Ticket], None], count: int | None = None) -> Ticket:
+    """One buffer per connection to the management socket ``path``, each followed by a barrier: a
+    ``Stream`` of one part. ``buffers`` may be a generator of ``count`` buffers."""
+    if count is None:
+        buffers = list(buffers)
+        count = len(buffers)
+    stream = Stream(path, count, on_done)
+    stream.add(buffers)
+    return stream.close()
+
+
+def _wake(sock) -> None:
     try:
-        for _ in buffers:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.connect(path)
-            sock.setblocking(False)
-    except OSError:
-        for sock in socks:
-            sock.close()
-        raise
-    ticket = Ticket(len(buffers))
-    hello = struct.pack("!BBHI", OFP13, HELLO, 8, 0)
-    barrier = struct.pack("!BBHI", OFP13, BARRIER_REQUEST, 8, BARRIER_XID)
-    # (what each lane still has to send, as views: joining hello, a megabyte of messages and a barrier
-    # copied every bridge's program once more, fresh pages that cost a tenth of a second per install)
-    outgoing = {sock: [memoryview(hello), memoryview(data), memoryview(barrier)]
-                for sock, data in zip(socks, buffers, strict=True)}
-    thread = threading.Thread(target=_serve, args=(outgoing, ticket, on_done), daemon=True, name="lanes")
-    thread.start()
-    return ticket
+        sock.send(b"w")
+    except (BlockingIOError, OSError):
+        pass  # a wake-up is waiting to be read already, or the stream is closed and the thread has them all
 
 
-def _serve(outgoing: dict, ticket: Ticket, on_done: Callable[[Ticket], None]) -> None:
+def _serve(socks: list, handed: queue.SimpleQueue, wake, ticket: Ticket, on_done: Callable[[Ticket], None]) -> None:
     selector = selectors.DefaultSelector()
-    incoming = {sock: bytearray() for sock in outgoing}
-    for sock in outgoing:
-        selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    incoming = {sock: bytearray() for sock in socks}
+    outgoing: dict = {sock: [] for sock in socks}
+    for sock in socks:
+        selector.register(sock, selectors.EVENT_READ)
+    selector.register(wake, selectors.EVENT_READ)
     deadline = time.monotonic() + TIMEOUT_S
     try:
         while ticket.answered < ticket.lanes and ticket.failure is None:
@@ -138,6 +200,14 @@ def _serve(outgoing: dict, ticket: Ticket, on_done: Callable[[Ticket], None]) ->
                 break
             for key, events in selector.select(timeout=1.0):
                 sock = key.fileobj
+                if sock is wake:
+                    if not wake.recv(1 << 12):
+                        selector.unregister(wake)
+                    while not handed.empty():
+                        lane, data = handed.get()
+                        outgoing[lane].append(data)
+                        selector.modify(lane, selectors.EVENT_READ | selectors.EVENT_WRITE)
+                    continue
                 if events & selectors.EVENT_WRITE:
                     _write(sock, outgoing, selector)
                 if events & selectors.EVENT_READ:
@@ -148,6 +218,7 @@ def _serve(outgoing: dict, ticket: Ticket, on_done: Callable[[Ticket], None]) ->
         selector.close()
         for sock in incoming:
             sock.close()
+        wake.close()
         ticket.done.set()
         on_done(ticket)
 

@@ -2,7 +2,9 @@
 switches end up holding exactly the compiled program, which real requests then follow; a small
 change right after goes on the controller's own connection, in order.
 
-Cluster: node-a runs web-1, node-b runs web-2; 400 NodePort Services over both, one more added later.
+Cluster: node-a runs web-1, node-b runs web-2; 400 NodePort Services over both, one more added later;
+then an install large enough to go in parts (``controllers.incremental.PART_PIECES``), the first parts
+sent while the rest is compiled, over lanes kept open (``controllers.lanes.Stream``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import pytest
 
 from bench.clusters import expected_counts
 from bench.labtools import bridge_counts
+from controllers.incremental import PART_PIECES
 from controllers.lanes import BULK_MIN
 from controllers.pipeline import compile_state
 from lab.cloud.network import LabNetwork
@@ -79,4 +82,19 @@ def test_removing_them_all_goes_in_lanes_and_leaves_the_base_program(lab):
     lab.cluster.services = []
     lab.publish()
     assert len(lane_lines(lab)) == before + 2
+    held_equals_compiled(lab)
+
+
+def test_an_install_in_parts_leaves_the_switches_holding_the_program_and_every_part_serves(lab):
+    count = 2 * PART_PIECES + 500  # three parts per node bridge
+    before = len(lane_lines(lab))
+    lab.cluster.services = bulk_services(count)
+    lab.publish()
+    sent = lane_lines(lab)[before:]
+    assert len(sent) == 2 and all("in parts" in line for line in sent), sent
+    held_equals_compiled(lab)
+    for name in ("bulk-0", f"bulk-{PART_PIECES + 1}", f"bulk-{count - 1}"):  # first, second and last part
+        assert sum(served(lab, name, "node-b").values()) == 40, name
+    lab.cluster.services = []
+    lab.publish()
     held_equals_compiled(lab)

@@ -9,6 +9,7 @@ import random
 import pytest
 
 from controllers.diff import Changes, diff, diff_touched
+from controllers import incremental as incremental_module
 from controllers.incremental import IncrementalPrograms
 from controllers.pipeline import Program, compile_state, group_id
 from lab.emulation.proxy_state import build_proxy_state
@@ -96,6 +97,53 @@ def test_incremental_programs_equal_a_full_compile_after_every_change(seed):
             assert len(changes) == len(diff(old, program)), (step, dpid)  # no more and no fewer messages
             switches[dpid] = apply(old, changes) if dpid in switches else copy.deepcopy(program)
             assert switches[dpid].flows == program.flows and switches[dpid].groups == program.groups
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_install_sent_in_parts_leaves_the_switches_holding_the_full_compile(seed, monkeypatch):
+    """``on_part``: a switch taking in each part as it comes (what the part touched since the last one),
+    then the rest at the end, holds exactly the program; parts come only where an update only adds,
+    and every bridge's first part comes before any bridge's second."""
+    monkeypatch.setattr(incremental_module, "PART_PIECES", 3)
+    rng = random.Random(200 + seed)
+    cluster = Cluster([Node("node-a", 1), Node("node-b", 2), Node("node-c", 3)], [], [])
+    serial = [0]
+    incremental = IncrementalPrograms()
+    switches: dict[int, Program] = {}
+    parted = 0
+    for step in range(60):
+        if rng.random() < 0.3:  # now and then many Services at once: an install
+            for _ in range(rng.randint(4, 12)):
+                serial[0] += 1
+                cluster.services.append(Service(f"bulk-{serial[0]}", [ServicePort(80, 40000 + serial[0], 8080)],
+                                                selector={"app": rng.choice(APPS)}))
+        else:
+            random_change(rng, cluster, serial)
+        state = build_proxy_state(cluster, step + 1)
+        before = dict(switches)
+        sent = dict.fromkeys(switches, 0)  # messages per bridge in this update
+        parts: list[tuple[int, int]] = []  # (dpid, its part number)
+
+        def on_part(dpid, touched, parts=parts, sent=sent):
+            assert all(v is None for v in touched.flows.values()) and all(
+                v is None for v in touched.groups.values()), "a part of an update that does more than add"
+            changes = diff_touched(touched, incremental.programs[dpid])
+            switches[dpid] = apply(switches.get(dpid, Program()), changes)
+            sent[dpid] = sent.get(dpid, 0) + len(changes)
+            touched.sent = (len(touched.flows), len(touched.groups))
+            parts.append((dpid, sum(1 for d, _ in parts if d == dpid) + 1))
+
+        touched = incremental.update(state, None, on_part=on_part)
+        parted += len(parts)
+        numbers = [n for _, n in parts]
+        assert numbers == sorted(numbers), parts  # chunk by chunk across the bridges
+        for dpid, program in compile_state(state).items():
+            changes = diff_touched(touched[dpid], program) if dpid in touched else Changes()
+            switches[dpid] = apply(switches.get(dpid, Program()), changes)
+            assert switches[dpid].flows == program.flows and switches[dpid].groups == program.groups, (step, dpid)
+            # no message sent twice, none left out
+            assert sent.get(dpid, 0) + len(changes) == len(diff(before.get(dpid, Program()), program)), (step, dpid)
+    assert parted > 10  # (the parts were there to be tested)
 
 
 def test_a_pod_change_touches_only_its_service_port():
