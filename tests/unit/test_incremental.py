@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from controllers.diff import Changes, diff, diff_touched
 from controllers import incremental as incremental_module
+from controllers.diff import Changes, diff, diff_touched
 from controllers.incremental import IncrementalPrograms
 from controllers.pipeline import Program, compile_state, group_id
 from lab.emulation.proxy_state import build_proxy_state

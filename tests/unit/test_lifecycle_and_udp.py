@@ -54,6 +54,15 @@ def test_readiness_probes_and_grace_are_read_exec_warns(tmp_path: Path):
     assert any("readinessProbe.exec is not run" in w for w in exec_.warnings)
 
 
+def test_a_second_containers_readiness_probe_is_warned_naming_its_object(tmp_path: Path):
+    sidecar = ("  - name: sidecar\n    image: busybox\n    ports: [{containerPort: 9090}]\n"
+               "    readinessProbe: {tcpSocket: {port: 9090}}\n")
+    cluster = load(tmp_path, POD.format(probe="{httpGet: {path: /ready, port: http}}") + sidecar)
+    assert cluster.pod("web").readiness_probe == Probe("httpGet", "http", "/ready")  # the first one is run
+    [warning] = [w for w in cluster.warnings if "containers[1].readinessProbe" in w]
+    assert warning.startswith('Pod "web" (') and "is not run" in warning
+
+
 def cluster(**pod) -> Cluster:
     pods = [Pod("web-1", "node-a", labels={"app": "web"}, ports=(ContainerPort(5353, protocol="UDP"),),
                 ip=addr.pod_ip(1, 2), serial=1, **pod)]

@@ -343,7 +343,7 @@ def test_unhonoured_service_fields_are_warned_by_name(tmp_path):
     cluster = load(tmp_path, workload("Deployment"), service)
     fields = [re.search(r"\): (spec\.\w+) ", w).group(1) for w in cluster.strict_problems]
     assert fields == ["spec.externalIPs"]  # sessionAffinity and trafficDistribution are honoured now
-    assert 'spec.externalIPs a list is not honoured by the lab' in cluster.strict_problems[0]
+    assert 'spec.externalIPs ["192.0.2.7"] is not honoured by the lab' in cluster.strict_problems[0]
     extra = ("  loadBalancerClass: service.k8s.aws/nlb\n  ipFamilyPolicy: RequireDualStack\n"
              "  ipFamilies: [IPv4]\n")
     cluster = load(tmp_path, workload("Deployment"), SERVICE.replace("  type: NodePort\n", "  type: LoadBalancer\n"

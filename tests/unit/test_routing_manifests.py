@@ -98,9 +98,18 @@ def test_gateway_errors_and_warnings(tmp_path):
     cluster = _load(tmp_path, GATEWAY.format(cls="nginx", protocol="example.com/SCTP"))  # the API takes any
     assert any('protocol "example.com/SCTP" is not modelled, so the lab leaves this listener out' in w
                for w in cluster.warnings)
-    cluster = _load(tmp_path, GATEWAY.format(cls="missing", protocol="HTTP"))
+    other_class = ("apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: nginx}\n"
+                   "spec: {controllerName: gateway.nginx.org/nginx-gateway-controller}\n---\n")
+    cluster = _load(tmp_path, other_class + GATEWAY.format(cls="missing", protocol="HTTP"))
     assert any("GatewayClass missing does not exist" in w for w in cluster.warnings)
     assert not proxy_pods(cluster)
+
+
+def test_a_gateway_with_no_gateway_class_at_all_is_served_as_a_controllers_install_would(tmp_path):
+    """Istio's bookinfo-gateway names class "istio", which Istio's install creates, not the app's manifests."""
+    cluster = _load(tmp_path, GATEWAY.format(cls="istio", protocol="HTTP"))
+    assert any("Gateway web: the manifests have no GatewayClass, so the lab adds istio" in w for w in cluster.warnings)
+    assert [name.startswith("web-istio") for name in proxy_pods(cluster)] == [True]
 
 
 ROUTE = """apiVersion: gateway.networking.k8s.io/v1

@@ -24,6 +24,7 @@ from lab.kube.manifests.fields import (
     string,
     string_map,
     type_name,
+    warn,
 )
 from lab.kube.manifests.probes import grace_period, readiness_probe
 from lab.kube.manifests.reader import Doc
@@ -126,7 +127,9 @@ def pod_template(
         ports.extend(own_ports)
         found = readiness_probe(container, own_ports, origin, c_field, warnings)
         if found is not None and probe is not None:
-            warnings.append(f"{c_field}.readinessProbe: only the first container's readinessProbe is run")
+            warn(warnings, origin, f"{c_field}.readinessProbe", "is not run: the lab runs one server per pod and "
+                 "only the first container's readinessProbe", "a pod here is Ready when that one passes; a "
+                 "cluster waits for every container's")
         probe = probe or found
     return Template(
         labels, node_name, selector, tuple(ports), node_affinity, pod_affinity, pod_anti_affinity, spread, tolerations,

@@ -88,6 +88,15 @@ def provision(objects: RoutingObjects, nodes: list[Node], pods: list[Pod], warni
     classes = {c.name: c for c in objects.gateway_classes}
     for gateway in objects.gateways:
         cls = classes.get(gateway.class_name)
+        if cls is None and not objects.gateway_classes:
+            # No GatewayClass at all: a Gateway controller's install creates its classes (Istio's "istio",
+            # Cilium's "cilium"), not the application's manifests. As with Ingress and no controller, the
+            # lab then stands in for one; a class the manifests name wrongly beside others stays unserved.
+            cls = classes[gateway.class_name] = GatewayClass(gateway.class_name, NGINX_GATEWAY_FABRIC)
+            objects.gateway_classes.append(cls)
+            warnings.append(f"Gateway {gateway.display}: the manifests have no GatewayClass, so the lab adds "
+                            f"{gateway.class_name} for its own controller (its NGINX, as NGINX Gateway Fabric "
+                            "would serve it), as a Gateway controller's install would add its class")
         if cls is None:
             warnings.append(f"Gateway {gateway.display}: GatewayClass {gateway.class_name} does not exist, "
                             "so no controller provisions it: add the GatewayClass")

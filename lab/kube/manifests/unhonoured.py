@@ -16,6 +16,15 @@ from typing import Any
 from lab.errors import Origin, shown
 
 
+def _quoted(value: Any) -> str:
+    """The value as the warning quotes it: a short list of plain values written out (ipFamilies
+    [IPv6, IPv4], externalIPs), anything else as ``shown`` has it (containers only by their type)."""
+    if isinstance(value, list) and 0 < len(value) <= 8 and all(
+            isinstance(v, str | int | float | bool) or v is None for v in value):
+        return "[" + ", ".join(shown(v, 64) for v in value) + "]"
+    return shown(value)
+
+
 def _unset(value: Any) -> bool:
     return value in (None, "", [], {}, False)
 
@@ -87,7 +96,7 @@ def unhonoured(kind: str, body: dict, origin: Origin, prefix: str = "") -> list[
             continue
         for field, value in _values(body, entry.path, prefix):
             if not entry.harmless(value):
-                warnings.append(str(origin.error(field, f"{shown(value)} is not honoured by the lab", entry.instead)))
+                warnings.append(str(origin.error(field, f"{_quoted(value)} is not honoured by the lab", entry.instead)))
     notes = list(_annotations(kind, body))
     if len(notes) == 1:
         field, value = notes[0]
